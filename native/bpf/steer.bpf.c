@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * specloop's XDP steering program.
+ *
+ * TCP segments (IPv4, first fragment or unfragmented) whose destination port
+ * is a key of the `ports` map go to the AF_XDP socket of their RX queue
+ * through `xsks`; everything else (ARP, ICMP, other ports, IPv6 for now)
+ * passes to the kernel untouched.  A steered port with no socket on its queue
+ * is dropped (the XDP_DROP fallback of bpf_redirect_map), so the kernel never
+ * sees a SYN for a port specloop owns and never answers it with a RST.
+ *
+ * Parsing convention (as xdp-tutorial's parsing helpers): a cursor walks the
+ * packet; every header is bounds-checked against data_end before it is read.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define MAX_QUEUES 64
+#define MAX_PORTS 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+/* key: TCP port in network byte order; value: unused flags */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PORTS);
+	__type(key, __u16);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+SEC("xdp")
+int specloop_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	int action = XDP_PASS;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	__u32 ihl;
+
+	if ((void *)(eth + 1) > data_end)
+		goto out;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		goto out;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		goto out;
+	if (ip->protocol != IPPROTO_TCP)
+		goto out;
+	/* a non-first fragment carries no TCP header: leave it to the kernel */
+	if (ip->frag_off & bpf_htons(0x1fff))
+		goto out;
+	ihl = ip->ihl * 4;
+	if (ihl < sizeof(*ip))
+		goto out;
+	tcp = (void *)ip + ihl;
+	if ((void *)(tcp + 1) > data_end)
+		goto out;
+	if (!bpf_map_lookup_elem(&ports, &tcp->dest))
+		goto out;
+	action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
+out:
+	return action;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

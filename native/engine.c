@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine.c - the engine handle: open/close, one RX batch per poll, one TX
+ * kick per flush, events for Python, counters.
+ *
+ * Per loop iteration Python calls sl_engine_poll() when the xsk fd is
+ * readable (peek RX → parse → TCP input → events → release RX), dispatches
+ * the events, and calls sl_engine_flush() once at the end of the iteration
+ * (TCP output → release frames → reap completions → refill → one kick).
+ */
+#include <net/if.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "internal.h"
+
+static uint64_t monotonic_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int check_config(const struct sl_config *cfg, char *err, size_t errlen)
+{
+	if (!cfg || !cfg->ifname || !cfg->ifname[0]) {
+		sl_errf(err, errlen, "no interface given");
+		return -EINVAL;
+	}
+	if (strlen(cfg->ifname) >= IF_NAMESIZE) {
+		sl_errf(err, errlen, "interface name too long: %s", cfg->ifname);
+		return -EINVAL;
+	}
+	if (cfg->xdp_mode > SL_XDP_GENERIC) {
+		sl_errf(err, errlen, "xdp_mode %u: must be auto, native or generic",
+			cfg->xdp_mode);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
+		   char *err, size_t errlen)
+{
+	struct sl_engine *eng;
+	int ifindex, rc;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	rc = check_config(cfg, err, errlen);
+	if (rc)
+		return rc;
+	ifindex = (int)if_nametoindex(cfg->ifname);
+	if (!ifindex) {
+		rc = -errno;
+		sl_errf(err, errlen, "interface %s not found in this network namespace",
+			cfg->ifname);
+		return rc;
+	}
+	eng = calloc(1, sizeof(*eng));
+	if (!eng) {
+		sl_errf(err, errlen, "out of memory for the engine");
+		return -ENOMEM;
+	}
+	eng->cfg = *cfg;
+	snprintf(eng->ifname, sizeof(eng->ifname), "%s", cfg->ifname);
+	eng->cfg.ifname = eng->ifname;
+	eng->now_us = monotonic_us();
+
+	rc = steer_open(&eng->steer, eng->ifname, ifindex, (int)cfg->xdp_mode,
+			err, errlen);
+	if (rc)
+		goto out_engine;
+	rc = xsk_open(&eng->xsk, &eng->cfg, XDP_COPY | XDP_USE_NEED_WAKEUP,
+		      err, errlen);
+	if (rc)
+		goto out_steer;
+	rc = steer_add_socket(&eng->steer, cfg->queue_id, eng->xsk.fd);
+	if (rc) {
+		sl_errf(err, errlen, "adding the XDP socket to the XSKMAP");
+		goto out_xsk;
+	}
+	eng->ctr.frames_total = eng->xsk.frame_count;
+	xsk_refill(eng);
+	*out = eng;
+	return 0;
+
+out_xsk:
+	xsk_close(&eng->xsk);
+out_steer:
+	steer_close(&eng->steer);
+out_engine:
+	free(eng);
+	return rc;
+}
+
+void sl_engine_close(struct sl_engine *eng)
+{
+	if (!eng)
+		return;
+	/* the program goes first, so no frame is steered to a closing socket */
+	steer_close(&eng->steer);
+	xsk_close(&eng->xsk);
+	free(eng);
+}
+
+int sl_engine_fd(const struct sl_engine *eng)
+{
+	return eng->xsk.fd;
+}
+
+int sl_engine_xdp_mode(const struct sl_engine *eng)
+{
+	return eng->steer.mode;
+}
+
+const struct sl_event *sl_engine_events(const struct sl_engine *eng)
+{
+	return eng->events;
+}
+
+/* Appends an event; NULL when the array is full (callers stop taking RX). */
+struct sl_event *engine_event(struct sl_engine *eng, uint32_t type, uint32_t conn)
+{
+	struct sl_event *ev;
+
+	if (eng->nevents >= SL_MAX_EVENTS)
+		return NULL;
+	ev = &eng->events[eng->nevents++];
+	memset(ev, 0, sizeof(*ev));
+	ev->type = type;
+	ev->conn = conn;
+	return ev;
+}
+
+static void handle_frame(struct sl_engine *eng, const struct xdp_desc *d)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t f = xsk_addr_frame(x, d->addr);
+	uint64_t off = d->addr & (x->frame_size - 1);
+	struct pkt p;
+
+	if (f >= x->frame_count || off + d->len > x->frame_size) {
+		eng->ctr.drop_bad_desc++;
+		return;
+	}
+	x->meta[f].owner = FRAME_RX_HELD;
+	x->held[x->held_count++] = f;
+	eng->ctr.rx_packets++;
+	eng->ctr.rx_bytes += d->len;
+
+	memset(&p, 0, sizeof(p));
+	p.frame = xsk_frame_data(x, f) + off;
+	p.len = d->len;
+	p.frame_idx = f;
+	if (net_parse(eng, &p))
+		return;
+	if ((p.flags & (TH_SYN | TH_ACK)) == TH_SYN)
+		eng->ctr.rx_tcp_syn++;
+}
+
+int sl_engine_poll(struct sl_engine *eng, int budget)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t idx, n, i;
+
+	eng->now_us = monotonic_us();
+	xsk_release_held(x);
+	eng->nevents = 0;
+	if (budget <= 0)
+		budget = SL_RX_BATCH;
+	while (budget > 0 && eng->nevents + 2 * SL_RX_BATCH <= SL_MAX_EVENTS) {
+		n = xsk_ring_cons__peek(&x->rx, budget < SL_RX_BATCH ?
+					(uint32_t)budget : SL_RX_BATCH, &idx);
+		if (!n)
+			break;
+		eng->ctr.rx_batches++;
+		for (i = 0; i < n; i++)
+			handle_frame(eng, xsk_ring_cons__rx_desc(&x->rx, idx + i));
+		/* release: we are done reading these descriptors */
+		xsk_ring_cons__release(&x->rx, n);
+		budget -= (int)n;
+		xsk_refill(eng);
+	}
+	return (int)eng->nevents;
+}
+
+int sl_engine_flush(struct sl_engine *eng)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t queued;
+	int rc;
+
+	eng->now_us = monotonic_us();
+	xsk_release_held(x);
+	xsk_reap_completions(x);
+	xsk_refill(eng);
+	queued = x->tx_queued;
+	rc = xsk_kick(eng);
+	return rc < 0 ? rc : (int)queued;
+}
+
+int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint64_t by_owner[5] = { 0 };
+	uint32_t i;
+
+	for (i = 0; i < x->frame_count; i++)
+		by_owner[x->meta[i].owner < 5 ? x->meta[i].owner : 0]++;
+	eng->ctr.frames_free = by_owner[FRAME_FREE];
+	eng->ctr.frames_fill = by_owner[FRAME_FILL];
+	eng->ctr.frames_rx_held = by_owner[FRAME_RX_HELD];
+	eng->ctr.frames_tx = by_owner[FRAME_TX];
+	eng->ctr.frames_sndq = by_owner[FRAME_SNDQ];
+	xsk_read_kernel_stats(eng);
+	*out = eng->ctr;
+	return 0;
+}
+
+int sl_engine_steer_port(struct sl_engine *eng, uint32_t port)
+{
+	if (port == 0 || port > 65535)
+		return -EINVAL;
+	return steer_port(&eng->steer, (uint16_t)port, true);
+}
+
+int sl_engine_unsteer_port(struct sl_engine *eng, uint32_t port)
+{
+	if (port == 0 || port > 65535)
+		return -EINVAL;
+	return steer_port(&eng->steer, (uint16_t)port, false);
+}

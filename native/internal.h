@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h - what the engine's C files share and Python never sees.
+ */
+#ifndef SPECLOOP_INTERNAL_H
+#define SPECLOOP_INTERNAL_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <string.h>
+#include <xdp/xsk.h>
+
+#include "specloop.h"
+
+#ifndef XDP_USE_SG
+#define XDP_USE_SG (1 << 4)
+#endif
+
+#define SL_RX_BATCH 64		/* RX descriptors taken per peek */
+#define SL_MAX_EVENTS 1024	/* events one poll may queue */
+#define SL_FRAME_RESERVE 64	/* frames kept for ACKs/RSTs under pressure */
+#define SL_NO_FRAME UINT32_MAX
+
+/* Who owns a UMEM frame right now.  Counted in struct sl_counters. */
+enum frame_owner {
+	FRAME_FREE = 0,
+	FRAME_FILL,		/* given to the kernel: fill ring or RX ring */
+	FRAME_RX_HELD,		/* received; an event may point into it */
+	FRAME_TX,		/* in the TX ring until its completion */
+	FRAME_SNDQ,		/* a send queue keeps it for retransmission */
+};
+
+struct frame_meta {
+	uint8_t owner;		/* enum frame_owner */
+	uint8_t tx_pending;	/* submissions without a completion yet */
+	uint8_t keep;		/* a send queue still needs it after TX */
+};
+
+/* The AF_XDP side: UMEM, its rings and the frame allocator (xsk.c). */
+struct sl_xsk {
+	void *area;
+	size_t area_len;
+	uint32_t frame_size;
+	uint32_t frame_shift;
+	uint32_t frame_count;
+	uint32_t ring_size;
+	struct xsk_umem *umem;
+	struct xsk_socket *socket;
+	struct xsk_ring_prod fill;
+	struct xsk_ring_cons comp;
+	struct xsk_ring_cons rx;
+	struct xsk_ring_prod tx;
+	int fd;
+	uint32_t *free_stack;	/* indices of free frames */
+	uint32_t free_top;
+	struct frame_meta *meta;
+	uint32_t *held;		/* frames held for the current events */
+	uint32_t held_count;
+	uint32_t tx_queued;	/* descriptors reserved+submitted since the kick */
+	uint32_t fill_target;	/* frames we try to keep in the fill ring */
+};
+
+/* The XDP program and its maps (steer.c). */
+struct sl_steer {
+	struct bpf_object *obj;
+	int prog_fd;
+	int link_fd;
+	int ports_fd;
+	int xsks_fd;
+	int ifindex;
+	int mode;		/* SL_XDP_NATIVE or SL_XDP_GENERIC */
+};
+
+struct sl_engine {
+	struct sl_config cfg;
+	char ifname[32];
+	struct sl_xsk xsk;
+	struct sl_steer steer;
+	struct sl_counters ctr;
+	struct sl_event events[SL_MAX_EVENTS];
+	uint32_t nevents;
+	uint64_t now_us;	/* CLOCK_MONOTONIC, refreshed per poll/flush */
+};
+
+/* errors: format what failed into the caller's buffer */
+void sl_errf(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* xsk.c */
+int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
+	     char *err, size_t errlen);
+void xsk_close(struct sl_xsk *x);
+uint32_t xsk_frame_alloc(struct sl_xsk *x, bool may_use_reserve);
+void xsk_frame_free(struct sl_xsk *x, uint32_t idx);
+void xsk_refill(struct sl_engine *eng);
+void xsk_release_held(struct sl_xsk *x);
+int xsk_tx_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len);
+void xsk_reap_completions(struct sl_xsk *x);
+int xsk_kick(struct sl_engine *eng);
+int xsk_read_kernel_stats(struct sl_engine *eng);
+
+static inline uint8_t *xsk_frame_data(const struct sl_xsk *x, uint32_t idx)
+{
+	return (uint8_t *)x->area + ((uint64_t)idx << x->frame_shift);
+}
+
+static inline uint32_t xsk_addr_frame(const struct sl_xsk *x, uint64_t addr)
+{
+	return (uint32_t)(addr >> x->frame_shift);
+}
+
+/* steer.c */
+int steer_open(struct sl_steer *s, const char *ifname, int ifindex, int mode,
+	       char *err, size_t errlen);
+int steer_add_socket(struct sl_steer *s, uint32_t queue_id, int xsk_fd);
+int steer_port(struct sl_steer *s, uint16_t port, bool on);
+void steer_close(struct sl_steer *s);
+
+/* net.c: parsing and checksums */
+struct pkt {
+	uint8_t *frame;		/* start of the Ethernet header */
+	uint32_t len;		/* frame length */
+	uint32_t frame_idx;
+	const uint8_t *src_mac;
+	uint32_t saddr, daddr;	/* network order */
+	uint16_t sport, dport;	/* host order */
+	uint32_t seq, ack;	/* host order */
+	uint16_t wnd;		/* unscaled, host order */
+	uint8_t flags;		/* TCP flags */
+	uint8_t ttl;
+	const uint8_t *opts;	/* TCP options */
+	uint32_t opts_len;
+	const uint8_t *payload;
+	uint32_t payload_len;
+};
+
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_PSH 0x08
+#define TH_ACK 0x10
+#define TH_URG 0x20
+#define TH_ECE 0x40
+#define TH_CWR 0x80
+
+int net_parse(struct sl_engine *eng, struct pkt *p);
+uint32_t csum_partial(const void *buf, size_t len, uint32_t sum);
+uint16_t csum_fold(uint32_t sum);
+uint32_t csum_pseudo(uint32_t saddr, uint32_t daddr, uint32_t tcp_len);
+
+/* engine.c */
+struct sl_event *engine_event(struct sl_engine *eng, uint32_t type, uint32_t conn);
+
+static inline uint16_t get_be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void put_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static inline void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+#endif /* SPECLOOP_INTERNAL_H */

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * specloop.h - the only C API that Python sees.
+ *
+ * An engine is an opaque handle owning one AF_XDP socket (UMEM, fill,
+ * completion, RX and TX rings), the XDP steering program attached to the
+ * interface through a bpf_link, and the TCP connections that run over them.
+ * There is no global state: everything hangs off the handle.
+ *
+ * Conventions: functions return >= 0 (success or a count) or -errno.  Output
+ * goes through pointers.  Nothing here calls back into Python: the engine
+ * queues events, Python reads them after sl_engine_poll() returns.
+ *
+ * The part between the cdef markers is read by native/build.py and handed to
+ * cffi, so it must stay plain declarations (no macros, no inline code).
+ */
+#ifndef SPECLOOP_H
+#define SPECLOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* cdef-begin */
+
+enum sl_xdp_mode {
+	SL_XDP_AUTO = 0,	/* native if the driver has it, else generic */
+	SL_XDP_NATIVE = 1,
+	SL_XDP_GENERIC = 2,
+};
+
+struct sl_config {
+	const char *ifname;
+	uint32_t queue_id;
+	uint32_t xdp_mode;	/* enum sl_xdp_mode */
+	uint32_t frame_size;	/* 2048 or 4096 */
+	uint32_t frame_count;	/* UMEM frames */
+	uint32_t ring_size;	/* descriptors per ring, a power of two */
+	uint8_t mac[6];		/* the interface's MAC address */
+	uint32_t ipv4;		/* the interface's IPv4 address, network order */
+	uint32_t mtu;
+	uint32_t max_conns;	/* connection table size */
+	uint32_t sndbuf;	/* bytes queued per connection before write() is short */
+	uint32_t rcvbuf;	/* receive window per connection, bytes */
+	uint32_t time_wait_ms;	/* TIME-WAIT length (2*MSL) */
+	uint32_t rto_min_ms;
+	uint32_t rto_max_ms;
+	uint32_t retries;	/* RTO expiries before a connection is dropped */
+	uint32_t syn_retries;	/* SYN-ACK retransmissions before giving up */
+	uint32_t delack_ms;	/* delayed-ACK timeout */
+	uint32_t fin_timeout_ms;/* FIN-WAIT-2 after close(), as tcp_fin_timeout */
+	uint64_t seed;		/* ISN/SYN-cookie secret seed; 0 = from getrandom */
+};
+
+/* What happened on a connection; read by Python after sl_engine_poll(). */
+enum sl_event_type {
+	SL_EV_ACCEPT = 1,	/* conn: a new established connection; arg: listener */
+	SL_EV_DATA = 2,		/* conn: in-order bytes at data[0..len) */
+	SL_EV_EOF = 3,		/* conn: the peer sent FIN */
+	SL_EV_CLOSED = 4,	/* conn: gone; err: 0, -ECONNRESET, -ETIMEDOUT, ... */
+	SL_EV_WRITABLE = 5,	/* conn: send-buffer space after a short write */
+	SL_EV_CONNECTED = 6,	/* conn: an active open completed */
+};
+
+struct sl_event {
+	uint32_t type;
+	uint32_t conn;
+	uint32_t arg;
+	int32_t err;
+	const uint8_t *data;	/* valid until the next poll or flush */
+	uint32_t len;
+};
+
+/* Engine counters.  Every drop has a field named for its reason. */
+struct sl_counters {
+	uint64_t rx_packets;
+	uint64_t rx_bytes;
+	uint64_t tx_packets;
+	uint64_t tx_bytes;
+	uint64_t tx_kicks;
+	uint64_t rx_batches;
+	uint64_t rx_tcp_syn;
+	uint64_t drop_short;		/* shorter than its headers say */
+	uint64_t drop_not_ipv4;		/* ethertype we do not handle */
+	uint64_t drop_bad_mac;		/* not for our MAC */
+	uint64_t drop_bad_ip_header;	/* version, IHL or total length wrong */
+	uint64_t drop_bad_ip_checksum;
+	uint64_t drop_ip_fragment;
+	uint64_t drop_not_tcp;
+	uint64_t drop_not_our_ip;
+	uint64_t drop_bad_source;	/* broadcast, multicast, 0/8, 127/8 */
+	uint64_t drop_bad_tcp_header;	/* data offset wrong */
+	uint64_t drop_bad_tcp_checksum;
+	uint64_t drop_bad_tcp_options;
+	uint64_t drop_bad_tcp_flags;
+	uint64_t drop_bad_desc;		/* RX descriptor outside UMEM */
+	uint64_t fill_ring_empty;	/* wanted to refill RX and had no frame */
+	uint64_t tx_ring_full;		/* a segment waited for a TX slot */
+	uint64_t tx_no_frame;		/* a segment waited for a free frame */
+	uint64_t kernel_rx_dropped;	/* XDP_STATISTICS, read on demand */
+	uint64_t kernel_rx_invalid_descs;
+	uint64_t kernel_tx_invalid_descs;
+	uint64_t kernel_rx_ring_full;
+	uint64_t kernel_rx_fill_ring_empty;
+	uint64_t kernel_tx_ring_empty;
+	/* frames by owner; they always add up to frame_count */
+	uint64_t frames_total;
+	uint64_t frames_free;
+	uint64_t frames_fill;		/* in the fill ring or RX ring */
+	uint64_t frames_rx_held;	/* received, referenced by an event */
+	uint64_t frames_tx;		/* in the TX ring, awaiting completion */
+	uint64_t frames_sndq;		/* held by send queues (not in TX) */
+};
+
+struct sl_engine;
+
+/*
+ * Opens an engine on cfg->ifname: UMEM, AF_XDP socket, XDP program attached
+ * through a bpf_link.  On failure returns -errno and writes what failed into
+ * err (errlen bytes, NUL-terminated).
+ */
+int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
+		   char *err, size_t errlen);
+void sl_engine_close(struct sl_engine *eng);
+
+/* The xsk file descriptor: readable when RX has frames. */
+int sl_engine_fd(const struct sl_engine *eng);
+/* The XDP attach mode in use: SL_XDP_NATIVE or SL_XDP_GENERIC. */
+int sl_engine_xdp_mode(const struct sl_engine *eng);
+
+/*
+ * Processes up to `budget` received frames.  Returns the number of events
+ * now in sl_engine_events() (0 if none), or -errno.
+ */
+int sl_engine_poll(struct sl_engine *eng, int budget);
+const struct sl_event *sl_engine_events(const struct sl_engine *eng);
+
+/*
+ * End of a loop iteration: sends what is queued, releases frames of the
+ * last poll's events, reaps completions, refills RX, kicks TX once.
+ * Returns the number of TX descriptors kicked, or -errno.
+ */
+int sl_engine_flush(struct sl_engine *eng);
+
+/* Copies the counters into *out (kernel XDP statistics refreshed). */
+int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out);
+
+/* Steering: TCP port (host order) to this engine, or back to the kernel. */
+int sl_engine_steer_port(struct sl_engine *eng, uint32_t port);
+int sl_engine_unsteer_port(struct sl_engine *eng, uint32_t port);
+
+/* cdef-end */
+
+#endif /* SPECLOOP_H */

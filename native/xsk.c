@@ -1,0 +1,353 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * xsk.c - the AF_XDP socket: UMEM, its four rings and the frame allocator.
+ *
+ * Ring access goes through libxdp's xsk_ring_* inlines, which do the
+ * acquire/release ordering against the kernel (net/xdp/xsk_queue.h).  We use
+ * libxdp only for the socket and its rings; the XDP program is our own
+ * (steer.c), hence XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD.
+ *
+ * Every UMEM frame has one owner at a time (enum frame_owner); the counters
+ * report frames by owner and they always add up to frame_count.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef SOL_XDP
+#define SOL_XDP 283
+#endif
+
+void sl_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static int frame_shift_of(uint32_t frame_size)
+{
+	switch (frame_size) {
+	case 2048:
+		return 11;
+	case 4096:
+		return 12;
+	default:
+		return -1;
+	}
+}
+
+int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
+	     char *err, size_t errlen)
+{
+	struct xsk_umem_config ucfg;
+	struct xsk_socket_config scfg;
+	int shift = frame_shift_of(cfg->frame_size);
+	uint32_t i;
+	int rc;
+
+	memset(x, 0, sizeof(*x));
+	x->fd = -1;
+	if (shift < 0) {
+		sl_errf(err, errlen, "frame_size %u: must be 2048 or 4096",
+			cfg->frame_size);
+		return -EINVAL;
+	}
+	if (cfg->ring_size < 64 || (cfg->ring_size & (cfg->ring_size - 1))) {
+		sl_errf(err, errlen, "ring_size %u: must be a power of two >= 64",
+			cfg->ring_size);
+		return -EINVAL;
+	}
+	if (cfg->frame_count < 2 * cfg->ring_size + SL_FRAME_RESERVE) {
+		sl_errf(err, errlen,
+			"frame_count %u: must be at least 2*ring_size+%d",
+			cfg->frame_count, SL_FRAME_RESERVE);
+		return -EINVAL;
+	}
+	x->frame_size = cfg->frame_size;
+	x->frame_shift = (uint32_t)shift;
+	x->frame_count = cfg->frame_count;
+	x->ring_size = cfg->ring_size;
+	x->fill_target = cfg->ring_size;
+	x->area_len = (size_t)cfg->frame_count * cfg->frame_size;
+
+	x->area = mmap(NULL, x->area_len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (x->area == MAP_FAILED) {
+		rc = -errno;
+		x->area = NULL;
+		sl_errf(err, errlen, "mmap of %zu bytes of UMEM failed", x->area_len);
+		return rc;
+	}
+	x->meta = calloc(cfg->frame_count, sizeof(*x->meta));
+	x->free_stack = calloc(cfg->frame_count, sizeof(*x->free_stack));
+	x->held = calloc(cfg->frame_count, sizeof(*x->held));
+	if (!x->meta || !x->free_stack || !x->held) {
+		rc = -ENOMEM;
+		sl_errf(err, errlen, "out of memory for frame tables");
+		goto out_tables;
+	}
+	/* frame 0 on top of the stack: lowest addresses are used first */
+	for (i = 0; i < cfg->frame_count; i++)
+		x->free_stack[i] = cfg->frame_count - 1 - i;
+	x->free_top = cfg->frame_count;
+
+	memset(&ucfg, 0, sizeof(ucfg));
+	ucfg.fill_size = cfg->ring_size;
+	ucfg.comp_size = cfg->ring_size;
+	ucfg.frame_size = cfg->frame_size;
+	ucfg.frame_headroom = 0;
+	rc = xsk_umem__create(&x->umem, x->area, x->area_len, &x->fill,
+			      &x->comp, &ucfg);
+	if (rc) {
+		x->umem = NULL;
+		sl_errf(err, errlen, "registering UMEM (xsk_umem__create)");
+		goto out_tables;
+	}
+
+	memset(&scfg, 0, sizeof(scfg));
+	scfg.rx_size = cfg->ring_size;
+	scfg.tx_size = cfg->ring_size;
+	scfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
+	scfg.bind_flags = (uint16_t)bind_flags;
+	/*
+	 * The kernel frees a closed socket's claim on its queue from a
+	 * workqueue, so a queue closed a moment ago can still say EBUSY: give
+	 * it half a second before calling the queue taken.
+	 */
+	for (i = 0; i < 50; i++) {
+		struct timespec pause = { 0, 10 * 1000 * 1000 };
+
+		rc = xsk_socket__create(&x->socket, cfg->ifname, cfg->queue_id,
+					x->umem, &x->rx, &x->tx, &scfg);
+		if (rc != -EBUSY)
+			break;
+		nanosleep(&pause, NULL);
+	}
+	if (rc) {
+		x->socket = NULL;
+		sl_errf(err, errlen, "creating the XDP socket on %s queue %u",
+			cfg->ifname, cfg->queue_id);
+		goto out_umem;
+	}
+	x->fd = xsk_socket__fd(x->socket);
+	return 0;
+
+out_umem:
+	xsk_umem__delete(x->umem);
+	x->umem = NULL;
+out_tables:
+	free(x->meta);
+	free(x->free_stack);
+	free(x->held);
+	x->meta = NULL;
+	x->free_stack = NULL;
+	x->held = NULL;
+	munmap(x->area, x->area_len);
+	x->area = NULL;
+	return rc < 0 ? rc : -rc;
+}
+
+void xsk_close(struct sl_xsk *x)
+{
+	if (x->socket)
+		xsk_socket__delete(x->socket);
+	if (x->umem)
+		xsk_umem__delete(x->umem);
+	free(x->meta);
+	free(x->free_stack);
+	free(x->held);
+	if (x->area)
+		munmap(x->area, x->area_len);
+	memset(x, 0, sizeof(*x));
+	x->fd = -1;
+}
+
+/*
+ * Takes a free frame.  Ordinary users leave SL_FRAME_RESERVE frames so that
+ * ACKs and RSTs can still be built when data has taken everything else.
+ */
+uint32_t xsk_frame_alloc(struct sl_xsk *x, bool may_use_reserve)
+{
+	uint32_t idx;
+
+	if (x->free_top == 0)
+		return SL_NO_FRAME;
+	if (!may_use_reserve && x->free_top <= SL_FRAME_RESERVE)
+		return SL_NO_FRAME;
+	idx = x->free_stack[--x->free_top];
+	x->meta[idx].owner = FRAME_SNDQ;
+	x->meta[idx].tx_pending = 0;
+	x->meta[idx].keep = 0;
+	return idx;
+}
+
+void xsk_frame_free(struct sl_xsk *x, uint32_t idx)
+{
+	x->meta[idx].owner = FRAME_FREE;
+	x->meta[idx].keep = 0;
+	x->free_stack[x->free_top++] = idx;
+}
+
+/* Frames handed to the fill ring that the kernel has not returned yet. */
+static uint32_t fill_outstanding(const struct sl_xsk *x)
+{
+	/* fill ring entries + RX ring entries we have not peeked */
+	uint32_t in_fill = x->fill.cached_prod - __atomic_load_n(x->fill.consumer, __ATOMIC_ACQUIRE);
+	uint32_t in_rx = __atomic_load_n(x->rx.producer, __ATOMIC_ACQUIRE) - x->rx.cached_cons;
+
+	return in_fill + in_rx;
+}
+
+/* Tops the fill ring up to fill_target frames, never touching the reserve. */
+void xsk_refill(struct sl_engine *eng)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t have = fill_outstanding(x);
+	uint32_t want, avail, idx, i;
+
+	if (have >= x->fill_target)
+		return;
+	want = x->fill_target - have;
+	avail = x->free_top > SL_FRAME_RESERVE ? x->free_top - SL_FRAME_RESERVE : 0;
+	if (avail < want) {
+		eng->ctr.fill_ring_empty++;
+		want = avail;
+	}
+	if (!want)
+		return;
+	if (xsk_ring_prod__reserve(&x->fill, want, &idx) != want)
+		return;
+	for (i = 0; i < want; i++) {
+		uint32_t f = x->free_stack[--x->free_top];
+
+		x->meta[f].owner = FRAME_FILL;
+		*xsk_ring_prod__fill_addr(&x->fill, idx + i) = (uint64_t)f << x->frame_shift;
+	}
+	/* release: the addresses above are written before the kernel sees them */
+	xsk_ring_prod__submit(&x->fill, want);
+}
+
+/* Frames of the last poll's events are no longer referenced: free them. */
+void xsk_release_held(struct sl_xsk *x)
+{
+	uint32_t i;
+
+	for (i = 0; i < x->held_count; i++) {
+		uint32_t f = x->held[i];
+
+		if (x->meta[f].owner == FRAME_RX_HELD)
+			xsk_frame_free(x, f);
+	}
+	x->held_count = 0;
+}
+
+/*
+ * Queues frame[off, off+len) for transmission.  The descriptor becomes
+ * visible to the kernel at the next kick.  Returns 0 or -EAGAIN when the TX
+ * ring is full even after a kick.
+ */
+int xsk_tx_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len)
+{
+	struct sl_xsk *x = &eng->xsk;
+	struct xdp_desc *d;
+	uint32_t idx;
+
+	if (xsk_ring_prod__reserve(&x->tx, 1, &idx) != 1) {
+		eng->ctr.tx_ring_full++;
+		xsk_kick(eng);
+		if (xsk_ring_prod__reserve(&x->tx, 1, &idx) != 1)
+			return -EAGAIN;
+	}
+	d = xsk_ring_prod__tx_desc(&x->tx, idx);
+	d->addr = ((uint64_t)frame << x->frame_shift) + off;
+	d->len = len;
+	d->options = 0;
+	x->meta[frame].tx_pending++;
+	x->meta[frame].owner = FRAME_TX;
+	x->tx_queued++;
+	eng->ctr.tx_packets++;
+	eng->ctr.tx_bytes += len;
+	return 0;
+}
+
+void xsk_reap_completions(struct sl_xsk *x)
+{
+	uint32_t idx, n, i;
+
+	n = xsk_ring_cons__peek(&x->comp, x->ring_size, &idx);
+	for (i = 0; i < n; i++) {
+		uint64_t addr = *xsk_ring_cons__comp_addr(&x->comp, idx + i);
+		uint32_t f = xsk_addr_frame(x, addr);
+		struct frame_meta *m;
+
+		if (f >= x->frame_count)
+			continue;
+		m = &x->meta[f];
+		if (m->tx_pending && --m->tx_pending)
+			continue;
+		if (m->keep)
+			m->owner = FRAME_SNDQ;
+		else
+			xsk_frame_free(x, f);
+	}
+	/* release: we are done reading the addresses above */
+	if (n)
+		xsk_ring_cons__release(&x->comp, n);
+}
+
+/*
+ * Makes the queued TX descriptors visible and wakes the kernel.  In copy
+ * mode the kernel transmits only inside sendto(), a bounded batch per call
+ * (EAGAIN means "more left"), so we call it until the ring is drained.
+ */
+int xsk_kick(struct sl_engine *eng)
+{
+	struct sl_xsk *x = &eng->xsk;
+	int tries;
+
+	if (!x->tx_queued)
+		return 0;
+	/* release: descriptors are written before the producer moves */
+	xsk_ring_prod__submit(&x->tx, x->tx_queued);
+	x->tx_queued = 0;
+	eng->ctr.tx_kicks++;
+	for (tries = 0; tries < 1024; tries++) {
+		if (sendto(x->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 &&
+		    errno != EAGAIN && errno != EBUSY && errno != ENOBUFS)
+			return -errno;
+		/* a full completion ring also stops the kernel: drain it */
+		xsk_reap_completions(x);
+		/* acquire: pairs with the kernel's release of the consumer */
+		if (__atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE) == *x->tx.producer)
+			break;
+	}
+	return 0;
+}
+
+int xsk_read_kernel_stats(struct sl_engine *eng)
+{
+	struct xdp_statistics st;
+	socklen_t len = sizeof(st);
+
+	memset(&st, 0, sizeof(st));
+	if (getsockopt(eng->xsk.fd, SOL_XDP, XDP_STATISTICS, &st, &len) < 0)
+		return -errno;
+	eng->ctr.kernel_rx_dropped = st.rx_dropped;
+	eng->ctr.kernel_rx_invalid_descs = st.rx_invalid_descs;
+	eng->ctr.kernel_tx_invalid_descs = st.tx_invalid_descs;
+	eng->ctr.kernel_rx_ring_full = st.rx_ring_full;
+	eng->ctr.kernel_rx_fill_ring_empty = st.rx_fill_ring_empty_descs;
+	eng->ctr.kernel_tx_ring_empty = st.tx_ring_empty_descs;
+	return 0;
+}

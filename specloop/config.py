@@ -1,0 +1,177 @@
+"""specloop's settings: keyword arguments win over ``SPECLOOP_*`` variables.
+
+Every setting has a type, a default and a rule; a bad value raises
+``ValueError`` naming the setting, where it came from and what is allowed.
+With no ``interface`` the loop is asyncio's own selector loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping
+
+__all__ = ["Config", "XDP_MODES"]
+
+XDP_MODES = ("auto", "native", "generic")
+
+
+def _int_rule(lo: int, hi: int | None = None, *, power_of_two: bool = False,
+              choices: tuple[int, ...] | None = None) -> Callable[[int], str | None]:
+    def check(v: int) -> str | None:
+        if choices is not None and v not in choices:
+            return "one of " + ", ".join(map(str, choices))
+        if v < lo or (hi is not None and v > hi):
+            return f"an integer from {lo} to {hi}" if hi is not None else f"an integer >= {lo}"
+        if power_of_two and v & (v - 1):
+            return f"a power of two >= {lo}"
+        return None
+    return check
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setting:
+    name: str
+    kind: type
+    default: Any
+    rule: Callable[[Any], str | None] | None
+    doc: str
+
+
+_SETTINGS: tuple[_Setting, ...] = (
+    _Setting("interface", str, None, None,
+             "interface whose traffic the bypass carries; None = kernel only"),
+    _Setting("queue", int, 0, _int_rule(0, 63), "RX/TX queue id of the AF_XDP socket"),
+    _Setting("xdp_mode", str, "auto", None, "auto, native or generic"),
+    _Setting("frame_size", int, 4096, _int_rule(0, choices=(2048, 4096)),
+             "UMEM frame size in bytes"),
+    _Setting("frame_count", int, 16384, _int_rule(256, 1 << 20), "UMEM frames"),
+    _Setting("ring_size", int, 2048, _int_rule(64, 1 << 15, power_of_two=True),
+             "descriptors per AF_XDP ring"),
+    _Setting("busy_poll_us", int, 0, _int_rule(0, 1_000_000),
+             "microseconds to spin on RX before sleeping in epoll"),
+    _Setting("max_conns", int, 16384, _int_rule(16, 1 << 20), "TCP connection table size"),
+    _Setting("sndbuf", int, 1 << 20, _int_rule(4096, 1 << 28), "send buffer bytes per connection"),
+    _Setting("rcvbuf", int, 1 << 20, _int_rule(4096, 1 << 28), "receive window bytes per connection"),
+    _Setting("time_wait", float, 60.0, None, "TIME-WAIT seconds (2*MSL)"),
+    _Setting("rto_min", float, 0.2, None, "minimum retransmission timeout, seconds"),
+    _Setting("rto_max", float, 120.0, None, "maximum retransmission timeout, seconds"),
+    _Setting("retries", int, 15, _int_rule(1, 255), "RTO expiries before a connection is dropped"),
+    _Setting("syn_retries", int, 5, _int_rule(0, 255), "SYN-ACK retransmissions"),
+    _Setting("delack", float, 0.04, None, "delayed-ACK timeout, seconds"),
+    _Setting("fin_timeout", float, 60.0, None, "FIN-WAIT-2 timeout after close, seconds"),
+)
+
+_BY_NAME = {s.name: s for s in _SETTINGS}
+
+
+def _env_name(name: str) -> str:
+    return "SPECLOOP_" + name.upper()
+
+
+def _convert(setting: _Setting, value: Any, source: str) -> Any:
+    """Converts and checks one value; raises ValueError naming the setting."""
+    where = f"{setting.name}={value!r}" + (f" (from {source})" if source != "argument" else "")
+    if setting.name == "interface":
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"specloop: {where}: interface must be a string (an interface name)")
+        if len(value) >= 16 or "/" in value or value.strip() != value:
+            raise ValueError(f"specloop: {where}: not a valid interface name (at most 15 "
+                             "characters, no '/' or spaces)")
+        return value
+    if setting.name == "xdp_mode":
+        if value not in XDP_MODES:
+            raise ValueError(f"specloop: {where}: xdp_mode must be one of {', '.join(XDP_MODES)}")
+        return value
+    if setting.kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"specloop: {where}: {setting.name} must be an integer")
+        try:
+            v = int(value)
+        except ValueError:
+            raise ValueError(f"specloop: {where}: {setting.name} must be an integer") from None
+        problem = setting.rule(v) if setting.rule else None
+        if problem:
+            raise ValueError(f"specloop: {where}: {setting.name} must be {problem}")
+        return v
+    if setting.kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"specloop: {where}: {setting.name} must be a number of seconds")
+        try:
+            v = float(value)
+        except ValueError:
+            raise ValueError(f"specloop: {where}: {setting.name} must be a number of seconds") from None
+        if not (0 <= v <= 86400) or v != v:
+            raise ValueError(f"specloop: {where}: {setting.name} must be between 0 and 86400 seconds")
+        return v
+    raise AssertionError(setting)  # pragma: no cover
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Resolved settings of one loop.  Build it with :meth:`resolve`."""
+
+    interface: str | None = None
+    queue: int = 0
+    xdp_mode: str = "auto"
+    frame_size: int = 4096
+    frame_count: int = 16384
+    ring_size: int = 2048
+    busy_poll_us: int = 0
+    max_conns: int = 16384
+    sndbuf: int = 1 << 20
+    rcvbuf: int = 1 << 20
+    time_wait: float = 60.0
+    rto_min: float = 0.2
+    rto_max: float = 120.0
+    retries: int = 15
+    syn_retries: int = 5
+    delack: float = 0.04
+    fin_timeout: float = 60.0
+
+    @classmethod
+    def resolve(cls, settings: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> "Config":
+        """Settings from keyword arguments, then ``SPECLOOP_*``, then defaults.
+
+        Unknown keywords raise ``TypeError`` (as a function call would); bad
+        values raise ``ValueError`` naming the setting and what is allowed.
+        """
+        settings = dict(settings or {})
+        env = os.environ if environ is None else environ
+        unknown = sorted(set(settings) - set(_BY_NAME))
+        if unknown:
+            raise TypeError(
+                f"specloop: unknown setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(_BY_NAME)}")
+        values: dict[str, Any] = {}
+        for s in _SETTINGS:
+            if s.name in settings:
+                values[s.name] = _convert(s, settings[s.name], "argument")
+            elif _env_name(s.name) in env:
+                values[s.name] = _convert(s, env[_env_name(s.name)], _env_name(s.name))
+            else:
+                values[s.name] = s.default
+        cfg = cls(**values)
+        if cfg.frame_count < 2 * cfg.ring_size + 64:
+            raise ValueError(
+                f"specloop: frame_count={cfg.frame_count} is too small for "
+                f"ring_size={cfg.ring_size}: needs at least 2*ring_size+64 "
+                f"= {2 * cfg.ring_size + 64}")
+        if cfg.rto_min <= 0 or cfg.rto_max < cfg.rto_min:
+            raise ValueError(
+                f"specloop: rto_min={cfg.rto_min} / rto_max={cfg.rto_max}: "
+                "need 0 < rto_min <= rto_max")
+        return cfg
+
+    @property
+    def bypass(self) -> bool:
+        """True when an interface is configured (the bypass is wanted)."""
+        return self.interface is not None
+
+    @staticmethod
+    def describe() -> list[tuple[str, str, Any, str]]:
+        """(name, environment variable, default, meaning) for each setting."""
+        return [(s.name, _env_name(s.name), s.default, s.doc) for s in _SETTINGS]

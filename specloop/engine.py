@@ -1,0 +1,148 @@
+"""The one boundary between Python and the native engine.
+
+``check()`` is the only place that reads a C return code: ``-errno`` becomes
+``OSError(errno, ...)`` (so ``ConnectionResetError`` and friends come for
+free) and ``-EINVAL`` from an argument check becomes ``ValueError`` naming
+the argument.  ``Engine`` owns one ``struct sl_engine *``.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import sys
+from typing import Any
+
+from ._native import ffi, lib
+from .config import Config
+
+__all__ = ["BypassUnavailableError", "Engine", "check", "ffi", "lib"]
+
+_XDP_MODES = {"auto": lib.SL_XDP_AUTO, "native": lib.SL_XDP_NATIVE,
+              "generic": lib.SL_XDP_GENERIC}
+_XDP_MODE_NAMES = {lib.SL_XDP_NATIVE: "native", lib.SL_XDP_GENERIC: "generic"}
+
+
+class BypassUnavailableError(OSError):
+    """The bypass was asked for and cannot run here.
+
+    The message says exactly what is missing (a privilege, a kernel feature,
+    the interface) and how to get it.  specloop never falls back to the
+    kernel silently when the bypass was asked for.
+    """
+
+
+def check(rc: int, what: str, *, argument: str | None = None) -> int:
+    """Returns ``rc`` if it is >= 0, else raises the matching exception."""
+    if rc >= 0:
+        return rc
+    code = -rc
+    if code == errno.EINVAL and argument is not None:
+        raise ValueError(f"{what}: invalid {argument}")
+    raise OSError(code, f"{what}: {os.strerror(code)}")
+
+
+_HINTS = {
+    errno.EPERM: "permission denied: the bypass needs CAP_NET_ADMIN, CAP_NET_RAW "
+                 "and CAP_BPF (or CAP_SYS_ADMIN); run as root",
+    errno.EACCES: "permission denied: the bypass needs CAP_NET_ADMIN, CAP_NET_RAW "
+                  "and CAP_BPF (or CAP_SYS_ADMIN); run as root",
+    errno.EAFNOSUPPORT: "this kernel has no XDP sockets (CONFIG_XDP_SOCKETS)",
+    errno.ENODEV: "no such interface in this network namespace",
+    errno.EBUSY: "the interface or queue is already in use by another XDP "
+                 "program or socket (another specloop loop?)",
+    errno.EEXIST: "another XDP program is attached to the interface",
+    errno.EOPNOTSUPP: "the driver does not support this XDP mode; try "
+                      "xdp_mode='generic' or 'auto'",
+    errno.ENOMEM: "out of memory (UMEM too large for the locked-memory limit?)",
+    errno.EINVAL: "the kernel refused the setting",
+}
+
+
+def _engine_error(rc: int, detail: str, cfg: Config) -> BypassUnavailableError:
+    code = -rc
+    hint = _HINTS.get(code, os.strerror(code))
+    return BypassUnavailableError(
+        code, f"specloop bypass on {cfg.interface!r}: {detail}: {hint}")
+
+
+class Engine:
+    """One native engine: an AF_XDP socket and the XDP program on one
+    interface queue, and the TCP connections over them."""
+
+    def __init__(self, cfg: Config, *, mac: str, ipv4: str, mtu: int) -> None:
+        self._ptr: Any = None
+        c = ffi.new("struct sl_config *")
+        ifname = ffi.new("char[]", cfg.interface.encode())  # type: ignore[union-attr]
+        c.ifname = ifname
+        c.queue_id = cfg.queue
+        c.xdp_mode = _XDP_MODES[cfg.xdp_mode]
+        c.frame_size = cfg.frame_size
+        c.frame_count = cfg.frame_count
+        c.ring_size = cfg.ring_size
+        c.mac = list(bytes.fromhex(mac.replace(":", "")))
+        c.ipv4 = int.from_bytes(ipaddress.IPv4Address(ipv4).packed, sys.byteorder)
+        c.mtu = mtu
+        c.max_conns = cfg.max_conns
+        c.sndbuf = cfg.sndbuf
+        c.rcvbuf = cfg.rcvbuf
+        c.time_wait_ms = int(cfg.time_wait * 1000)
+        c.rto_min_ms = int(cfg.rto_min * 1000)
+        c.rto_max_ms = int(cfg.rto_max * 1000)
+        c.retries = cfg.retries
+        c.syn_retries = cfg.syn_retries
+        c.delack_ms = int(cfg.delack * 1000)
+        c.fin_timeout_ms = int(cfg.fin_timeout * 1000)
+        out = ffi.new("struct sl_engine **")
+        err = ffi.new("char[256]")
+        rc = lib.sl_engine_open(c, out, err, len(err))
+        if rc < 0:
+            raise _engine_error(rc, ffi.string(err).decode(errors="replace"), cfg)
+        self._ptr = out[0]
+        self.fd: int = lib.sl_engine_fd(self._ptr)
+        self.xdp_mode: str = _XDP_MODE_NAMES.get(lib.sl_engine_xdp_mode(self._ptr), "?")
+        self.events = lib.sl_engine_events(self._ptr)
+        self.ipv4 = ipv4
+        self.mac = mac
+        self.mtu = mtu
+
+    @property
+    def ptr(self) -> Any:
+        """The ``struct sl_engine *``; raises once the engine is closed."""
+        if self._ptr is None:
+            raise RuntimeError("specloop engine is closed")
+        return self._ptr
+
+    def poll(self, budget: int = 0) -> int:
+        """Processes up to ``budget`` RX frames; returns how many events."""
+        return check(lib.sl_engine_poll(self.ptr, budget), "sl_engine_poll")
+
+    def flush(self) -> int:
+        """Sends what is queued, recycles frames, one TX kick."""
+        return check(lib.sl_engine_flush(self.ptr), "sl_engine_flush")
+
+    def counters(self) -> dict[str, int]:
+        """The engine's counters by name (drops by reason, frames by owner)."""
+        out = ffi.new("struct sl_counters *")
+        check(lib.sl_engine_counters(self.ptr, out), "sl_engine_counters")
+        return {name: getattr(out, name) for name, _ in ffi.typeof(out[0]).fields}
+
+    def steer_port(self, port: int) -> None:
+        """Sends TCP ``port`` on this interface to the engine."""
+        check(lib.sl_engine_steer_port(self.ptr, port), f"steering port {port}",
+              argument="port")
+
+    def unsteer_port(self, port: int) -> None:
+        """Gives TCP ``port`` back to the kernel."""
+        check(lib.sl_engine_unsteer_port(self.ptr, port), f"unsteering port {port}",
+              argument="port")
+
+    def close(self) -> None:
+        """Detaches the XDP program and frees the socket and UMEM."""
+        if self._ptr is not None:
+            ptr, self._ptr = self._ptr, None
+            lib.sl_engine_close(ptr)
+
+    def __del__(self) -> None:
+        self.close()

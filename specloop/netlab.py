@@ -1,0 +1,292 @@
+"""The lab: two network namespaces joined by a veth pair (pyroute2).
+
+::
+
+    slsrv                              slcli
+    sl-srv0 10.55.0.2/24  <── veth ──>  sl-cli0 10.55.0.1/24
+
+The server runs in ``slsrv`` (on specloop's bypass, the XDP program sits on
+``sl-srv0``); kernel clients run in ``slcli``.  Nothing in the root namespace
+routes to 10.55.0.0/24, so traffic only ever starts inside the lab.
+
+``up()`` and ``down()`` are idempotent.  The client side's offloads are set
+as the bypass needs them: TX checksum offload off (frames would otherwise
+reach the XDP socket with an incomplete checksum) and TSO/GSO off (generic
+XDP drops super-packets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import subprocess
+import threading
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+from pyroute2 import IPRoute, NetNS, netns
+
+__all__ = [
+    "SERVER_NS", "CLIENT_NS", "SERVER_IF", "CLIENT_IF", "SERVER_IP", "CLIENT_IP",
+    "PREFIX", "Lab", "up", "down", "status", "inside", "in_ns", "is_up",
+    "interface_info",
+]
+
+_T = TypeVar("_T")
+
+SERVER_NS = "slsrv"
+CLIENT_NS = "slcli"
+SERVER_IF = "sl-srv0"
+CLIENT_IF = "sl-cli0"
+SERVER_IP = "10.55.0.2"
+CLIENT_IP = "10.55.0.1"
+PREFIX = 24
+
+
+@dataclasses.dataclass(frozen=True)
+class Lab:
+    """What the lab is made of, as built."""
+
+    server_ns: str = SERVER_NS
+    client_ns: str = CLIENT_NS
+    server_if: str = SERVER_IF
+    client_if: str = CLIENT_IF
+    server_ip: str = SERVER_IP
+    client_ip: str = CLIENT_IP
+    queues: int = 1
+    mtu: int = 1500
+
+
+def _run(argv: Sequence[str]) -> None:
+    subprocess.run(list(argv), check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+
+
+def in_ns(ns: str, *argv: str) -> list[str]:
+    """argv that runs a command inside namespace ``ns``."""
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+def _link_index(ipr: IPRoute | NetNS, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def _num_queues(ipr: IPRoute | NetNS, index: int) -> int:
+    link = ipr.get_links(index)[0]
+    return int(link.get("IFLA_NUM_RX_QUEUES") or 1)
+
+
+def _configure_side(ns: str, ifname: str, address: str, mtu: int) -> None:
+    with NetNS(ns) as ipr:
+        lo = _link_index(ipr, "lo")
+        if lo is not None:
+            ipr.link("set", index=lo, state="up")
+        idx = _link_index(ipr, ifname)
+        assert idx is not None, ifname
+        have = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
+        if address not in have:
+            ipr.addr("add", index=idx, address=address, prefixlen=PREFIX)
+        ipr.link("set", index=idx, mtu=mtu, state="up")
+
+
+def _set_offloads() -> None:
+    # client: checksums complete on the wire, no super-packets (FACTS.md)
+    _run(in_ns(CLIENT_NS, "ethtool", "-K", CLIENT_IF, "tx", "off", "tso", "off",
+               "gso", "off"))
+    # server: the kernel's own replies (ARP, ICMP, unsteered ports) too
+    _run(in_ns(SERVER_NS, "ethtool", "-K", SERVER_IF, "tx", "off", "tso", "off",
+               "gso", "off"))
+
+
+def _set_xps(queues: int) -> None:
+    """Sends the client's queue q traffic from CPU q (mod CPUs) so that a
+    multi-queue lab spreads flows over the server's RX queues."""
+    cpus = os.cpu_count() or 1
+    for q in range(queues):
+        mask = format(1 << (q % cpus), "x")
+        path = f"/sys/class/net/{CLIENT_IF}/queues/tx-{q}/xps_cpus"
+        _run(in_ns(CLIENT_NS, "sh", "-c", f"echo {mask} > {path}"))
+
+
+def up(queues: int = 1, mtu: int = 1500) -> Lab:
+    """Builds the lab (or completes a partial one) and returns what it is.
+
+    A lab that exists with another queue count is rebuilt.
+    """
+    return off_loop(_up, queues, mtu)
+
+
+def _up(queues: int, mtu: int) -> Lab:
+    if not isinstance(queues, int) or not 1 <= queues <= 64:
+        raise ValueError(f"netlab: queues={queues!r}: must be an integer from 1 to 64")
+    if not isinstance(mtu, int) or not 576 <= mtu <= 9000:
+        raise ValueError(f"netlab: mtu={mtu!r}: must be an integer from 576 to 9000")
+    existing = set(netns.listnetns())
+    if SERVER_NS in existing:
+        with NetNS(SERVER_NS) as ipr:
+            idx = _link_index(ipr, SERVER_IF)
+            if idx is not None and _num_queues(ipr, idx) != queues:
+                _down()
+                existing = set()
+    for ns in (SERVER_NS, CLIENT_NS):
+        if ns not in existing:
+            netns.create(ns)
+    with NetNS(SERVER_NS) as srv, NetNS(CLIENT_NS) as cli:
+        have_srv = _link_index(srv, SERVER_IF) is not None
+        have_cli = _link_index(cli, CLIENT_IF) is not None
+    if not (have_srv and have_cli):
+        # a half-built pair: remove what is left and build it again
+        for ns, name in ((SERVER_NS, SERVER_IF), (CLIENT_NS, CLIENT_IF)):
+            with NetNS(ns) as ipr:
+                idx = _link_index(ipr, name)
+                if idx is not None:
+                    ipr.link("del", index=idx)
+        with IPRoute() as ipr:
+            for name in (SERVER_IF, CLIENT_IF):
+                idx = _link_index(ipr, name)
+                if idx is not None:
+                    ipr.link("del", index=idx)
+            ipr.link("add", ifname=SERVER_IF, kind="veth",
+                     num_tx_queues=queues, num_rx_queues=queues,
+                     peer={"ifname": CLIENT_IF, "num_tx_queues": queues,
+                           "num_rx_queues": queues})
+            ipr.link("set", index=_link_index(ipr, SERVER_IF), net_ns_fd=SERVER_NS)
+            ipr.link("set", index=_link_index(ipr, CLIENT_IF), net_ns_fd=CLIENT_NS)
+    _configure_side(SERVER_NS, SERVER_IF, SERVER_IP, mtu)
+    _configure_side(CLIENT_NS, CLIENT_IF, CLIENT_IP, mtu)
+    _set_offloads()
+    if queues > 1:
+        _set_xps(queues)
+    return Lab(queues=queues, mtu=mtu)
+
+
+def down() -> None:
+    """Removes the namespaces; the veth pair and any nftables rules inside
+    them go with them."""
+    off_loop(_down)
+
+
+def _down() -> None:
+    existing = set(netns.listnetns())
+    for ns in (SERVER_NS, CLIENT_NS):
+        if ns in existing:
+            netns.remove(ns)
+    # a pair left in the root namespace by an interrupted up()
+    with IPRoute() as ipr:
+        for name in (SERVER_IF, CLIENT_IF):
+            idx = _link_index(ipr, name)
+            if idx is not None:
+                ipr.link("del", index=idx)
+
+
+def status() -> dict[str, object]:
+    """What exists now: namespaces, links (state, address, queues, XDP)."""
+    return off_loop(_status)
+
+
+def _status() -> dict[str, object]:
+    existing = set(netns.listnetns())
+    out: dict[str, object] = {"namespaces": {}, "up": False}
+    complete = True
+    for ns, name in ((SERVER_NS, SERVER_IF), (CLIENT_NS, CLIENT_IF)):
+        if ns not in existing:
+            out["namespaces"][ns] = None  # type: ignore[index]
+            complete = False
+            continue
+        info: dict[str, object] = {"link": None}
+        with NetNS(ns) as ipr:
+            idx = _link_index(ipr, name)
+            if idx is None:
+                complete = False
+            else:
+                link = ipr.get_links(idx)[0]
+                addrs = [a.get("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)]
+                xdp = link.get("IFLA_XDP")
+                info["link"] = {
+                    "name": name,
+                    "state": link.get("IFLA_OPERSTATE"),
+                    "mac": link.get("IFLA_ADDRESS"),
+                    "mtu": link.get("IFLA_MTU"),
+                    "queues": link.get("IFLA_NUM_RX_QUEUES"),
+                    "addresses": addrs,
+                    "xdp_attached": bool(xdp and xdp.get("IFLA_XDP_ATTACHED")),
+                }
+        out["namespaces"][ns] = info  # type: ignore[index]
+    out["up"] = complete
+    return out
+
+
+def is_up() -> bool:
+    """True when both namespaces and both ends of the pair exist."""
+    try:
+        return bool(status()["up"])
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def inside(ns: str) -> Iterator[None]:
+    """Runs the body with the *calling thread* in namespace ``ns``.
+
+    Sockets (and AF_XDP sockets, bpf links) created inside keep living in
+    ``ns`` after the thread switches back.
+    """
+    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        netns.setns(ns, flags=0)
+        try:
+            yield
+        finally:
+            netns.setns(saved)
+    finally:
+        os.close(saved)
+
+
+def off_loop(fn: Callable[..., _T], *args: Any) -> _T:
+    """Calls ``fn(*args)``, in a short-lived thread if an asyncio loop runs in
+    this one: pyroute2's synchronous API cannot run inside a running loop.
+    A new thread is born in its creator's network namespace, so the call
+    sees the same interfaces either way."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="specloop-netlink")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def interface_info(ifname: str) -> dict[str, object] | None:
+    """MAC, IPv4 addresses, MTU and queue count of ``ifname`` in the calling
+    thread's namespace, or None if there is no such interface here."""
+    return off_loop(_interface_info, ifname)
+
+
+def _interface_info(ifname: str) -> dict[str, object] | None:
+    with IPRoute() as ipr:
+        idx = _link_index(ipr, ifname)
+        if idx is None:
+            return None
+        link = ipr.get_links(idx)[0]
+        addrs = [a.get("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)]
+        return {
+            "index": idx,
+            "mac": link.get("IFLA_ADDRESS"),
+            "mtu": link.get("IFLA_MTU"),
+            "ipv4": addrs,
+            "queues": int(link.get("IFLA_NUM_RX_QUEUES") or 1),
+            "state": link.get("IFLA_OPERSTATE"),
+        }

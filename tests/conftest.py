@@ -1,0 +1,63 @@
+"""Fixtures: the lab (root + namespaces) and loops on either path.
+
+Lab tests skip, saying why, when not run as root; ``make test`` passes
+``--require-lab`` so that in CI a missing lab is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import pytest
+
+import specloop
+from specloop import netlab
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--require-lab", action="store_true",
+                     help="fail (instead of skip) when the lab cannot be built")
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run tests marked slow (soak, long fuzz)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow test: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest) -> Iterator[netlab.Lab]:
+    """The slsrv/slcli lab, built once per session."""
+    reason = None
+    if os.geteuid() != 0:
+        reason = "lab tests need root (network namespaces, XDP, AF_XDP)"
+    if reason:
+        if request.config.getoption("--require-lab"):
+            pytest.fail(f"--require-lab: {reason}")
+        pytest.skip(reason)
+    lab = netlab.up()
+    yield lab
+    netlab.down()
+
+
+@pytest.fixture
+def bypass_loop(lab: netlab.Lab) -> Iterator[specloop.Loop]:
+    """A specloop loop whose engine sits on sl-srv0 in slsrv."""
+    with netlab.inside(lab.server_ns):
+        loop = specloop.new_event_loop(interface=lab.server_if)
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def kernel_loop() -> Iterator[specloop.Loop]:
+    """A specloop loop with no interface: asyncio's selector loop."""
+    loop = specloop.new_event_loop(interface=None)
+    yield loop
+    loop.close()

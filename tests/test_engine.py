@@ -1,0 +1,163 @@
+"""The native engine on a real veth in the lab: steering, counters, teardown.
+
+The engine sits on sl-srv0 in slsrv; kernel clients run in slcli.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import subprocess
+import time
+
+import pytest
+
+import specloop
+from specloop import netlab
+
+from labtools import run_client, python_in_client
+
+pytestmark = pytest.mark.lab
+
+CONNECT = """
+import socket, sys
+s = socket.socket()
+s.settimeout({timeout})
+try:
+    s.connect(("10.55.0.2", {port}))
+    print("connected")
+except socket.timeout:
+    print("timeout")
+except ConnectionRefusedError:
+    print("refused")
+"""
+
+
+def connect_from_client(port: int, timeout: float = 1.5) -> str:
+    r = subprocess.run(python_in_client(CONNECT.format(port=port, timeout=timeout)),
+                       capture_output=True, text=True, timeout=30)
+    return r.stdout.strip()
+
+
+def xdp_attached() -> bool:
+    link = netlab.status()["namespaces"][netlab.SERVER_NS]["link"]
+    return bool(link and link["xdp_attached"])
+
+
+def test_steered_syns_reach_engine_and_kernel_stays_silent(bypass_loop):
+    stack = bypass_loop.stack
+    before = stack.counters()["rx_tcp_syn"]
+    stack.steer_port(9100)
+    # no RST from the kernel: the client's SYN is never answered, it times out
+    assert connect_from_client(9100) == "timeout"
+    bypass_loop.run_until_complete(_drain(bypass_loop))
+    c = stack.counters()
+    assert c["rx_tcp_syn"] - before >= 1
+    assert c["rx_packets"] >= 1 and c["drop_bad_tcp_checksum"] == 0
+
+
+async def _drain(loop) -> None:
+    import asyncio
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+
+
+def test_unsteered_port_reaches_the_kernel(bypass_loop):
+    bypass_loop.stack.steer_port(9101)
+    with netlab.inside(netlab.SERVER_NS):
+        listener = socket.create_server(("10.55.0.2", 9102))
+    try:
+        assert connect_from_client(9102) == "connected"
+        # no listener and not steered: the kernel answers with RST
+        assert connect_from_client(9103) == "refused"
+    finally:
+        listener.close()
+
+
+def test_unsteer_gives_port_back(bypass_loop):
+    stack = bypass_loop.stack
+    stack.steer_port(9104)
+    assert connect_from_client(9104, timeout=1.0) == "timeout"
+    stack.unsteer_port(9104)
+    assert connect_from_client(9104) == "refused"
+
+
+def test_ping_and_arp_still_work(bypass_loop):
+    bypass_loop.stack.steer_port(9105)
+    run_client("ip", "neigh", "flush", "dev", netlab.CLIENT_IF)
+    r = run_client("ping", "-c", "2", "-i", "0.2", "-W", "2", netlab.SERVER_IP)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_client("ip", "neigh", "show", netlab.SERVER_IP)
+    assert "lladdr" in r.stdout
+
+
+def test_xdp_program_lives_and_dies_with_the_loop(lab):
+    assert not xdp_attached()
+    with netlab.inside(lab.server_ns):
+        loop = specloop.new_event_loop(interface=lab.server_if)
+    try:
+        assert xdp_attached()
+        assert loop.stack.xdp_mode in ("native", "generic")
+    finally:
+        loop.close()
+    assert not xdp_attached()
+    loop.close()  # idempotent
+
+
+def test_generic_mode(lab):
+    with netlab.inside(lab.server_ns):
+        loop = specloop.new_event_loop(interface=lab.server_if, xdp_mode="generic")
+    try:
+        assert loop.stack.xdp_mode == "generic"
+        loop.stack.steer_port(9106)
+        assert connect_from_client(9106, timeout=1.0) == "timeout"
+        loop.run_until_complete(_drain(loop))
+        assert loop.stack.counters()["rx_tcp_syn"] >= 1
+    finally:
+        loop.close()
+
+
+def test_second_engine_on_same_queue_is_refused(bypass_loop, lab):
+    with netlab.inside(lab.server_ns):
+        with pytest.raises(specloop.BypassUnavailableError) as info:
+            specloop.new_event_loop(interface=lab.server_if)
+    assert info.value.errno in (errno.EBUSY, errno.EEXIST)
+    assert "sl-srv0" in str(info.value)
+
+
+def test_frames_add_up(bypass_loop):
+    c = bypass_loop.stack.counters()
+    parts = ("frames_free", "frames_fill", "frames_rx_held", "frames_tx", "frames_sndq")
+    assert sum(c[p] for p in parts) == c["frames_total"] == bypass_loop.config.frame_count
+    assert c["frames_fill"] == bypass_loop.config.ring_size
+
+
+def test_bad_port_is_a_value_error(bypass_loop):
+    for bad in (0, 65536, 70000):
+        with pytest.raises(ValueError, match="port"):
+            bypass_loop.stack.steer_port(bad)
+
+
+def test_sigkill_leaves_no_xdp_program(lab):
+    code = ("import specloop, sys, time\n"
+            "loop = specloop.new_event_loop(interface='sl-srv0')\n"
+            "loop.stack.steer_port(9107)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n")
+    import sys
+    proc = subprocess.Popen(netlab.in_ns(lab.server_ns, sys.executable, "-c", code),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert xdp_attached()
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 5
+    while xdp_attached() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not xdp_attached()
+    # and the port is the kernel's again: nothing blackholes it
+    assert connect_from_client(9107) == "refused"
