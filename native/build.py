@@ -25,7 +25,12 @@ GEN = HERE / "_gen"
 SOURCES = [
     "engine.c",
     "net.c",
+    "siphash.c",
     "steer.c",
+    "tcp_conn.c",
+    "tcp_in.c",
+    "tcp_out.c",
+    "tcp_timer.c",
     "xsk.c",
 ]
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "internal.h"
+#include "tcp.h"
 
 static uint64_t monotonic_us(void)
 {
@@ -82,11 +82,16 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 		sl_errf(err, errlen, "adding the XDP socket to the XSKMAP");
 		goto out_xsk;
 	}
+	rc = tcp_init(eng, err, errlen);
+	if (rc)
+		goto out_tcp;
 	eng->ctr.frames_total = eng->xsk.frame_count;
 	xsk_refill(eng);
 	*out = eng;
 	return 0;
 
+out_tcp:
+	tcp_fini(eng);
 out_xsk:
 	xsk_close(&eng->xsk);
 out_steer:
@@ -100,8 +105,13 @@ void sl_engine_close(struct sl_engine *eng)
 {
 	if (!eng)
 		return;
+	/* no peer left half-open: RST what is still open, send it now */
+	eng->now_us = monotonic_us();
+	tcp_reset_all(eng);
+	xsk_kick(eng);
 	/* the program goes first, so no frame is steered to a closing socket */
 	steer_close(&eng->steer);
+	tcp_fini(eng);
 	xsk_close(&eng->xsk);
 	free(eng);
 }
@@ -157,8 +167,7 @@ static void handle_frame(struct sl_engine *eng, const struct xdp_desc *d)
 	p.frame_idx = f;
 	if (net_parse(eng, &p))
 		return;
-	if ((p.flags & (TH_SYN | TH_ACK)) == TH_SYN)
-		eng->ctr.rx_tcp_syn++;
+	tcp_input(eng, &p);
 }
 
 int sl_engine_poll(struct sl_engine *eng, int budget)
@@ -168,10 +177,15 @@ int sl_engine_poll(struct sl_engine *eng, int budget)
 
 	eng->now_us = monotonic_us();
 	xsk_release_held(x);
+	tcp_free_deferred(eng);
 	eng->nevents = 0;
+	tcp_deliver_pending(eng);
+	tcp_feed_starved(eng);
+	tcp_timers_run(eng);
 	if (budget <= 0)
 		budget = SL_RX_BATCH;
-	while (budget > 0 && eng->nevents + 2 * SL_RX_BATCH <= SL_MAX_EVENTS) {
+	/* a frame makes at most a few events (ACCEPT, DATA, EOF, WRITABLE) */
+	while (budget > 0 && eng->nevents + 4 * SL_RX_BATCH <= SL_MAX_EVENTS) {
 		n = xsk_ring_cons__peek(&x->rx, budget < SL_RX_BATCH ?
 					(uint32_t)budget : SL_RX_BATCH, &idx);
 		if (!n)
@@ -184,6 +198,8 @@ int sl_engine_poll(struct sl_engine *eng, int budget)
 		budget -= (int)n;
 		xsk_refill(eng);
 	}
+	/* data and EOF of connections accepted in this batch */
+	tcp_deliver_pending(eng);
 	return (int)eng->nevents;
 }
 
@@ -194,8 +210,10 @@ int sl_engine_flush(struct sl_engine *eng)
 	int rc;
 
 	eng->now_us = monotonic_us();
-	xsk_release_held(x);
 	xsk_reap_completions(x);
+	tcp_output_dirty(eng);
+	xsk_release_held(x);
+	tcp_free_deferred(eng);
 	xsk_refill(eng);
 	queued = x->tx_queued;
 	rc = xsk_kick(eng);
@@ -215,6 +233,22 @@ int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out)
 	eng->ctr.frames_rx_held = by_owner[FRAME_RX_HELD];
 	eng->ctr.frames_tx = by_owner[FRAME_TX];
 	eng->ctr.frames_sndq = by_owner[FRAME_SNDQ];
+	eng->ctr.conns = eng->tcp->nconns;
+	eng->ctr.segs_in_use = eng->tcp->segs_used;
+	eng->ctr.timers_armed = eng->tcp->heap_len;
+	eng->ctr.listeners = 0;
+	for (i = 0; i < SL_MAX_LISTENERS; i++)
+		eng->ctr.listeners += eng->tcp->listeners[i].port != 0;
+	eng->ctr.ooo_bytes = 0;
+	eng->ctr.rxq_bytes = 0;
+	for (i = 0; i < eng->tcp->max_conns; i++) {
+		const struct sl_conn *c = &eng->tcp->conns[i];
+
+		if (c->id) {
+			eng->ctr.ooo_bytes += c->ooo_bytes;
+			eng->ctr.rxq_bytes += c->rxq.len;
+		}
+	}
 	xsk_read_kernel_stats(eng);
 	*out = eng->ctr;
 	return 0;
@@ -231,5 +265,7 @@ int sl_engine_unsteer_port(struct sl_engine *eng, uint32_t port)
 {
 	if (port == 0 || port > 65535)
 		return -EINVAL;
+	if (eng->tcp->port_refs[port])
+		return -EBUSY;	/* a listener or connection uses it */
 	return steer_port(&eng->steer, (uint16_t)port, false);
 }

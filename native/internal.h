@@ -71,6 +71,8 @@ struct sl_steer {
 	int mode;		/* SL_XDP_NATIVE or SL_XDP_GENERIC */
 };
 
+struct tcp_state_all;
+
 struct sl_engine {
 	struct sl_config cfg;
 	char ifname[32];
@@ -80,6 +82,7 @@ struct sl_engine {
 	struct sl_event events[SL_MAX_EVENTS];
 	uint32_t nevents;
 	uint64_t now_us;	/* CLOCK_MONOTONIC, refreshed per poll/flush */
+	struct tcp_state_all *tcp;
 };
 
 /* errors: format what failed into the caller's buffer */

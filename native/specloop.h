@@ -109,6 +109,43 @@ struct sl_counters {
 	uint64_t frames_rx_held;	/* received, referenced by an event */
 	uint64_t frames_tx;		/* in the TX ring, awaiting completion */
 	uint64_t frames_sndq;		/* held by send queues (not in TX) */
+	/* TCP */
+	uint64_t conns;			/* connections in the table now */
+	uint64_t conns_opened;		/* reached ESTABLISHED */
+	uint64_t conns_reset;		/* ended by a RST from the peer */
+	uint64_t conns_timed_out;	/* ended by the retry limit */
+	uint64_t listeners;
+	uint64_t segs_in_use;		/* send-queue segments */
+	uint64_t timers_armed;		/* connections with a timer */
+	uint64_t ooo_bytes;		/* held in reassembly queues */
+	uint64_t rxq_bytes;		/* held for paused readers */
+	uint64_t rst_sent;
+	uint64_t rst_received;
+	uint64_t syn_received;
+	uint64_t synack_retransmits;
+	uint64_t retransmits;		/* data segments sent again */
+	uint64_t fast_retransmits;	/* recovery episodes entered */
+	uint64_t rto_expired;
+	uint64_t dupacks_in;
+	uint64_t ooo_segments;		/* arrived out of order */
+	uint64_t sack_blocks_in;
+	uint64_t challenge_acks;	/* RFC 5961 */
+	uint64_t zero_window_probes;
+	uint64_t keepalive_probes;
+	uint64_t delayed_acks;		/* ACKs sent by the delayed-ACK timer */
+	uint64_t pure_acks_sent;
+	uint64_t tx_frame_busy;		/* retransmit waited for its frame's TX */
+	uint64_t drop_no_listener;	/* answered with RST */
+	uint64_t drop_listen_overflow;	/* SYN beyond backlog */
+	uint64_t drop_conn_table_full;
+	uint64_t drop_out_of_window;	/* RFC 9293 §3.10.7.4 acceptability */
+	uint64_t drop_paws;		/* RFC 7323 §5 */
+	uint64_t drop_no_ack;
+	uint64_t drop_ack_too_new;	/* acks what we never sent */
+	uint64_t drop_ack_too_old;	/* RFC 5961 §5.2 */
+	uint64_t drop_ooo_full;
+	uint64_t drop_data_after_close;	/* answered with RST */
+	uint64_t drop_bad_sack;
 };
 
 struct sl_engine;
@@ -147,6 +184,61 @@ int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out);
 /* Steering: TCP port (host order) to this engine, or back to the kernel. */
 int sl_engine_steer_port(struct sl_engine *eng, uint32_t port);
 int sl_engine_unsteer_port(struct sl_engine *eng, uint32_t port);
+
+/* TCP listeners: a port of the interface address steered to this engine. */
+int sl_listen(struct sl_engine *eng, uint32_t port, uint32_t backlog, int accepting);
+int sl_listen_set_accepting(struct sl_engine *eng, uint32_t listener, int accepting);
+int sl_listen_close(struct sl_engine *eng, uint32_t listener);
+
+/*
+ * Connections.  sl_conn_write copies into UMEM segments and returns how
+ * many bytes it took (short when the send buffer is full; a WRITABLE event
+ * follows when there is room).  Nothing is sent before sl_engine_flush.
+ */
+int sl_conn_write(struct sl_engine *eng, uint32_t conn, const uint8_t *data, size_t len);
+int sl_conn_sendfile(struct sl_engine *eng, uint32_t conn, int fd, uint64_t offset,
+		     uint32_t count);
+int sl_conn_shutdown_write(struct sl_engine *eng, uint32_t conn);
+int sl_conn_close(struct sl_engine *eng, uint32_t conn);
+int sl_conn_abort(struct sl_engine *eng, uint32_t conn);
+int sl_conn_pause_reading(struct sl_engine *eng, uint32_t conn);
+int sl_conn_resume_reading(struct sl_engine *eng, uint32_t conn);
+
+enum sl_conn_option {
+	SL_OPT_NODELAY = 1,
+	SL_OPT_KEEPALIVE = 2,
+	SL_OPT_KEEPIDLE = 3,	/* seconds */
+	SL_OPT_KEEPINTVL = 4,	/* seconds */
+	SL_OPT_KEEPCNT = 5,
+	SL_OPT_RCVBUF = 6,
+	SL_OPT_SNDBUF = 7,
+};
+int sl_conn_setopt(struct sl_engine *eng, uint32_t conn, int opt, int value);
+int sl_conn_getopt(struct sl_engine *eng, uint32_t conn, int opt);
+
+struct sl_conn_info {
+	uint32_t state;		/* RFC 9293 state, enum order of tcp.h */
+	uint32_t peer_ip;	/* network order */
+	uint32_t peer_port;
+	uint32_t local_port;
+	uint32_t mss;
+	uint32_t snd_wnd;
+	uint32_t cwnd;		/* segments */
+	uint32_t ssthresh;
+	uint32_t srtt_us;
+	uint32_t rto_us;
+	uint32_t send_queued;	/* bytes in the send queue (sent or not) */
+	uint32_t send_space;	/* bytes sl_conn_write would take now */
+	uint32_t rcv_wnd;
+	uint32_t rxq_bytes;
+	uint32_t ooo_bytes;
+	uint32_t retransmits;
+	uint32_t flags;		/* 1 ts, 2 sack, 4 wscale */
+};
+int sl_conn_info(struct sl_engine *eng, uint32_t conn, struct sl_conn_info *out);
+
+/* The earliest TCP timer, CLOCK_MONOTONIC microseconds; 0 if none. */
+uint64_t sl_engine_next_timer(struct sl_engine *eng);
 
 /* cdef-end */
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+import socket
+from asyncio import constants
 from typing import Any
 
 from .config import Config
 from .stack import Stack
+from .transports import BypassListenSocket, BypassTransport
 
 __all__ = ["Loop"]
 
@@ -54,6 +57,62 @@ class Loop(asyncio.SelectorEventLoop):
     def stack(self) -> Stack | None:
         """The bypass (engine, counters), or None on a kernel-only loop."""
         return self._stack
+
+    async def create_server(self, protocol_factory: Any, host: Any = None,
+                            port: Any = None, *, family: int = socket.AF_UNSPEC,
+                            flags: int = socket.AI_PASSIVE, sock: Any = None,
+                            backlog: int = 100, ssl: Any = None,
+                            reuse_address: bool | None = None,
+                            reuse_port: bool | None = None,
+                            ssl_handshake_timeout: float | None = None,
+                            ssl_shutdown_timeout: float | None = None,
+                            start_serving: bool = True) -> asyncio.AbstractServer:
+        """asyncio's ``create_server``; addresses on the bypass interface
+        (or the wildcard, with a bypass configured) are served by specloop's
+        TCP, everything else by the kernel as usual."""
+        stack = self._stack
+        if (stack is not None and family in (socket.AF_UNSPEC, socket.AF_INET)
+                and await stack.wants(host, sock)):
+            return await stack.create_server(
+                protocol_factory, host, port, sock=sock, backlog=backlog, ssl=ssl,
+                reuse_address=reuse_address, reuse_port=reuse_port,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout, start_serving=start_serving)
+        kwargs: dict[str, Any] = dict(
+            family=family, flags=flags, sock=sock, backlog=backlog, ssl=ssl,
+            reuse_address=reuse_address, reuse_port=reuse_port,
+            ssl_handshake_timeout=ssl_handshake_timeout, start_serving=start_serving)
+        if ssl_shutdown_timeout is not None:
+            kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
+        return await super().create_server(protocol_factory, host, port, **kwargs)
+
+    def _start_serving(self, protocol_factory: Any, sock: Any, sslcontext: Any = None,
+                       server: Any = None, backlog: int = 100,
+                       ssl_handshake_timeout: Any = constants.SSL_HANDSHAKE_TIMEOUT,
+                       ssl_shutdown_timeout: Any = constants.SSL_SHUTDOWN_TIMEOUT) -> None:
+        if isinstance(sock, BypassListenSocket):
+            sock.start(protocol_factory, sslcontext, server, backlog,
+                       ssl_handshake_timeout, ssl_shutdown_timeout)
+            if not sock.kernel_listens:
+                return
+            sock = sock.placeholder  # and the kernel serves the other interfaces
+        super()._start_serving(protocol_factory, sock, sslcontext, server, backlog,
+                               ssl_handshake_timeout, ssl_shutdown_timeout)
+
+    def _stop_serving(self, sock: Any) -> None:
+        if isinstance(sock, BypassListenSocket):
+            if sock.kernel_listens and sock.placeholder is not None:
+                super()._stop_serving(sock.placeholder)
+                sock.detach_placeholder()
+            sock.close()
+            return
+        super()._stop_serving(sock)
+
+    async def _sendfile_native(self, transp: Any, file: Any, offset: int,
+                               count: int | None) -> int:
+        if isinstance(transp, BypassTransport):
+            return await transp._sendfile(file, offset, count)
+        return await super()._sendfile_native(transp, file, offset, count)
 
     def _run_once(self) -> None:
         super()._run_once()

@@ -1,26 +1,53 @@
 """One native engine per loop, and the glue between it and the loop.
 
 The xsk fd sits in the loop's selector for reading only.  When it is
-readable, ``_on_readable`` drains RX in batches and dispatches the engine's
-events; at the end of every loop iteration ``end_of_iteration`` sends what
-the iteration wrote, all in one TX kick.
+readable, ``_poll`` drains RX in batches and dispatches the engine's events
+to transports in one pass; at the end of every loop iteration
+``end_of_iteration`` sends what the iteration wrote, all in one TX kick,
+and arms one loop timer at the engine's earliest TCP timer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
-from typing import TYPE_CHECKING
+import ipaddress
+import logging
+import os
+import socket
+import sys
+from asyncio import base_events
+from typing import TYPE_CHECKING, Any, Iterator
+
+from pyroute2 import netns as _netns
 
 from . import doctor, netlab
 from .config import Config
-from .engine import BypassUnavailableError, Engine
+from .engine import BypassUnavailableError, Engine, check, ffi, lib
+from .transports import BypassListenSocket, BypassTransport
 
 if TYPE_CHECKING:
     from .loop import Loop
 
 __all__ = ["Stack"]
 
-RX_BUDGET = 256  # frames per readable callback before yielding to the loop
+logger = logging.getLogger("specloop")
+
+RX_BUDGET = 256   # frames per poll
+POLLS_PER_WAKEUP = 4
+
+EV_ACCEPT = lib.SL_EV_ACCEPT
+EV_DATA = lib.SL_EV_DATA
+EV_EOF = lib.SL_EV_EOF
+EV_CLOSED = lib.SL_EV_CLOSED
+EV_WRITABLE = lib.SL_EV_WRITABLE
+
+_WILDCARDS = (None, "", "0.0.0.0")
+
+
+def _ip_str(ip_be: int) -> str:
+    return socket.inet_ntoa(ip_be.to_bytes(4, sys.byteorder))
 
 
 class Stack:
@@ -45,8 +72,19 @@ class Stack:
                              mtu=int(info["mtu"]))
         self.address: str = str(info["ipv4"][0])
         self.addresses: tuple[str, ...] = tuple(str(a) for a in info["ipv4"])
+        # kernel sockets of this stack (placeholders) live in its namespace
+        self._netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self._conns: dict[int, BypassTransport] = {}
+        self._listeners: dict[int, BypassListenSocket] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._poll_scheduled = False
         self._closed = False
+        self._ptr = self.engine.ptr
+        self._events = self.engine.events
         loop._add_reader(self.engine.fd, self._on_readable)
+
+    # ---- information -------------------------------------------------------
 
     @property
     def xdp_mode(self) -> str:
@@ -57,38 +95,306 @@ class Stack:
         """The engine's counters (see ``struct sl_counters``)."""
         return self.engine.counters()
 
+    def connections(self) -> int:
+        """Transports open on this stack now."""
+        return len(self._conns)
+
+    def conn_info(self, conn: int) -> dict[str, int]:
+        """TCP state of one connection (``struct sl_conn_info``)."""
+        out = ffi.new("struct sl_conn_info *")
+        check(lib.sl_conn_info(self._ptr, conn, out), "sl_conn_info")
+        return {name: getattr(out, name) for name, _ in ffi.typeof(out[0]).fields}
+
     def steer_port(self, port: int) -> None:
-        """Steers TCP ``port`` to this loop's engine."""
+        """Steers TCP ``port`` to this loop's engine (without a listener its
+        SYNs are answered with RST, as a closed port's)."""
         self.engine.steer_port(port)
 
     def unsteer_port(self, port: int) -> None:
         """Gives TCP ``port`` back to the kernel."""
         self.engine.unsteer_port(port)
 
+    # ---- the loop's side -------------------------------------------------------
+
     def _on_readable(self) -> None:
-        n = self.engine.poll(RX_BUDGET)
-        if n:
+        self._poll()
+
+    def _poll(self) -> None:
+        self._poll_scheduled = False
+        if self._closed:
+            return
+        for _ in range(POLLS_PER_WAKEUP):
+            n = lib.sl_engine_poll(self._ptr, RX_BUDGET)
+            if n <= 0:
+                if n < 0:
+                    logger.error("specloop: engine poll failed: %s", os.strerror(-n))
+                break
             self._dispatch(n)
 
+    def poll_soon(self) -> None:
+        """Polls the engine in the next iteration (held data to hand over)."""
+        if not self._poll_scheduled and not self._closed:
+            self._poll_scheduled = True
+            self.loop.call_soon(self._poll)
+
     def _dispatch(self, n: int) -> None:
-        """Hands the engine's events to transports and servers."""
+        evs = self._events
+        conns = self._conns
+        for i in range(n):
+            ev = evs[i]
+            typ = ev.type
+            if typ == EV_DATA:
+                tr = conns.get(ev.conn)
+                if tr is not None:
+                    tr._data_event(ev.data, ev.len)
+            elif typ == EV_ACCEPT:
+                self._accept(ev.conn, ev.arg)
+            elif typ == EV_WRITABLE:
+                tr = conns.get(ev.conn)
+                if tr is not None:
+                    tr._write_ready()
+            elif typ == EV_EOF:
+                tr = conns.get(ev.conn)
+                if tr is not None:
+                    tr._eof_event()
+            elif typ == EV_CLOSED:
+                tr = conns.pop(ev.conn, None)
+                if tr is not None:
+                    tr._closed_event(ev.err)
+
+    def _accept(self, conn: int, listener: int) -> None:
+        lsock = self._listeners.get(listener)
+        if lsock is None:
+            lib.sl_conn_abort(self._ptr, conn)
+            return
+        info = ffi.new("struct sl_conn_info *")
+        if lib.sl_conn_info(self._ptr, conn, info) < 0:
+            return
+        lsock.accept(conn, (lsock.address, info.local_port),
+                     (_ip_str(info.peer_ip), info.peer_port))
 
     def end_of_iteration(self) -> None:
-        """Called by the loop after each iteration: one TX kick."""
+        """After each loop iteration: one TX kick, and the TCP timer armed."""
+        if self._closed:
+            return
+        rc = lib.sl_engine_flush(self._ptr)
+        if rc < 0:
+            logger.error("specloop: engine flush failed: %s", os.strerror(-rc))
+        deadline = lib.sl_engine_next_timer(self._ptr)
+        if deadline:
+            when = deadline * 1e-6
+            if self._timer is None or when < self._timer_when:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self.loop.call_at(when, self._on_timer)
+                self._timer_when = when
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._poll()
+
+    # ---- transports and listeners ----------------------------------------------
+
+    def adopt(self, conn: int, transport: BypassTransport) -> None:
+        self._conns[conn] = transport
+
+    def forget(self, conn: int) -> None:
+        self._conns.pop(conn, None)
+
+    def listen(self, lsock: BypassListenSocket) -> int:
+        rc = lib.sl_listen(self._ptr, lsock.port, lsock._backlog, 1)
+        if rc == -errno.EADDRINUSE:
+            raise OSError(errno.EADDRINUSE,
+                          f"error while attempting to bind on address "
+                          f"{(lsock.address, lsock.port)!r}: address already in use")
+        listener = check(rc, f"listening on {lsock.address}:{lsock.port}")
+        self._listeners[listener] = lsock
+        return listener
+
+    def unlisten(self, listener: int) -> None:
+        self._listeners.pop(listener, None)
         if not self._closed:
-            self.engine.flush()
+            lib.sl_listen_close(self._ptr, listener)
+
+    @contextlib.contextmanager
+    def _in_netns(self) -> Iterator[None]:
+        """Runs the body in the stack's network namespace (kernel sockets
+        made here must live where the interface is)."""
+        here = os.stat("/proc/thread-self/ns/net").st_ino
+        if here == os.fstat(self._netns_fd).st_ino:
+            yield
+            return
+        back = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _netns.setns(self._netns_fd)
+            try:
+                yield
+            finally:
+                _netns.setns(back)
+        finally:
+            os.close(back)
+
+    def _bind(self, address: str, port: int, *, listen_later: bool,
+              reuse_address: bool | None, reuse_port: bool | None = None) -> socket.socket:
+        with self._in_netns():
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if listen_later and reuse_address is not False:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setblocking(False)
+            sock.bind((address, port))
+        except OSError as err:
+            sock.close()
+            raise OSError(err.errno, f"error while attempting to bind on address "
+                          f"{(address, port)!r}: {err.strerror.lower()}") from None
+        return sock
+
+    def _bind6_wildcard(self, port: int, reuse_address: bool | None,
+                        reuse_port: bool | None) -> socket.socket | None:
+        if not socket.has_ipv6:
+            return None
+        with self._in_netns():
+            try:
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            except OSError:
+                return None
+        try:
+            if reuse_address is not False:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setblocking(False)
+            sock.bind(("::", port))
+        except OSError as err:
+            sock.close()
+            if err.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                return None
+            raise OSError(err.errno, f"error while attempting to bind on address "
+                          f"{('::', port)!r}: {err.strerror.lower()}") from None
+        return sock
+
+    async def wants(self, host: Any, sock: socket.socket | None) -> bool:
+        """True if create_server(host=..., sock=...) is for the bypass."""
+        if sock is not None:
+            if sock.family != socket.AF_INET or sock.type != socket.SOCK_STREAM:
+                return False
+            return sock.getsockname()[0] in (*self.addresses, "0.0.0.0")
+        hosts = [host] if host is None or isinstance(host, str) else list(host)
+        for h in hosts:
+            if h in _WILDCARDS or h in self.addresses:
+                return True
+            if isinstance(h, str) and not _is_ip_literal(h):
+                infos = await self.loop.getaddrinfo(h, None, family=socket.AF_INET,
+                                                    type=socket.SOCK_STREAM)
+                if any(info[4][0] in self.addresses for info in infos):
+                    return True
+        return False
+
+    async def create_server(self, protocol_factory: Any, host: Any = None,
+                            port: int | None = None, *, sock: socket.socket | None = None,
+                            backlog: int = 100, ssl: Any = None,
+                            reuse_address: bool | None = None,
+                            reuse_port: bool | None = None,
+                            ssl_handshake_timeout: float | None = None,
+                            ssl_shutdown_timeout: float | None = None,
+                            start_serving: bool = True) -> base_events.Server:
+        """asyncio's create_server for addresses on the bypass interface."""
+        if ssl_handshake_timeout is not None and ssl is None:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and ssl is None:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        sockets: list[Any] = []
+        try:
+            if sock is not None:
+                if host is not None or port is not None:
+                    raise ValueError("host/port and sock can not be specified at the same time")
+                addr, bound_port = sock.getsockname()[:2]
+                sock.setblocking(False)
+                sockets.append(BypassListenSocket(
+                    self, self.address if addr == "0.0.0.0" else addr, bound_port, sock,
+                    kernel_listens=addr == "0.0.0.0"))
+            else:
+                port = 0 if port is None else int(port)
+                hosts = [host] if host is None or isinstance(host, str) else list(dict.fromkeys(host))
+                for h in hosts:
+                    if h in _WILDCARDS:
+                        # every interface: the bypass on ours, the kernel on the rest
+                        ksock = self._bind("0.0.0.0", port, listen_later=True,
+                                           reuse_address=reuse_address,
+                                           reuse_port=reuse_port)
+                        port = ksock.getsockname()[1]
+                        sockets.append(BypassListenSocket(self, self.address, port, ksock,
+                                                          kernel_listens=True))
+                        if h != "0.0.0.0":
+                            # asyncio's host=None is dual-stack: IPv6 stays the kernel's
+                            six = self._bind6_wildcard(port, reuse_address, reuse_port)
+                            if six is not None:
+                                sockets.append(six)
+                        continue
+                    addrs = [h] if h in self.addresses or _is_ip_literal(h) else [
+                        info[4][0] for info in await self.loop.getaddrinfo(
+                            h, port, family=socket.AF_INET, type=socket.SOCK_STREAM)]
+                    for a in dict.fromkeys(addrs):
+                        if a in self.addresses:
+                            ph = self._bind(a, port, listen_later=False, reuse_address=False,
+                                            reuse_port=reuse_port)
+                            port = ph.getsockname()[1]
+                            sockets.append(BypassListenSocket(self, a, port, ph))
+                        else:
+                            ks = self._bind(a, port, listen_later=True,
+                                            reuse_address=reuse_address,
+                                            reuse_port=reuse_port)
+                            port = ks.getsockname()[1]
+                            sockets.append(ks)
+        except BaseException:
+            for s in sockets:
+                s.close()
+            raise
+        server = base_events.Server(self.loop, sockets, protocol_factory, ssl, backlog,
+                                    ssl_handshake_timeout, ssl_shutdown_timeout)
+        if start_serving:
+            try:
+                server._start_serving()
+            except BaseException:
+                server.close()
+                raise
+            await asyncio.sleep(0)
+        return server
+
+    # ---- teardown ------------------------------------------------------------
 
     def close(self) -> None:
-        """Detaches from the loop and closes the engine (the XDP program goes
-        with it)."""
+        """Detaches from the loop and closes the engine: open connections
+        are reset, the XDP program is detached."""
         if self._closed:
             return
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for lsock in list(self._listeners.values()):
+            lsock._stack = None
+        self._listeners.clear()
+        conns, self._conns = self._conns, {}
+        for tr in conns.values():
+            tr._gone = True
         try:
             self.loop._remove_reader(self.engine.fd)
         finally:
             self.engine.close()
+            os.close(self._netns_fd)
 
     def __repr__(self) -> str:
         return (f"<specloop.Stack {self.interface} {self.address} "
                 f"xdp={self.xdp_mode}{' closed' if self._closed else ''}>")
+
+
+def _is_ip_literal(h: Any) -> bool:
+    try:
+        ipaddress.ip_address(h)
+        return True
+    except ValueError:
+        return False

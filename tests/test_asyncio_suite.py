@@ -30,8 +30,23 @@ def _kernel_loop() -> specloop.Loop:
 
 
 def _bypass_loop() -> specloop.Loop:
-    with netlab.inside(netlab.SERVER_NS):
-        return specloop.Loop(interface=netlab.SERVER_IF)
+    return specloop.Loop(interface=netlab.SERVER_IF)
+
+
+class _InServerNamespace:
+    """Runs the whole test inside slsrv, as a deployed server process would
+    be: its 127.0.0.1 clients then reach the servers it makes."""
+
+    def setUp(self):
+        self._ns = netlab.inside(netlab.SERVER_NS)
+        self._ns.__enter__()
+        super().setUp()
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self._ns.__exit__(None, None, None)
 
 
 class _Watcher:
@@ -78,7 +93,7 @@ class TestSpecloopSubprocess(_Watcher, test_subprocess.SubprocessMixin, test_uti
 
 
 @pytest.mark.usefixtures("lab")
-class TestSpecloopEventsWithBypassUp(_Watcher, test_events.EventLoopTestsMixin,
+class TestSpecloopEventsWithBypassUp(_InServerNamespace, _Watcher, test_events.EventLoopTestsMixin,
                                      test_events.SubprocessTestsMixin, test_utils.TestCase):
     def create_event_loop(self):
         # A few tests make a second loop while setUp's is open.  One interface
@@ -91,6 +106,6 @@ class TestSpecloopEventsWithBypassUp(_Watcher, test_events.EventLoopTestsMixin,
 
 
 @pytest.mark.usefixtures("lab")
-class TestSpecloopSendfileWithBypassUp(test_sendfile.SendfileTestsBase, test_utils.TestCase):
+class TestSpecloopSendfileWithBypassUp(_InServerNamespace, test_sendfile.SendfileTestsBase, test_utils.TestCase):
     def create_event_loop(self):
         return _bypass_loop()

@@ -1,0 +1,298 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tcp.h - the TCP control block, send segments, listeners, and the
+ * helpers shared by tcp_conn.c, tcp_in.c, tcp_out.c and tcp_timer.c.
+ *
+ * Call chains:
+ *   RX:    sl_engine_poll → tcp_input (tcp_in.c) → tcp_segment_arrives
+ *   TX:    sl_engine_flush → tcp_output_dirty → tcp_output (tcp_out.c)
+ *   Timer: sl_engine_poll → tcp_timers_run (tcp_timer.c)
+ *   API:   sl_conn_* / sl_listen_* (tcp_conn.c)
+ */
+#ifndef SPECLOOP_TCP_H
+#define SPECLOOP_TCP_H
+
+#include "internal.h"
+
+/* RFC 9293 §3.3.2 states */
+enum tcp_state {
+	TCP_CLOSED = 0,
+	TCP_LISTEN,
+	TCP_SYN_SENT,
+	TCP_SYN_RECEIVED,
+	TCP_ESTABLISHED,
+	TCP_FIN_WAIT_1,
+	TCP_FIN_WAIT_2,
+	TCP_CLOSE_WAIT,
+	TCP_CLOSING,
+	TCP_LAST_ACK,
+	TCP_TIME_WAIT,
+};
+
+#define SL_NONE UINT32_MAX
+#define TCP_HDR_MAX 60
+#define FRAME_HDR_LEN(ts) (14 + 20 + 20 + ((ts) ? 12 : 0))
+#define TCP_DEFAULT_MSS 536	/* RFC 9293 §3.7.1: no MSS option */
+#define TCP_INIT_CWND 10	/* RFC 6928 */
+#define TCP_DUPTHRESH 3
+#define TCP_MAX_SACK 4
+#define TCP_QUICKACKS 16	/* segments ACKed at once at the start */
+#define TCP_MAX_OOO_SEGS 512	/* reassembly queue entries per connection */
+
+/* Wrap-safe sequence comparisons (RFC 9293 §3.4). */
+static inline bool seq_lt(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
+static inline bool seq_le(uint32_t a, uint32_t b) { return (int32_t)(a - b) <= 0; }
+static inline bool seq_gt(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
+static inline bool seq_ge(uint32_t a, uint32_t b) { return (int32_t)(a - b) >= 0; }
+/* lo <= x < hi */
+static inline bool seq_in(uint32_t x, uint32_t lo, uint32_t hi)
+{
+	return seq_ge(x, lo) && seq_lt(x, hi);
+}
+static inline uint32_t seq_max(uint32_t a, uint32_t b) { return seq_gt(a, b) ? a : b; }
+static inline uint32_t seq_min(uint32_t a, uint32_t b) { return seq_lt(a, b) ? a : b; }
+
+/* Segment flags (struct tcp_seg.flags) */
+#define SEG_SYN 0x01
+#define SEG_FIN 0x02
+#define SEG_SACKED 0x04		/* the peer SACKed it (RFC 2018) */
+#define SEG_LOST 0x08		/* deemed lost: to be retransmitted */
+#define SEG_RETRANS 0x10	/* retransmitted since marked lost */
+#define SEG_SENT 0x20		/* transmitted at least once */
+
+/*
+ * One segment of the send queue.  Its frame holds the finished packet:
+ * headers are rewritten at each transmission (ACK, window, timestamps
+ * change), the payload never moves.  The frame *is* the send buffer.
+ */
+struct tcp_seg {
+	uint32_t seq;
+	uint32_t len;		/* payload bytes */
+	uint32_t frame;
+	uint32_t next;		/* seg index */
+	uint32_t csum;		/* payload partial sum, valid once SEG_SENT */
+	uint16_t hdr_len;	/* payload offset in the frame */
+	uint8_t flags;
+	uint8_t xmits;
+	uint64_t xmit_us;	/* last transmission */
+};
+
+/* Out-of-order data, copied out of the RX frame (RFC 9293 §3.10.7.4). */
+struct ooo_seg {
+	struct ooo_seg *next;
+	uint32_t seq;
+	uint32_t len;
+	uint8_t data[];
+};
+
+/* A byte queue for data that Python is not reading now (paused). */
+struct byteq {
+	uint8_t *buf;
+	uint32_t len;
+	uint32_t cap;
+};
+
+enum tcp_timer {
+	T_REXMIT = 0,	/* RTO, SYN-ACK retransmit, zero-window probe */
+	T_DELACK,
+	T_KEEPALIVE,
+	T_STATE,	/* TIME-WAIT, FIN-WAIT-2 */
+	T_COUNT,
+};
+
+struct sl_conn {
+	uint32_t id;		/* index | generation << 20; 0 when free */
+	uint8_t state;		/* enum tcp_state */
+	uint8_t peer_mac[6];
+	uint32_t peer_ip;	/* network order */
+	uint16_t peer_port;	/* host order */
+	uint16_t local_port;
+	uint32_t listener;	/* listener index, SL_NONE if none */
+	uint32_t hnext;		/* hash chain, conn index */
+	uint32_t next_free;
+
+	/* send sequence space, RFC 9293 §3.3.1 */
+	uint32_t iss, snd_una, snd_nxt, snd_max, snd_wl1, snd_wl2;
+	uint32_t snd_wnd, max_snd_wnd;
+	uint16_t mss;		/* payload bytes per segment, options excluded */
+	uint8_t snd_wscale, rcv_wscale;
+
+	/* receive sequence space */
+	uint32_t irs, rcv_nxt, rcv_adv;	/* rcv_adv: right edge advertised */
+	uint32_t last_ack_sent;
+
+	/* RFC 7323 */
+	uint32_t ts_recent, ts_offset;
+	uint64_t ts_recent_us;
+	bool ts_on, sack_on, ws_on;
+
+	/* RFC 6298 */
+	uint32_t srtt_us, rttvar_us, rto_us;
+	uint8_t backoff;		/* consecutive RTO expiries */
+	uint8_t probes;			/* keepalive / zero-window probes unanswered */
+
+	/* RFC 5681/6582/6675, in packets as Linux counts them */
+	uint32_t cwnd, ssthresh, cwnd_cnt, recover;
+	uint32_t packets_out, sacked_out, lost_out, retrans_out;
+	uint32_t dupacks;
+	bool in_recovery;
+	bool after_rto;
+
+	/* send queue: head = oldest unacked; send = next to transmit */
+	uint32_t sq_head, sq_tail, sq_send;
+	uint32_t sq_bytes;		/* payload bytes queued, sent or not */
+	uint32_t write_seq;		/* sequence number of the next byte queued */
+	uint32_t reno_sacked;		/* dupACKs counted as SACKs without SACK */
+	uint32_t last_ooo_seq;		/* latest out-of-order arrival (SACK order) */
+	uint32_t ooo_fin_seq;		/* sequence number of a FIN beyond a hole */
+	bool ooo_fin;
+	uint64_t synack_us;		/* first SYN-ACK sent, for the first RTT */
+	bool fin_in_queue;		/* the FIN is a segment of the queue */
+	uint32_t highest_sack;		/* end of the highest SACKed seq */
+
+	/* receive side */
+	struct ooo_seg *ooo;
+	uint32_t ooo_bytes;
+	uint32_t ooo_count;
+	struct byteq rxq;		/* in-order data held while paused */
+	uint16_t acks_pending;		/* full segments received, not ACKed */
+	uint16_t quickacks;
+	uint32_t rcvbuf;
+
+	/* timers (absolute µs, 0 = off), one heap entry per conn */
+	uint64_t timer[T_COUNT];
+	uint64_t deadline;
+	uint32_t heap_idx;		/* SL_NONE when not in the heap */
+
+	/* keep-alive (Linux defaults) */
+	uint32_t ka_idle_s, ka_intvl_s, ka_probes;
+
+	uint32_t dirty_next;		/* output list, conn index */
+	uint32_t deliver_next;		/* deliver list, conn index */
+	uint32_t starved_next;		/* waiting for free frames, conn index */
+	uint64_t last_rx_us;
+
+	/* flags */
+	bool in_dirty;
+	bool on_deliver;
+	bool on_starved;
+	bool ack_now;
+	bool rx_paused;
+	bool eof_pending;		/* FIN seen; EOF event after rxq drains */
+	bool deliver_pending;		/* rxq to deliver after resume */
+	bool fin_queued;		/* write side shut: FIN after the data */
+	bool fin_sent;
+	bool detached;			/* Python is done with it: no events */
+	bool want_writable;
+	bool accepted;			/* ACCEPT event emitted */
+	bool nodelay;
+	bool keepalive;
+	bool window_update;
+};
+
+struct tcp_listener {
+	uint16_t port;		/* host order; 0 = slot free */
+	uint16_t pad;
+	uint32_t backlog;
+	uint32_t pending;	/* SYN-RECEIVED + established, not accepted */
+	uint32_t id;
+	bool accepting;
+};
+
+#define SL_MAX_LISTENERS 64
+
+/* engine.c sees the TCP state through this */
+struct tcp_state_all {
+	struct sl_conn *conns;
+	uint32_t max_conns;
+	uint32_t nconns;
+	uint32_t free_head;
+	uint32_t gen;
+	uint32_t *hash;			/* bucket heads, conn index */
+	uint32_t hash_mask;
+	struct tcp_seg *segs;
+	uint32_t nsegs;
+	uint32_t seg_free;
+	uint32_t segs_used;
+	struct tcp_listener listeners[SL_MAX_LISTENERS];
+	uint16_t *port_refs;		/* listeners + conns per local port */
+	uint32_t *heap;			/* conn indices, min-heap on deadline */
+	uint32_t heap_len;
+	uint32_t dirty_head;
+	uint32_t deliver_head;		/* conns with rxq to deliver */
+	uint32_t starved_head;		/* conns whose write found no frame */
+	uint64_t key[2];		/* SipHash key: ISN, hash */
+	uint16_t ip_id;
+	void **deferred;		/* buffers events point into */
+	uint32_t ndeferred, deferred_cap;
+};
+
+/* siphash.c */
+uint64_t siphash24(const uint64_t key[2], const void *data, size_t len);
+
+/* tcp_conn.c */
+int tcp_init(struct sl_engine *eng, char *err, size_t errlen);
+void tcp_fini(struct sl_engine *eng);
+struct sl_conn *conn_lookup(struct sl_engine *eng, uint32_t peer_ip,
+			    uint16_t peer_port, uint16_t local_port);
+struct sl_conn *conn_by_id(struct sl_engine *eng, uint32_t id);
+struct sl_conn *conn_new(struct sl_engine *eng, const struct pkt *p);
+void conn_free(struct sl_engine *eng, struct sl_conn *c);
+void conn_reset_close(struct sl_engine *eng, struct sl_conn *c, int err);
+void conn_set_state(struct sl_engine *eng, struct sl_conn *c, int state);
+void conn_dirty(struct sl_engine *eng, struct sl_conn *c);
+void conn_established(struct sl_engine *eng, struct sl_conn *c);
+struct tcp_listener *listener_for_port(struct sl_engine *eng, uint16_t port);
+uint32_t tcp_isn(struct sl_engine *eng, uint32_t peer_ip, uint16_t peer_port,
+		 uint16_t local_port);
+bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		  uint32_t len);
+void conn_eof(struct sl_engine *eng, struct sl_conn *c);
+void conn_writable(struct sl_engine *eng, struct sl_conn *c);
+void tcp_deliver_pending(struct sl_engine *eng);
+void conn_starved(struct sl_engine *eng, struct sl_conn *c);
+void tcp_feed_starved(struct sl_engine *eng);
+void tcp_reset_all(struct sl_engine *eng);
+void tcp_free_deferred(struct sl_engine *eng);
+int tcp_defer_free(struct sl_engine *eng, void *buf);
+uint32_t conn_rcv_window(const struct sl_conn *c);
+
+/* tcp_in.c */
+void tcp_input(struct sl_engine *eng, struct pkt *p);
+
+/* tcp_out.c */
+uint32_t tcp_ts_now(const struct sl_engine *eng, const struct sl_conn *c);
+int tcp_queue_data(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		   uint32_t len);
+int tcp_queue_fin(struct sl_engine *eng, struct sl_conn *c);
+int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t offset,
+		   uint32_t len);
+void tcp_output(struct sl_engine *eng, struct sl_conn *c);
+void tcp_output_dirty(struct sl_engine *eng);
+void tcp_send_ack(struct sl_engine *eng, struct sl_conn *c);
+void tcp_send_synack(struct sl_engine *eng, struct sl_conn *c);
+void tcp_send_rst(struct sl_engine *eng, struct sl_conn *c);
+void tcp_send_probe(struct sl_engine *eng, struct sl_conn *c);
+void tcp_reply_rst(struct sl_engine *eng, const struct pkt *p);
+void tcp_ack_segs(struct sl_engine *eng, struct sl_conn *c, uint32_t ack);
+void tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start,
+		   uint32_t end);
+void tcp_mark_lost_on_rto(struct sl_engine *eng, struct sl_conn *c);
+void tcp_mark_lost_sack(struct sl_engine *eng, struct sl_conn *c);
+void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c);
+void tcp_free_sendq(struct sl_engine *eng, struct sl_conn *c);
+uint32_t tcp_in_flight(const struct sl_conn *c);
+
+/* tcp_timer.c */
+void timer_set(struct sl_engine *eng, struct sl_conn *c, int which, uint64_t at_us);
+void timer_clear_all(struct sl_engine *eng, struct sl_conn *c);
+void tcp_timers_run(struct sl_engine *eng);
+void tcp_rtt_sample(struct sl_conn *c, uint32_t rtt_us, const struct sl_config *cfg);
+void tcp_rearm_rexmit(struct sl_engine *eng, struct sl_conn *c);
+
+static inline uint32_t conn_index(const struct sl_engine *eng, const struct sl_conn *c)
+{
+	return (uint32_t)(c - eng->tcp->conns);
+}
+
+#endif /* SPECLOOP_TCP_H */

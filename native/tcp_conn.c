@@ -1,0 +1,924 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tcp_conn.c - the connection table, listeners, and the sl_conn_* API.
+ *
+ * Connections live in one array; an id is index | generation << 20, so a
+ * stale id from Python never reaches a reused slot.  Lookup is a chained
+ * hash on (peer address, peer port, local port) keyed with SipHash, so a
+ * peer cannot choose colliding tuples.
+ *
+ * Events: a connection emits ACCEPT once established (if its listener is
+ * accepting; else it waits, counted against the backlog), DATA for
+ * in-order bytes, EOF for the peer's FIN, WRITABLE after a short write
+ * when room appears, CLOSED when it ends under Python's feet (reset,
+ * timeout).  A connection Python closed or aborted is "detached": it may
+ * live on (FIN-WAIT, TIME-WAIT) but emits nothing.
+ */
+#include <stdlib.h>
+#include <sys/random.h>
+
+#include "tcp.h"
+
+#define ID_INDEX_BITS 20
+#define ID_INDEX_MASK ((1u << ID_INDEX_BITS) - 1)
+
+static uint32_t hash_tuple(const struct sl_engine *eng, uint32_t peer_ip,
+			   uint16_t peer_port, uint16_t local_port)
+{
+	uint8_t key[8];
+
+	memcpy(key, &peer_ip, 4);
+	put_be16(key + 4, peer_port);
+	put_be16(key + 6, local_port);
+	return (uint32_t)siphash24(eng->tcp->key, key, sizeof(key)) & eng->tcp->hash_mask;
+}
+
+int tcp_init(struct sl_engine *eng, char *err, size_t errlen)
+{
+	struct tcp_state_all *t;
+	uint32_t i, hsize = 16;
+
+	if (eng->cfg.max_conns < 1 || eng->cfg.max_conns > ID_INDEX_MASK) {
+		sl_errf(err, errlen, "max_conns %u: must be from 1 to %u",
+			eng->cfg.max_conns, ID_INDEX_MASK);
+		return -EINVAL;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		goto oom;
+	eng->tcp = t;
+	t->max_conns = eng->cfg.max_conns;
+	while (hsize < 2 * t->max_conns)
+		hsize <<= 1;
+	t->hash_mask = hsize - 1;
+	t->conns = calloc(t->max_conns, sizeof(*t->conns));
+	t->hash = malloc(hsize * sizeof(*t->hash));
+	t->nsegs = eng->cfg.frame_count + 256;
+	t->segs = calloc(t->nsegs, sizeof(*t->segs));
+	t->port_refs = calloc(65536, sizeof(*t->port_refs));
+	t->heap = calloc(t->max_conns, sizeof(*t->heap));
+	t->deferred_cap = 256;
+	t->deferred = calloc(t->deferred_cap, sizeof(*t->deferred));
+	if (!t->conns || !t->hash || !t->segs || !t->port_refs || !t->heap ||
+	    !t->deferred)
+		goto oom;
+	for (i = 0; i <= t->hash_mask; i++)
+		t->hash[i] = SL_NONE;
+	for (i = 0; i < t->max_conns; i++) {
+		t->conns[i].next_free = i + 1 < t->max_conns ? i + 1 : SL_NONE;
+		t->conns[i].heap_idx = SL_NONE;
+		t->conns[i].hnext = SL_NONE;
+	}
+	t->free_head = 0;
+	for (i = 0; i < t->nsegs; i++)
+		t->segs[i].next = i + 1 < t->nsegs ? i + 1 : SL_NONE;
+	t->seg_free = 0;
+	t->dirty_head = SL_NONE;
+	t->deliver_head = SL_NONE;
+	t->starved_head = SL_NONE;
+	t->gen = 1;
+	if (eng->cfg.seed) {
+		t->key[0] = eng->cfg.seed;
+		t->key[1] = eng->cfg.seed * 0x9e3779b97f4a7c15ULL + 1;
+	} else if (getrandom(t->key, sizeof(t->key), 0) != sizeof(t->key)) {
+		sl_errf(err, errlen, "getrandom for the TCP secret failed");
+		return -errno ? -errno : -EIO;
+	}
+	return 0;
+oom:
+	sl_errf(err, errlen, "out of memory for %u connections", eng->cfg.max_conns);
+	return -ENOMEM;
+}
+
+void tcp_fini(struct sl_engine *eng)
+{
+	struct tcp_state_all *t = eng->tcp;
+	uint32_t i;
+
+	if (!t)
+		return;
+	if (t->conns) {
+		for (i = 0; i < t->max_conns; i++) {
+			struct sl_conn *c = &t->conns[i];
+			struct ooo_seg *o, *n;
+
+			if (!c->id)
+				continue;
+			for (o = c->ooo; o; o = n) {
+				n = o->next;
+				free(o);
+			}
+			free(c->rxq.buf);
+		}
+	}
+	tcp_free_deferred(eng);
+	free(t->conns);
+	free(t->hash);
+	free(t->segs);
+	free(t->port_refs);
+	free(t->heap);
+	free(t->deferred);
+	free(t);
+	eng->tcp = NULL;
+}
+
+static void port_ref(struct sl_engine *eng, uint16_t port)
+{
+	if (eng->tcp->port_refs[port]++ == 0)
+		steer_port(&eng->steer, port, true);
+}
+
+static void port_unref(struct sl_engine *eng, uint16_t port)
+{
+	if (eng->tcp->port_refs[port] && --eng->tcp->port_refs[port] == 0)
+		steer_port(&eng->steer, port, false);
+}
+
+struct sl_conn *conn_lookup(struct sl_engine *eng, uint32_t peer_ip,
+			    uint16_t peer_port, uint16_t local_port)
+{
+	struct tcp_state_all *t = eng->tcp;
+	uint32_t i = t->hash[hash_tuple(eng, peer_ip, peer_port, local_port)];
+
+	while (i != SL_NONE) {
+		struct sl_conn *c = &t->conns[i];
+
+		if (c->peer_ip == peer_ip && c->peer_port == peer_port &&
+		    c->local_port == local_port)
+			return c;
+		i = c->hnext;
+	}
+	return NULL;
+}
+
+struct sl_conn *conn_by_id(struct sl_engine *eng, uint32_t id)
+{
+	uint32_t idx = id & ID_INDEX_MASK;
+
+	if (!id || idx >= eng->tcp->max_conns)
+		return NULL;
+	if (eng->tcp->conns[idx].id != id)
+		return NULL;
+	return &eng->tcp->conns[idx];
+}
+
+uint32_t tcp_isn(struct sl_engine *eng, uint32_t peer_ip, uint16_t peer_port,
+		 uint16_t local_port)
+{
+	/* RFC 6528 §3: ISN = M + F(localip, localport, remoteip, remoteport,
+	 * secretkey), M a 4-microsecond timer */
+	uint8_t key[12];
+
+	memcpy(key, &eng->cfg.ipv4, 4);
+	memcpy(key + 4, &peer_ip, 4);
+	put_be16(key + 8, local_port);
+	put_be16(key + 10, peer_port);
+	return (uint32_t)(eng->now_us / 4) +
+	       (uint32_t)siphash24(eng->tcp->key, key, sizeof(key));
+}
+
+struct sl_conn *conn_new(struct sl_engine *eng, const struct pkt *p)
+{
+	struct tcp_state_all *t = eng->tcp;
+	struct sl_conn *c;
+	uint32_t idx, h, dirty_next, deliver_next, starved_next;
+	bool in_dirty, on_deliver, on_starved;
+
+	if (t->free_head == SL_NONE)
+		return NULL;
+	idx = t->free_head;
+	c = &t->conns[idx];
+	t->free_head = c->next_free;
+	/* a freed slot may still be linked on the dirty or deliver list: keep
+	 * the links, the list walkers skip what is not theirs any more */
+	in_dirty = c->in_dirty;
+	dirty_next = c->dirty_next;
+	on_deliver = c->on_deliver;
+	deliver_next = c->deliver_next;
+	on_starved = c->on_starved;
+	starved_next = c->starved_next;
+	memset(c, 0, sizeof(*c));
+	c->in_dirty = in_dirty;
+	c->dirty_next = dirty_next;
+	c->on_deliver = on_deliver;
+	c->deliver_next = deliver_next;
+	c->on_starved = on_starved;
+	c->starved_next = starved_next;
+	c->heap_idx = SL_NONE;
+	c->next_free = SL_NONE;
+	if (++t->gen >= (1u << (32 - ID_INDEX_BITS)))
+		t->gen = 1;
+	c->id = idx | t->gen << ID_INDEX_BITS;
+	c->peer_ip = p->saddr;
+	c->peer_port = p->sport;
+	c->local_port = p->dport;
+	memcpy(c->peer_mac, p->src_mac, 6);
+	c->listener = SL_NONE;
+	c->sq_head = c->sq_tail = c->sq_send = SL_NONE;
+	c->rcvbuf = eng->cfg.rcvbuf;
+	c->rto_us = 1000000;	/* RFC 6298 §2.1: initial RTO of one second */
+	c->cwnd = TCP_INIT_CWND;
+	c->ssthresh = UINT32_MAX;
+	c->quickacks = TCP_QUICKACKS;
+	c->ka_idle_s = 7200;
+	c->ka_intvl_s = 75;
+	c->ka_probes = 9;
+	c->last_rx_us = eng->now_us;
+	h = hash_tuple(eng, c->peer_ip, c->peer_port, c->local_port);
+	c->hnext = t->hash[h];
+	t->hash[h] = idx;
+	t->nconns++;
+	port_ref(eng, c->local_port);
+	return c;
+}
+
+static void hash_remove(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct tcp_state_all *t = eng->tcp;
+	uint32_t idx = conn_index(eng, c);
+	uint32_t *pp = &t->hash[hash_tuple(eng, c->peer_ip, c->peer_port, c->local_port)];
+
+	while (*pp != SL_NONE) {
+		if (*pp == idx) {
+			*pp = c->hnext;
+			return;
+		}
+		pp = &t->conns[*pp].hnext;
+	}
+}
+
+static struct tcp_listener *listener_of(struct sl_engine *eng, const struct sl_conn *c)
+{
+	if (c->listener == SL_NONE || c->listener >= SL_MAX_LISTENERS)
+		return NULL;
+	return &eng->tcp->listeners[c->listener];
+}
+
+void conn_free(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct tcp_state_all *t = eng->tcp;
+	struct tcp_listener *l = listener_of(eng, c);
+	struct ooo_seg *o, *n;
+
+	if (!c->id)
+		return;
+	if (l && !c->accepted && l->pending)
+		l->pending--;
+	timer_clear_all(eng, c);
+	tcp_free_sendq(eng, c);
+	for (o = c->ooo; o; o = n) {
+		n = o->next;
+		free(o);
+	}
+	c->ooo = NULL;
+	free(c->rxq.buf);
+	c->rxq.buf = NULL;
+	hash_remove(eng, c);
+	port_unref(eng, c->local_port);
+	c->id = 0;
+	c->state = TCP_CLOSED;
+	c->next_free = t->free_head;
+	t->free_head = conn_index(eng, c);
+	t->nconns--;
+}
+
+/* The connection ends under Python: tell it (unless detached), free it. */
+void conn_reset_close(struct sl_engine *eng, struct sl_conn *c, int err)
+{
+	if (c->accepted && !c->detached) {
+		struct sl_event *ev = engine_event(eng, SL_EV_CLOSED, c->id);
+
+		if (ev)
+			ev->err = err;
+	}
+	conn_free(eng, c);
+}
+
+void conn_set_state(struct sl_engine *eng, struct sl_conn *c, int state)
+{
+	c->state = (uint8_t)state;
+}
+
+void conn_dirty(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (c->in_dirty)
+		return;
+	c->in_dirty = true;
+	c->dirty_next = eng->tcp->dirty_head;
+	eng->tcp->dirty_head = conn_index(eng, c);
+}
+
+/* Held data or EOF to hand over at the next poll (after resume/accept). */
+static void deliver_later(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->deliver_pending = true;
+	if (c->on_deliver)
+		return;
+	c->on_deliver = true;
+	c->deliver_next = eng->tcp->deliver_head;
+	eng->tcp->deliver_head = conn_index(eng, c);
+}
+
+static void emit_accept(struct sl_engine *eng, struct sl_conn *c, struct tcp_listener *l)
+{
+	struct sl_event *ev = engine_event(eng, SL_EV_ACCEPT, c->id);
+
+	if (!ev)
+		return;		/* stays pending; the next poll tries again */
+	ev->arg = l->id;
+	c->accepted = true;
+	if (l->pending)
+		l->pending--;
+	if (c->rxq.len || c->eof_pending)
+		deliver_later(eng, c);
+}
+
+void conn_established(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct tcp_listener *l = listener_of(eng, c);
+
+	c->state = TCP_ESTABLISHED;
+	eng->ctr.conns_opened++;
+	if (l && l->port && l->accepting)
+		emit_accept(eng, c, l);
+}
+
+struct tcp_listener *listener_for_port(struct sl_engine *eng, uint16_t port)
+{
+	uint32_t i;
+
+	for (i = 0; i < SL_MAX_LISTENERS; i++)
+		if (eng->tcp->listeners[i].port == port)
+			return &eng->tcp->listeners[i];
+	return NULL;
+}
+
+static int byteq_append(struct byteq *q, const uint8_t *data, uint32_t len)
+{
+	if (q->len + len > q->cap) {
+		uint32_t cap = q->cap ? q->cap : 4096;
+		uint8_t *nb;
+
+		while (cap < q->len + len)
+			cap *= 2;
+		nb = realloc(q->buf, cap);
+		if (!nb)
+			return -ENOMEM;
+		q->buf = nb;
+		q->cap = cap;
+	}
+	memcpy(q->buf + q->len, data, len);
+	q->len += len;
+	return 0;
+}
+
+int tcp_defer_free(struct sl_engine *eng, void *buf)
+{
+	struct tcp_state_all *t = eng->tcp;
+
+	if (t->ndeferred == t->deferred_cap) {
+		void **n = realloc(t->deferred, 2 * t->deferred_cap * sizeof(*n));
+
+		if (!n) {
+			return -ENOMEM;
+		}
+		t->deferred = n;
+		t->deferred_cap *= 2;
+	}
+	t->deferred[t->ndeferred++] = buf;
+	return 0;
+}
+
+void tcp_free_deferred(struct sl_engine *eng)
+{
+	struct tcp_state_all *t = eng->tcp;
+	uint32_t i;
+
+	for (i = 0; i < t->ndeferred; i++)
+		free(t->deferred[i]);
+	t->ndeferred = 0;
+}
+
+/*
+ * In-order bytes for Python.  They go out as a DATA event pointing at
+ * `data` (valid until the next poll/flush), or, when Python is not reading
+ * (paused, not yet accepted), into the connection's byte queue: the one
+ * place receive data is copied inside the stack.  Returns false when the
+ * bytes could not be taken (out of memory): the caller must not ACK them.
+ */
+bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		  uint32_t len)
+{
+	struct sl_event *ev;
+
+	if (!len)
+		return true;
+	if (c->accepted && !c->rx_paused && !c->rxq.len && !c->deliver_pending) {
+		ev = engine_event(eng, SL_EV_DATA, c->id);
+		if (ev) {
+			ev->data = data;
+			ev->len = len;
+			return true;
+		}
+	}
+	if (byteq_append(&c->rxq, data, len))
+		return false;
+	if (c->accepted && !c->rx_paused)
+		deliver_later(eng, c);
+	return true;
+}
+
+void conn_eof(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (c->detached)
+		return;
+	if (c->accepted && !c->rx_paused && !c->rxq.len && !c->deliver_pending) {
+		if (engine_event(eng, SL_EV_EOF, c->id))
+			return;
+	}
+	c->eof_pending = true;
+	if (c->accepted && !c->rx_paused)
+		deliver_later(eng, c);
+}
+
+void conn_writable(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (!c->want_writable || c->detached || !c->accepted)
+		return;
+	if (c->sq_bytes >= eng->cfg.sndbuf)
+		return;
+	if (engine_event(eng, SL_EV_WRITABLE, c->id))
+		c->want_writable = false;
+}
+
+/*
+ * A write found no free frame (other connections hold them): its WRITABLE
+ * cannot come from its own ACKs, so it waits here for frames to free up.
+ */
+void conn_starved(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->want_writable = true;
+	if (c->on_starved)
+		return;
+	c->on_starved = true;
+	c->starved_next = eng->tcp->starved_head;
+	eng->tcp->starved_head = conn_index(eng, c);
+}
+
+/* Frames are free again: wake the starved writers. */
+void tcp_feed_starved(struct sl_engine *eng)
+{
+	struct tcp_state_all *t = eng->tcp;
+	uint32_t idx;
+
+	if (t->starved_head == SL_NONE ||
+	    eng->xsk.free_top < SL_FRAME_RESERVE + eng->xsk.frame_count / 8)
+		return;
+	idx = t->starved_head;
+	t->starved_head = SL_NONE;
+	while (idx != SL_NONE) {
+		struct sl_conn *c = &t->conns[idx];
+
+		idx = c->starved_next;
+		c->on_starved = false;
+		if (!c->id)
+			continue;
+		if (eng->nevents + 1 > SL_MAX_EVENTS) {
+			conn_starved(eng, c);
+			continue;
+		}
+		conn_writable(eng, c);
+	}
+}
+
+/* The engine is closing: every connection still open gets a RST so that
+ * no peer is left half-open. */
+void tcp_reset_all(struct sl_engine *eng)
+{
+	struct tcp_state_all *t = eng->tcp;
+	uint32_t i;
+
+	if (!t)
+		return;
+	for (i = 0; i < t->max_conns; i++) {
+		struct sl_conn *c = &t->conns[i];
+
+		if (c->id && c->state != TCP_TIME_WAIT && c->state != TCP_CLOSED)
+			tcp_send_rst(eng, c);
+	}
+}
+
+/* Hands held data (resume, accept) to Python: one DATA event per queue. */
+void tcp_deliver_pending(struct sl_engine *eng)
+{
+	struct tcp_state_all *t = eng->tcp;
+	uint32_t idx = t->deliver_head;
+
+	t->deliver_head = SL_NONE;
+	while (idx != SL_NONE) {
+		struct sl_conn *c = &t->conns[idx];
+		struct sl_event *ev;
+		uint32_t old_wnd;
+
+		idx = c->deliver_next;
+		c->on_deliver = false;
+		if (!c->id || !c->deliver_pending)
+			continue;
+		if (c->rx_paused || !c->accepted || c->detached)
+			continue;	/* resume or accept puts it back */
+		if (eng->nevents + 2 > SL_MAX_EVENTS) {
+			deliver_later(eng, c);
+			continue;
+		}
+		c->deliver_pending = false;
+		if (c->rxq.len) {
+			if (tcp_defer_free(eng, c->rxq.buf)) {
+				deliver_later(eng, c);
+				continue;
+			}
+			old_wnd = conn_rcv_window(c);
+			ev = engine_event(eng, SL_EV_DATA, c->id);
+			ev->data = c->rxq.buf;
+			ev->len = c->rxq.len;
+			memset(&c->rxq, 0, sizeof(c->rxq));
+			/* RFC 9293 §3.8.6.2.2: the window reopened; say so */
+			if (conn_rcv_window(c) > old_wnd) {
+				c->window_update = true;
+				conn_dirty(eng, c);
+			}
+		}
+		if (c->eof_pending) {
+			c->eof_pending = false;
+			engine_event(eng, SL_EV_EOF, c->id);
+		}
+	}
+}
+
+/* Receive window we can offer now: buffer minus what we hold. */
+uint32_t conn_rcv_window(const struct sl_conn *c)
+{
+	uint64_t held = (uint64_t)c->rxq.len + c->ooo_bytes;
+
+	return held >= c->rcvbuf ? 0 : c->rcvbuf - (uint32_t)held;
+}
+
+/* ---- listeners ---------------------------------------------------- */
+
+int sl_listen(struct sl_engine *eng, uint32_t port, uint32_t backlog, int accepting)
+{
+	struct tcp_state_all *t = eng->tcp;
+	uint32_t i;
+	int rc;
+
+	if (port == 0 || port > 65535)
+		return -EINVAL;
+	if (listener_for_port(eng, (uint16_t)port))
+		return -EADDRINUSE;
+	for (i = 0; i < SL_MAX_LISTENERS; i++)
+		if (!t->listeners[i].port)
+			break;
+	if (i == SL_MAX_LISTENERS)
+		return -ENOSPC;
+	if (t->port_refs[port] == 0) {
+		rc = steer_port(&eng->steer, (uint16_t)port, true);
+		if (rc)
+			return rc;
+	}
+	t->port_refs[port]++;
+	t->listeners[i].port = (uint16_t)port;
+	t->listeners[i].backlog = backlog ? backlog : 1;
+	t->listeners[i].pending = 0;
+	t->listeners[i].id = i;
+	t->listeners[i].accepting = accepting != 0;
+	return (int)i;
+}
+
+static struct tcp_listener *listener_by_id(struct sl_engine *eng, uint32_t id)
+{
+	if (id >= SL_MAX_LISTENERS || !eng->tcp->listeners[id].port)
+		return NULL;
+	return &eng->tcp->listeners[id];
+}
+
+int sl_listen_set_accepting(struct sl_engine *eng, uint32_t id, int accepting)
+{
+	struct tcp_listener *l = listener_by_id(eng, id);
+	uint32_t i;
+
+	if (!l)
+		return -EBADF;
+	l->accepting = accepting != 0;
+	if (!l->accepting)
+		return 0;
+	/* connections that completed while we were not accepting */
+	for (i = 0; i < eng->tcp->max_conns; i++) {
+		struct sl_conn *c = &eng->tcp->conns[i];
+
+		if (c->id && c->listener == id && !c->accepted && !c->detached &&
+		    c->state != TCP_SYN_RECEIVED)
+			emit_accept(eng, c, l);
+	}
+	return 0;
+}
+
+/*
+ * Like closing a listening socket: connections not yet accepted are reset,
+ * accepted ones live on.  The port stays steered while any of them does.
+ */
+int sl_listen_close(struct sl_engine *eng, uint32_t id)
+{
+	struct tcp_listener *l = listener_by_id(eng, id);
+	uint16_t port;
+	uint32_t i;
+
+	if (!l)
+		return -EBADF;
+	port = l->port;
+	for (i = 0; i < eng->tcp->max_conns; i++) {
+		struct sl_conn *c = &eng->tcp->conns[i];
+
+		if (!c->id || c->listener != id)
+			continue;
+		if (!c->accepted) {
+			tcp_send_rst(eng, c);
+			conn_free(eng, c);
+		} else {
+			c->listener = SL_NONE;
+		}
+	}
+	memset(l, 0, sizeof(*l));
+	port_unref(eng, port);
+	return 0;
+}
+
+/* ---- the connection API ---------------------------------------------- */
+
+static struct sl_conn *api_conn(struct sl_engine *eng, uint32_t id)
+{
+	struct sl_conn *c = conn_by_id(eng, id);
+
+	if (!c || c->detached || !c->accepted)
+		return NULL;
+	return c;
+}
+
+static uint32_t send_space(const struct sl_engine *eng, const struct sl_conn *c)
+{
+	return c->sq_bytes >= eng->cfg.sndbuf ? 0 : eng->cfg.sndbuf - c->sq_bytes;
+}
+
+int sl_conn_write(struct sl_engine *eng, uint32_t id, const uint8_t *data, size_t len)
+{
+	struct sl_conn *c = api_conn(eng, id);
+	uint32_t want;
+	int n;
+
+	if (!c)
+		return -ENOTCONN;
+	if (c->fin_queued)
+		return -EPIPE;
+	if (c->state != TCP_ESTABLISHED && c->state != TCP_CLOSE_WAIT)
+		return -ENOTCONN;
+	if (!len)
+		return 0;
+	if (!data)
+		return -EINVAL;
+	want = len > send_space(eng, c) ? send_space(eng, c) : (uint32_t)len;
+	n = want ? tcp_queue_data(eng, c, data, want) : 0;
+	if (n < 0)
+		return n;
+	if ((uint32_t)n < want)
+		conn_starved(eng, c);	/* short for want of frames */
+	else if ((size_t)n < len)
+		c->want_writable = true;	/* short for want of sndbuf */
+	if (n)
+		conn_dirty(eng, c);
+	return n;
+}
+
+/* loop.sendfile(): reads the file straight into segments.  Returns bytes
+ * queued, 0 at end of file, -EAGAIN when there is no room now (a WRITABLE
+ * event follows). */
+int sl_conn_sendfile(struct sl_engine *eng, uint32_t id, int fd, uint64_t offset,
+		     uint32_t count)
+{
+	struct sl_conn *c = api_conn(eng, id);
+	uint32_t want;
+	int n;
+
+	if (!c)
+		return -ENOTCONN;
+	if (c->fin_queued)
+		return -EPIPE;
+	if (c->state != TCP_ESTABLISHED && c->state != TCP_CLOSE_WAIT)
+		return -ENOTCONN;
+	if (fd < 0)
+		return -EBADF;
+	if (!count)
+		return 0;
+	want = send_space(eng, c);
+	if (!want) {
+		c->want_writable = true;
+		return -EAGAIN;
+	}
+	if (want > count)
+		want = count;
+	n = tcp_queue_file(eng, c, fd, offset, want);
+	if (n == -ENOBUFS) {
+		conn_starved(eng, c);
+		return -EAGAIN;
+	}
+	if (n > 0)
+		conn_dirty(eng, c);
+	return n;
+}
+
+int sl_conn_shutdown_write(struct sl_engine *eng, uint32_t id)
+{
+	struct sl_conn *c = api_conn(eng, id);
+
+	if (!c)
+		return -ENOTCONN;
+	if (c->fin_queued)
+		return 0;
+	/* RFC 9293 §3.10.4 CLOSE: ESTABLISHED → FIN-WAIT-1, CLOSE-WAIT →
+	 * LAST-ACK; the FIN follows the queued data */
+	if (c->state == TCP_ESTABLISHED)
+		c->state = TCP_FIN_WAIT_1;
+	else if (c->state == TCP_CLOSE_WAIT)
+		c->state = TCP_LAST_ACK;
+	else
+		return -ENOTCONN;
+	return tcp_queue_fin(eng, c);
+}
+
+int sl_conn_close(struct sl_engine *eng, uint32_t id)
+{
+	struct sl_conn *c = api_conn(eng, id);
+	int rc;
+
+	if (!c)
+		return -ENOTCONN;
+	/* RFC 2525 §2.17 (and Linux): closing with unread data resets */
+	if (c->rxq.len) {
+		tcp_send_rst(eng, c);
+		c->detached = true;
+		conn_free(eng, c);
+		return 0;
+	}
+	if (!c->fin_queued) {
+		rc = sl_conn_shutdown_write(eng, id);
+		if (rc)
+			return rc;
+	}
+	c->detached = true;
+	c->rx_paused = false;
+	if (c->state == TCP_FIN_WAIT_2)
+		timer_set(eng, c, T_STATE, eng->now_us +
+			  (uint64_t)eng->cfg.fin_timeout_ms * 1000);
+	return 0;
+}
+
+int sl_conn_abort(struct sl_engine *eng, uint32_t id)
+{
+	struct sl_conn *c = conn_by_id(eng, id);
+
+	if (!c || c->detached)
+		return -ENOTCONN;
+	/* RFC 9293 §3.10.5 ABORT: send a reset, delete the TCB */
+	if (c->state != TCP_TIME_WAIT && c->state != TCP_CLOSED)
+		tcp_send_rst(eng, c);
+	c->detached = true;
+	conn_free(eng, c);
+	return 0;
+}
+
+int sl_conn_pause_reading(struct sl_engine *eng, uint32_t id)
+{
+	struct sl_conn *c = api_conn(eng, id);
+
+	if (!c)
+		return -ENOTCONN;
+	c->rx_paused = true;
+	return 0;
+}
+
+int sl_conn_resume_reading(struct sl_engine *eng, uint32_t id)
+{
+	struct sl_conn *c = api_conn(eng, id);
+
+	if (!c)
+		return -ENOTCONN;
+	c->rx_paused = false;
+	if (c->rxq.len || c->eof_pending)
+		deliver_later(eng, c);
+	return 0;
+}
+
+int sl_conn_setopt(struct sl_engine *eng, uint32_t id, int opt, int value)
+{
+	struct sl_conn *c = api_conn(eng, id);
+
+	if (!c)
+		return -ENOTCONN;
+	switch (opt) {
+	case SL_OPT_NODELAY:
+		c->nodelay = value != 0;
+		if (c->nodelay)
+			conn_dirty(eng, c);
+		return 0;
+	case SL_OPT_KEEPALIVE:
+		c->keepalive = value != 0;
+		c->probes = 0;
+		timer_set(eng, c, T_KEEPALIVE, c->keepalive ?
+			  eng->now_us + (uint64_t)c->ka_idle_s * 1000000u : 0);
+		return 0;
+	case SL_OPT_KEEPIDLE:
+		if (value < 1 || value > 32767)
+			return -EINVAL;
+		c->ka_idle_s = (uint32_t)value;
+		if (c->keepalive)
+			timer_set(eng, c, T_KEEPALIVE,
+				  eng->now_us + (uint64_t)c->ka_idle_s * 1000000u);
+		return 0;
+	case SL_OPT_KEEPINTVL:
+		if (value < 1 || value > 32767)
+			return -EINVAL;
+		c->ka_intvl_s = (uint32_t)value;
+		return 0;
+	case SL_OPT_KEEPCNT:
+		if (value < 1 || value > 127)
+			return -EINVAL;
+		c->ka_probes = (uint32_t)value;
+		return 0;
+	case SL_OPT_RCVBUF:
+		if (value < 4096)
+			return -EINVAL;
+		/* the window may grow, never shrink below what was offered */
+		c->rcvbuf = (uint32_t)value > c->rcvbuf ? (uint32_t)value : c->rcvbuf;
+		return 0;
+	default:
+		return -ENOPROTOOPT;
+	}
+}
+
+int sl_conn_getopt(struct sl_engine *eng, uint32_t id, int opt)
+{
+	struct sl_conn *c = api_conn(eng, id);
+
+	if (!c)
+		return -ENOTCONN;
+	switch (opt) {
+	case SL_OPT_NODELAY:
+		return c->nodelay;
+	case SL_OPT_KEEPALIVE:
+		return c->keepalive;
+	case SL_OPT_KEEPIDLE:
+		return (int)c->ka_idle_s;
+	case SL_OPT_KEEPINTVL:
+		return (int)c->ka_intvl_s;
+	case SL_OPT_KEEPCNT:
+		return (int)c->ka_probes;
+	case SL_OPT_RCVBUF:
+		return (int)c->rcvbuf;
+	case SL_OPT_SNDBUF:
+		return (int)eng->cfg.sndbuf;
+	default:
+		return -ENOPROTOOPT;
+	}
+}
+
+int sl_conn_info(struct sl_engine *eng, uint32_t id, struct sl_conn_info *out)
+{
+	struct sl_conn *c = conn_by_id(eng, id);
+
+	if (!c || !out)
+		return -ENOTCONN;
+	memset(out, 0, sizeof(*out));
+	out->state = c->state;
+	out->peer_ip = c->peer_ip;
+	out->peer_port = c->peer_port;
+	out->local_port = c->local_port;
+	out->mss = c->mss;
+	out->snd_wnd = c->snd_wnd;
+	out->cwnd = c->cwnd;
+	out->ssthresh = c->ssthresh;
+	out->srtt_us = c->srtt_us;
+	out->rto_us = c->rto_us;
+	out->send_queued = c->sq_bytes;
+	out->send_space = send_space(eng, c);
+	out->rcv_wnd = conn_rcv_window(c);
+	out->rxq_bytes = c->rxq.len;
+	out->ooo_bytes = c->ooo_bytes;
+	out->flags = (c->ts_on ? 1u : 0) | (c->sack_on ? 2u : 0) | (c->ws_on ? 4u : 0);
+	return 0;
+}
+
+uint64_t sl_engine_next_timer(struct sl_engine *eng)
+{
+	struct tcp_state_all *t = eng->tcp;
+
+	if (!t || !t->heap_len)
+		return 0;
+	return t->conns[t->heap[0]].deadline;
+}

@@ -1,0 +1,849 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tcp_out.c - TCP output: the send queue of UMEM segments, transmission,
+ * retransmission, and the control segments (ACK, SYN-ACK, RST, probes).
+ *
+ * Called from sl_engine_flush → tcp_output_dirty → tcp_output, once per
+ * loop iteration for every connection that has something to send, so all
+ * writes of an iteration leave together (and small writes coalesce).
+ *
+ * Data written by Python is copied once, into frames laid out as finished
+ * packets (Ethernet + IPv4 + TCP + payload).  A segment's frame stays in
+ * the queue until acknowledged; retransmission rewrites only the headers.
+ * The payload's checksum partial sum is computed once, at the first
+ * transmission.
+ *
+ * Congestion control is NewReno (RFC 5681, RFC 6582) with SACK-based loss
+ * marking (RFC 2018, RFC 6675's IsLost), counting in packets as Linux does:
+ *   in_flight = packets_out - (sacked_out + lost_out) + retrans_out.
+ */
+#include <sys/uio.h>
+
+#include "tcp.h"
+
+#define ETH_HLEN 14
+#define IP_HLEN 20
+#define TCP_HLEN 20
+
+static inline uint32_t csum_add(uint32_t a, uint32_t b)
+{
+	a += b;
+	return a + (a < b);
+}
+
+static inline uint32_t seg_end(const struct tcp_seg *s)
+{
+	return s->seq + s->len + ((s->flags & SEG_SYN) ? 1 : 0) +
+	       ((s->flags & SEG_FIN) ? 1 : 0);
+}
+
+uint32_t tcp_ts_now(const struct sl_engine *eng, const struct sl_conn *c)
+{
+	/* RFC 7323 §5.4: a millisecond clock, offset per connection (§7.1) */
+	return (uint32_t)(eng->now_us / 1000) + c->ts_offset;
+}
+
+uint32_t tcp_in_flight(const struct sl_conn *c)
+{
+	int64_t f = (int64_t)c->packets_out - c->sacked_out - c->reno_sacked -
+		    c->lost_out + c->retrans_out;
+
+	return f > 0 ? (uint32_t)f : 0;
+}
+
+/*
+ * Writes Ethernet, IPv4 and TCP headers for a segment at buf and fills in
+ * both checksums.  payload_sum is the partial sum of the payload (which must
+ * already sit at buf + header length).  Returns the frame length.
+ */
+static uint32_t build_packet(struct sl_engine *eng, uint8_t *buf, const uint8_t *dst_mac,
+			     uint32_t daddr, uint16_t sport, uint16_t dport,
+			     uint32_t seq, uint32_t ack, uint8_t flags, uint16_t wnd,
+			     const uint8_t *opts, uint32_t optlen, uint32_t payload_len,
+			     uint32_t payload_sum)
+{
+	uint8_t *ip = buf + ETH_HLEN, *tcp = ip + IP_HLEN;
+	uint32_t tcp_len = TCP_HLEN + optlen + payload_len;
+	uint16_t sum;
+
+	memcpy(buf, dst_mac, 6);
+	memcpy(buf + 6, eng->cfg.mac, 6);
+	put_be16(buf + 12, 0x0800);
+
+	ip[0] = 0x45;
+	ip[1] = 0;
+	put_be16(ip + 2, (uint16_t)(IP_HLEN + tcp_len));
+	put_be16(ip + 4, eng->tcp->ip_id++);
+	put_be16(ip + 6, 0x4000);	/* DF */
+	ip[8] = 64;
+	ip[9] = 6;
+	put_be16(ip + 10, 0);
+	memcpy(ip + 12, &eng->cfg.ipv4, 4);
+	memcpy(ip + 16, &daddr, 4);
+	sum = csum_fold(csum_partial(ip, IP_HLEN, 0));
+	memcpy(ip + 10, &sum, 2);
+
+	put_be16(tcp, sport);
+	put_be16(tcp + 2, dport);
+	put_be32(tcp + 4, seq);
+	put_be32(tcp + 8, ack);
+	tcp[12] = (uint8_t)(((TCP_HLEN + optlen) / 4) << 4);
+	tcp[13] = flags;
+	put_be16(tcp + 14, wnd);
+	put_be16(tcp + 16, 0);
+	put_be16(tcp + 18, 0);
+	if (optlen)
+		memcpy(tcp + TCP_HLEN, opts, optlen);
+	sum = csum_fold(csum_add(csum_add(csum_pseudo(eng->cfg.ipv4, daddr, tcp_len),
+					  csum_partial(tcp, TCP_HLEN + optlen, 0)),
+				 payload_sum));
+	memcpy(tcp + 16, &sum, 2);
+	return ETH_HLEN + IP_HLEN + tcp_len;
+}
+
+/*
+ * The window to advertise (RFC 9293 §3.8.6.2.2 receiver-side SWS avoidance:
+ * move the right edge only by a useful amount; §3.8.6: never shrink it).
+ * Updates rcv_adv.  SYN segments carry it unscaled (RFC 7323 §2.2).
+ */
+static uint16_t window_field(struct sl_conn *c, bool syn)
+{
+	uint32_t avail = conn_rcv_window(c);
+	uint32_t cur = seq_gt(c->rcv_adv, c->rcv_nxt) ? c->rcv_adv - c->rcv_nxt : 0;
+	uint32_t step = c->rcvbuf / 2 < c->mss ? c->rcvbuf / 2 : c->mss;
+	uint32_t wnd = avail, field, ws = syn ? 0 : c->rcv_wscale;
+
+	if (wnd > cur && wnd - cur < step && c->mss)
+		wnd = cur;
+	if (wnd < cur)
+		wnd = cur;
+	field = wnd >> ws;
+	if ((field << ws) < cur)
+		field = (cur + (1u << ws) - 1) >> ws;
+	if (field > 65535)
+		field = 65535;
+	c->rcv_adv = c->rcv_nxt + (field << ws);
+	return (uint16_t)field;
+}
+
+static uint32_t put_ts(const struct sl_engine *eng, const struct sl_conn *c, uint8_t *o)
+{
+	o[0] = 1;
+	o[1] = 1;
+	o[2] = 8;
+	o[3] = 10;
+	put_be32(o + 4, tcp_ts_now(eng, c));
+	put_be32(o + 8, c->ts_recent);
+	return 12;
+}
+
+/* RFC 2018 §4: SACK blocks from the reassembly queue, the block holding the
+ * latest arrival first.  Returns the option bytes written (0 if none). */
+static uint32_t put_sack(const struct sl_conn *c, uint8_t *o, uint32_t max_blocks)
+{
+	uint32_t starts[16], ends[16], n = 0, i, first = 0, out = 0;
+	const struct ooo_seg *s;
+
+	if (!c->sack_on || !c->ooo || !max_blocks)
+		return 0;
+	for (s = c->ooo; s && n < 16; s = s->next) {
+		if (n && s->seq == ends[n - 1]) {
+			ends[n - 1] = s->seq + s->len;
+			continue;
+		}
+		starts[n] = s->seq;
+		ends[n] = s->seq + s->len;
+		n++;
+	}
+	for (i = 0; i < n; i++)
+		if (seq_ge(c->last_ooo_seq, starts[i]) && seq_lt(c->last_ooo_seq, ends[i]))
+			first = i;
+	o[0] = 1;
+	o[1] = 1;
+	o[2] = 5;
+	out = 4;
+	put_be32(o + out, starts[first]);
+	put_be32(o + out + 4, ends[first]);
+	out += 8;
+	for (i = 0; i < n && (out - 4) / 8 < max_blocks; i++) {
+		if (i == first)
+			continue;
+		put_be32(o + out, starts[i]);
+		put_be32(o + out + 4, ends[i]);
+		out += 8;
+	}
+	o[3] = (uint8_t)(out - 2);
+	return out;
+}
+
+static void ack_sent(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->last_ack_sent = c->rcv_nxt;
+	c->ack_now = false;
+	c->window_update = false;
+	c->acks_pending = 0;
+	if (c->timer[T_DELACK])
+		timer_set(eng, c, T_DELACK, 0);
+}
+
+/* A control segment in a frame of its own, freed when TX completes. */
+static int send_ctl(struct sl_engine *eng, const uint8_t *mac, uint32_t daddr,
+		    uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,
+		    uint8_t flags, uint16_t wnd, const uint8_t *opts, uint32_t optlen)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t f = xsk_frame_alloc(x, true), len;
+
+	if (f == SL_NO_FRAME) {
+		eng->ctr.tx_no_frame++;
+		return -ENOBUFS;
+	}
+	len = build_packet(eng, xsk_frame_data(x, f), mac, daddr, sport, dport, seq,
+			   ack, flags, wnd, opts, optlen, 0, 0);
+	x->meta[f].keep = 0;
+	if (xsk_tx_submit(eng, f, 0, len)) {
+		xsk_frame_free(x, f);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+void tcp_send_ack(struct sl_engine *eng, struct sl_conn *c)
+{
+	uint8_t opts[40];
+	uint32_t optlen = 0;
+	uint16_t wnd = window_field(c, false);
+
+	if (c->ts_on)
+		optlen += put_ts(eng, c, opts);
+	optlen += put_sack(c, opts + optlen, c->ts_on ? 3 : 4);
+	if (send_ctl(eng, c->peer_mac, c->peer_ip, c->local_port, c->peer_port,
+		     c->snd_nxt, c->rcv_nxt, TH_ACK, wnd, opts, optlen) == 0) {
+		eng->ctr.pure_acks_sent++;
+		ack_sent(eng, c);
+	}
+}
+
+/* RFC 9293 §3.10.7.2: <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK> with our options */
+void tcp_send_synack(struct sl_engine *eng, struct sl_conn *c)
+{
+	uint8_t o[40];
+	uint32_t n = 0;
+	uint16_t wnd;
+
+	o[n++] = 2;			/* MSS */
+	o[n++] = 4;
+	put_be16(o + n, (uint16_t)(eng->cfg.mtu - 40));
+	n += 2;
+	if (c->sack_on && c->ts_on) {
+		o[n++] = 4;		/* SACK permitted */
+		o[n++] = 2;
+	} else if (c->sack_on) {
+		o[n++] = 1;
+		o[n++] = 1;
+		o[n++] = 4;
+		o[n++] = 2;
+	}
+	if (c->ts_on) {
+		if (!c->sack_on) {
+			o[n++] = 1;
+			o[n++] = 1;
+		}
+		o[n++] = 8;
+		o[n++] = 10;
+		put_be32(o + n, tcp_ts_now(eng, c));
+		put_be32(o + n + 4, c->ts_recent);
+		n += 8;
+	}
+	if (c->ws_on) {
+		o[n++] = 1;
+		o[n++] = 3;
+		o[n++] = 3;
+		o[n++] = c->rcv_wscale;
+	}
+	wnd = window_field(c, true);
+	if (send_ctl(eng, c->peer_mac, c->peer_ip, c->local_port, c->peer_port,
+		     c->iss, c->rcv_nxt, TH_SYN | TH_ACK, wnd, o, n) == 0)
+		ack_sent(eng, c);
+}
+
+/* RFC 9293 §3.10.5 ABORT (Linux sends it with ACK). */
+void tcp_send_rst(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (send_ctl(eng, c->peer_mac, c->peer_ip, c->local_port, c->peer_port,
+		     c->snd_nxt, c->rcv_nxt, TH_RST | TH_ACK, 0, NULL, 0) == 0)
+		eng->ctr.rst_sent++;
+}
+
+/*
+ * RFC 9293 §3.10.7.1: a segment for no connection.  If it has ACK:
+ * <SEQ=SEG.ACK><CTL=RST>; else <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.
+ * A RST is never answered.
+ */
+void tcp_reply_rst(struct sl_engine *eng, const struct pkt *p)
+{
+	uint32_t seg_len;
+
+	if (p->flags & TH_RST)
+		return;
+	if (p->flags & TH_ACK) {
+		if (send_ctl(eng, p->src_mac, p->saddr, p->dport, p->sport, p->ack, 0,
+			     TH_RST, 0, NULL, 0) == 0)
+			eng->ctr.rst_sent++;
+		return;
+	}
+	seg_len = p->payload_len + ((p->flags & TH_SYN) ? 1 : 0) +
+		  ((p->flags & TH_FIN) ? 1 : 0);
+	if (send_ctl(eng, p->src_mac, p->saddr, p->dport, p->sport, 0,
+		     p->seq + seg_len, TH_RST | TH_ACK, 0, NULL, 0) == 0)
+		eng->ctr.rst_sent++;
+}
+
+/* Zero-window probe and keep-alive: an old sequence number that makes the
+ * peer answer with its current ACK and window (RFC 9293 §3.8.4, §3.8.6.1). */
+void tcp_send_probe(struct sl_engine *eng, struct sl_conn *c)
+{
+	uint8_t opts[12];
+	uint32_t optlen = c->ts_on ? put_ts(eng, c, opts) : 0;
+	uint16_t wnd = window_field(c, false);
+
+	if (send_ctl(eng, c->peer_mac, c->peer_ip, c->local_port, c->peer_port,
+		     c->snd_una - 1, c->rcv_nxt, TH_ACK, wnd, opts, optlen) == 0)
+		ack_sent(eng, c);
+}
+
+/* ---- the send queue -------------------------------------------------- */
+
+static uint32_t seg_alloc(struct sl_engine *eng)
+{
+	struct tcp_state_all *t = eng->tcp;
+	uint32_t i = t->seg_free;
+
+	if (i == SL_NONE)
+		return SL_NONE;
+	t->seg_free = t->segs[i].next;
+	memset(&t->segs[i], 0, sizeof(t->segs[i]));
+	t->segs[i].next = SL_NONE;
+	t->segs[i].frame = SL_NO_FRAME;
+	t->segs_used++;
+	return i;
+}
+
+static void seg_release(struct sl_engine *eng, uint32_t i)
+{
+	struct tcp_state_all *t = eng->tcp;
+	struct tcp_seg *s = &t->segs[i];
+	struct sl_xsk *x = &eng->xsk;
+
+	if (s->frame != SL_NO_FRAME) {
+		if (x->meta[s->frame].tx_pending)
+			x->meta[s->frame].keep = 0;	/* completion frees it */
+		else
+			xsk_frame_free(x, s->frame);
+	}
+	s->frame = SL_NO_FRAME;
+	s->next = t->seg_free;
+	t->seg_free = i;
+	t->segs_used--;
+}
+
+static void seg_append(struct sl_engine *eng, struct sl_conn *c, uint32_t i)
+{
+	struct tcp_seg *segs = eng->tcp->segs;
+
+	if (c->sq_tail == SL_NONE)
+		c->sq_head = i;
+	else
+		segs[c->sq_tail].next = i;
+	c->sq_tail = i;
+	if (c->sq_send == SL_NONE)
+		c->sq_send = i;
+}
+
+/* Copies up to len bytes into segments; returns how many were taken. */
+int tcp_queue_data(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		   uint32_t len)
+{
+	struct sl_xsk *x = &eng->xsk;
+	struct tcp_seg *segs = eng->tcp->segs;
+	uint32_t hdr = FRAME_HDR_LEN(c->ts_on), done = 0;
+
+	/* coalesce into the last segment while it is unsent and not full */
+	if (c->sq_tail != SL_NONE) {
+		struct tcp_seg *s = &segs[c->sq_tail];
+
+		if (!(s->flags & (SEG_SENT | SEG_FIN | SEG_SYN)) && s->len < c->mss &&
+		    !x->meta[s->frame].tx_pending) {
+			uint32_t n = c->mss - s->len;
+
+			if (n > len)
+				n = len;
+			memcpy(xsk_frame_data(x, s->frame) + hdr + s->len, data, n);
+			s->len += n;
+			done += n;
+		}
+	}
+	while (done < len) {
+		uint32_t si, f, n = len - done;
+		struct tcp_seg *s;
+
+		if (n > c->mss)
+			n = c->mss;
+		f = xsk_frame_alloc(x, false);
+		if (f == SL_NO_FRAME) {
+			eng->ctr.tx_no_frame++;
+			break;
+		}
+		si = seg_alloc(eng);
+		if (si == SL_NONE) {
+			xsk_frame_free(x, f);
+			eng->ctr.tx_no_frame++;
+			break;
+		}
+		x->meta[f].keep = 1;
+		s = &segs[si];
+		s->frame = f;
+		s->seq = c->write_seq + done;
+		s->len = n;
+		s->hdr_len = (uint16_t)hdr;
+		memcpy(xsk_frame_data(x, f) + hdr, data + done, n);
+		seg_append(eng, c, si);
+		done += n;
+	}
+	c->write_seq += done;
+	c->sq_bytes += done;
+	return (int)done;
+}
+
+/*
+ * Reads up to len bytes of fd at offset straight into new segments with one
+ * preadv().  Returns bytes queued, 0 at end of file, -ENOBUFS if no frame
+ * was free, or -errno from the read.
+ */
+int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t offset,
+		   uint32_t len)
+{
+	struct sl_xsk *x = &eng->xsk;
+	struct tcp_seg *segs = eng->tcp->segs;
+	uint32_t hdr = FRAME_HDR_LEN(c->ts_on), idx[64], n = 0, i, left = len;
+	struct iovec iov[64];
+	ssize_t got;
+
+	while (left && n < 64) {
+		uint32_t f = xsk_frame_alloc(x, false), si, take = left < c->mss ? left : c->mss;
+
+		if (f == SL_NO_FRAME)
+			break;
+		si = seg_alloc(eng);
+		if (si == SL_NONE) {
+			xsk_frame_free(x, f);
+			break;
+		}
+		x->meta[f].keep = 1;
+		segs[si].frame = f;
+		segs[si].hdr_len = (uint16_t)hdr;
+		segs[si].len = take;
+		iov[n].iov_base = xsk_frame_data(x, f) + hdr;
+		iov[n].iov_len = take;
+		idx[n++] = si;
+		left -= take;
+	}
+	if (!n) {
+		eng->ctr.tx_no_frame++;
+		return -ENOBUFS;
+	}
+	got = preadv(fd, iov, (int)n, (off_t)offset);
+	if (got <= 0) {
+		for (i = 0; i < n; i++)
+			seg_release(eng, idx[i]);
+		return got < 0 ? -errno : 0;
+	}
+	left = (uint32_t)got;
+	for (i = 0; i < n; i++) {
+		struct tcp_seg *s = &segs[idx[i]];
+
+		if (!left) {
+			seg_release(eng, idx[i]);
+			continue;
+		}
+		if (s->len > left)
+			s->len = left;
+		left -= s->len;
+		s->seq = c->write_seq;
+		c->write_seq += s->len;
+		c->sq_bytes += s->len;
+		seg_append(eng, c, idx[i]);
+	}
+	return (int)got;
+}
+
+/* Puts the FIN in the queue: on the last unsent segment, or alone. */
+static int make_fin(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct sl_xsk *x = &eng->xsk;
+	struct tcp_seg *segs = eng->tcp->segs;
+	uint32_t si, f;
+
+	if (c->fin_in_queue)
+		return 0;
+	if (c->sq_tail != SL_NONE) {
+		struct tcp_seg *s = &segs[c->sq_tail];
+
+		if (!(s->flags & (SEG_SENT | SEG_FIN | SEG_SYN))) {
+			s->flags |= SEG_FIN;
+			goto queued;
+		}
+	}
+	f = xsk_frame_alloc(x, true);
+	if (f == SL_NO_FRAME)
+		return -ENOBUFS;
+	si = seg_alloc(eng);
+	if (si == SL_NONE) {
+		xsk_frame_free(x, f);
+		return -ENOBUFS;
+	}
+	x->meta[f].keep = 1;
+	segs[si].frame = f;
+	segs[si].seq = c->write_seq;
+	segs[si].len = 0;
+	segs[si].flags = SEG_FIN;
+	segs[si].hdr_len = (uint16_t)FRAME_HDR_LEN(c->ts_on);
+	seg_append(eng, c, si);
+queued:
+	c->write_seq++;
+	c->fin_in_queue = true;
+	return 0;
+}
+
+int tcp_queue_fin(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->fin_queued = true;
+	make_fin(eng, c);	/* if no frame now, tcp_output tries again */
+	conn_dirty(eng, c);
+	return 0;
+}
+
+/* Frees every segment (connection going away). */
+void tcp_free_sendq(struct sl_engine *eng, struct sl_conn *c)
+{
+	uint32_t i = c->sq_head;
+
+	while (i != SL_NONE) {
+		uint32_t next = eng->tcp->segs[i].next;
+
+		seg_release(eng, i);
+		i = next;
+	}
+	c->sq_head = c->sq_tail = c->sq_send = SL_NONE;
+	c->sq_bytes = 0;
+	c->packets_out = c->sacked_out = c->lost_out = c->retrans_out = 0;
+	c->reno_sacked = 0;
+}
+
+static void seg_uncount(struct sl_conn *c, const struct tcp_seg *s)
+{
+	if (s->flags & SEG_SENT)
+		c->packets_out--;
+	if (s->flags & SEG_SACKED)
+		c->sacked_out--;
+	if (s->flags & SEG_LOST)
+		c->lost_out--;
+	if (s->flags & SEG_RETRANS)
+		c->retrans_out--;
+}
+
+/* Frees the segments `ack` covers entirely (RFC 9293 §3.10.7.4 fifth). */
+void tcp_ack_segs(struct sl_engine *eng, struct sl_conn *c, uint32_t ack)
+{
+	struct tcp_seg *segs = eng->tcp->segs;
+
+	while (c->sq_head != SL_NONE) {
+		uint32_t i = c->sq_head;
+		struct tcp_seg *s = &segs[i];
+
+		if (!(s->flags & SEG_SENT) || seq_gt(seg_end(s), ack))
+			break;
+		seg_uncount(c, s);
+		c->sq_bytes -= s->len;
+		c->sq_head = s->next;
+		if (c->sq_send == i)
+			c->sq_send = s->next;
+		seg_release(eng, i);
+	}
+	if (c->sq_head == SL_NONE)
+		c->sq_tail = c->sq_send = SL_NONE;
+}
+
+/* RFC 2018 §3: a SACK block [start, end) received */
+void tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start, uint32_t end)
+{
+	struct tcp_seg *segs = eng->tcp->segs;
+	uint32_t i;
+
+	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
+		struct tcp_seg *s = &segs[i];
+
+		if (seq_ge(s->seq, end))
+			break;
+		if ((s->flags & SEG_SACKED) || seq_lt(s->seq, start) ||
+		    seq_gt(seg_end(s), end))
+			continue;
+		if (s->flags & SEG_LOST)
+			c->lost_out--;
+		if (s->flags & SEG_RETRANS)
+			c->retrans_out--;
+		s->flags = (uint8_t)((s->flags & ~(SEG_LOST | SEG_RETRANS)) | SEG_SACKED);
+		c->sacked_out++;
+	}
+	if (seq_gt(end, c->highest_sack) || !c->sacked_out)
+		c->highest_sack = end;
+}
+
+static void mark_lost(struct sl_conn *c, struct tcp_seg *s)
+{
+	if (s->flags & (SEG_LOST | SEG_SACKED))
+		return;
+	s->flags |= SEG_LOST;
+	c->lost_out++;
+}
+
+/* RFC 6675 §4 IsLost: DupThresh segments SACKed above it. */
+void tcp_mark_lost_sack(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct tcp_seg *segs = eng->tcp->segs;
+	uint32_t above = c->sacked_out, i;
+
+	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
+		struct tcp_seg *s = &segs[i];
+
+		if (s->flags & SEG_SACKED) {
+			above--;
+			continue;
+		}
+		if (above < TCP_DUPTHRESH)
+			break;
+		mark_lost(c, s);
+	}
+}
+
+/* The first unacknowledged, un-SACKed segment is lost (fast retransmit,
+ * RFC 5681 §3.2 step 4; NewReno partial ACK, RFC 6582 §3.2 step 5). */
+void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct tcp_seg *segs = eng->tcp->segs;
+	uint32_t i;
+
+	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
+		struct tcp_seg *s = &segs[i];
+
+		if (s->flags & SEG_SACKED)
+			continue;
+		mark_lost(c, s);	/* no-op if already lost (and resent) */
+		return;
+	}
+}
+
+/* RFC 6298 §5.4-5.6 / RFC 5681 §3.1: after an RTO everything outstanding
+ * that was not SACKed is lost and is sent again in slow start. */
+void tcp_mark_lost_on_rto(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct tcp_seg *segs = eng->tcp->segs;
+	uint32_t i;
+
+	c->lost_out = 0;
+	c->retrans_out = 0;
+	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
+		struct tcp_seg *s = &segs[i];
+
+		s->flags &= (uint8_t)~(SEG_LOST | SEG_RETRANS);
+		if (!(s->flags & SEG_SACKED)) {
+			s->flags |= SEG_LOST;
+			c->lost_out++;
+		}
+	}
+	c->reno_sacked = 0;
+}
+
+/* Sends one queued segment; -EBUSY if its frame is still in the TX ring. */
+static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint8_t opts[12], flags = TH_ACK, *buf;
+	uint32_t optlen = 0, len;
+	uint16_t wnd;
+
+	if (x->meta[s->frame].tx_pending) {
+		eng->ctr.tx_frame_busy++;
+		return -EBUSY;
+	}
+	buf = xsk_frame_data(x, s->frame);
+	if (!(s->flags & SEG_SENT))
+		s->csum = csum_partial(buf + s->hdr_len, s->len, 0);
+	if (c->ts_on)
+		optlen = put_ts(eng, c, opts);
+	if (s->flags & SEG_FIN)
+		flags |= TH_FIN;
+	if (s->len && (s->next == SL_NONE || s->len < c->mss))
+		flags |= TH_PSH;
+	wnd = window_field(c, false);
+	len = build_packet(eng, buf, c->peer_mac, c->peer_ip, c->local_port,
+			   c->peer_port, s->seq, c->rcv_nxt, flags, wnd, opts, optlen,
+			   s->len, s->csum);
+	x->meta[s->frame].keep = 1;
+	if (xsk_tx_submit(eng, s->frame, 0, len))
+		return -EAGAIN;
+	s->xmits++;
+	s->xmit_us = eng->now_us;
+	s->flags |= SEG_SENT;
+	ack_sent(eng, c);
+	return 0;
+}
+
+/* Cuts segment i at `keep` payload bytes, the rest into a new segment
+ * (a peer window smaller than a segment and nothing in flight). */
+static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint32_t keep)
+{
+	struct sl_xsk *x = &eng->xsk;
+	struct tcp_seg *segs = eng->tcp->segs, *a = &segs[i], *b;
+	uint32_t bi, f;
+
+	if (!keep || keep >= a->len || x->meta[a->frame].tx_pending)
+		return -EINVAL;
+	f = xsk_frame_alloc(x, false);
+	if (f == SL_NO_FRAME)
+		return -ENOBUFS;
+	bi = seg_alloc(eng);
+	if (bi == SL_NONE) {
+		xsk_frame_free(x, f);
+		return -ENOBUFS;
+	}
+	a = &segs[i];
+	b = &segs[bi];
+	x->meta[f].keep = 1;
+	b->frame = f;
+	b->hdr_len = a->hdr_len;
+	b->seq = a->seq + keep;
+	b->len = a->len - keep;
+	b->flags = a->flags & SEG_FIN;
+	memcpy(xsk_frame_data(x, f) + b->hdr_len,
+	       xsk_frame_data(x, a->frame) + a->hdr_len + keep, b->len);
+	a->len = keep;
+	a->flags &= (uint8_t)~SEG_FIN;
+	b->next = a->next;
+	a->next = bi;
+	if (c->sq_tail == i)
+		c->sq_tail = bi;
+	return 0;
+}
+
+/* RFC 896 / RFC 9293 §3.7.4: hold a small segment while data is unacked. */
+static bool nagle_holds(const struct sl_conn *c, const struct tcp_seg *s)
+{
+	return !c->nodelay && s->len < c->mss && !(s->flags & SEG_FIN) &&
+	       s->next == SL_NONE && c->packets_out > 0;
+}
+
+static bool state_sends_data(int state)
+{
+	return state == TCP_ESTABLISHED || state == TCP_CLOSE_WAIT ||
+	       state == TCP_FIN_WAIT_1 || state == TCP_CLOSING ||
+	       state == TCP_LAST_ACK;
+}
+
+/* Retransmits segments marked lost while the congestion window allows. */
+static void retransmit_lost(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct tcp_seg *segs = eng->tcp->segs;
+	uint32_t i;
+
+	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
+		struct tcp_seg *s = &segs[i];
+
+		if (c->lost_out <= c->retrans_out)
+			break;
+		if (!(s->flags & SEG_LOST) || (s->flags & (SEG_RETRANS | SEG_SACKED)))
+			continue;
+		if (tcp_in_flight(c) >= c->cwnd)
+			break;
+		if (xmit_seg(eng, c, s) == -EBUSY) {
+			conn_dirty(eng, c);	/* try again at the next flush */
+			continue;
+		}
+		s->flags |= SEG_RETRANS;
+		c->retrans_out++;
+		eng->ctr.retransmits++;
+	}
+}
+
+/* Sends new segments within the peer's window and the congestion window. */
+static bool send_new(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct tcp_seg *segs = eng->tcp->segs;
+	bool sent = false;
+
+	while (c->sq_send != SL_NONE) {
+		uint32_t i = c->sq_send;
+		struct tcp_seg *s = &segs[i];
+		uint32_t end = seg_end(s), right = c->snd_una + c->snd_wnd;
+
+		if (tcp_in_flight(c) >= c->cwnd)
+			break;
+		if (seq_gt(end, right)) {
+			/* a window narrower than the segment, nothing in flight */
+			if (c->packets_out == 0 && seq_lt(s->seq, right) &&
+			    split_seg(eng, c, i, right - s->seq) == 0)
+				continue;
+			break;
+		}
+		if (nagle_holds(c, s))
+			break;
+		if (xmit_seg(eng, c, s))
+			break;
+		c->packets_out++;
+		c->sq_send = s->next;
+		c->snd_nxt = seq_max(c->snd_nxt, end);
+		c->snd_max = seq_max(c->snd_max, end);
+		if (s->flags & SEG_FIN)
+			c->fin_sent = true;
+		sent = true;
+	}
+	return sent;
+}
+
+/* Sends what the connection may send now: lost segments, new data, the
+ * FIN, and an ACK if one is owed and nothing else carried it. */
+void tcp_output(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (!c->id)
+		return;
+	if (state_sends_data(c->state)) {
+		if (c->fin_queued && !c->fin_in_queue)
+			make_fin(eng, c);
+		if (c->lost_out > c->retrans_out)
+			retransmit_lost(eng, c);
+		send_new(eng, c);
+		if (c->packets_out && !c->timer[T_REXMIT])
+			tcp_rearm_rexmit(eng, c);
+		/* RFC 9293 §3.8.6.1: data waits on a closed window: probe it */
+		if (!c->packets_out && c->sq_send != SL_NONE && !c->timer[T_REXMIT])
+			tcp_rearm_rexmit(eng, c);
+	}
+	if (c->ack_now || c->window_update)
+		tcp_send_ack(eng, c);
+}
+
+void tcp_output_dirty(struct sl_engine *eng)
+{
+	struct tcp_state_all *t = eng->tcp;
+	uint32_t i = t->dirty_head;
+
+	t->dirty_head = SL_NONE;
+	while (i != SL_NONE) {
+		struct sl_conn *c = &t->conns[i];
+
+		i = c->dirty_next;
+		c->in_dirty = false;
+		c->dirty_next = SL_NONE;
+		tcp_output(eng, c);
+	}
+}

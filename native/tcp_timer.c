@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tcp_timer.c - every TCP timer of every connection in one structure.
+ *
+ * A connection has four timers (retransmission/persist, delayed ACK,
+ * keep-alive, TIME-WAIT/FIN-WAIT-2); its earliest one is its key in a
+ * binary min-heap of connections.  The loop asks sl_engine_next_timer()
+ * for the heap's top and polls the engine then; tcp_timers_run() fires what
+ * is due.
+ */
+#include "tcp.h"
+
+static bool heap_less(const struct tcp_state_all *t, uint32_t a, uint32_t b)
+{
+	return t->conns[t->heap[a]].deadline < t->conns[t->heap[b]].deadline;
+}
+
+static void heap_swap(struct tcp_state_all *t, uint32_t a, uint32_t b)
+{
+	uint32_t ca = t->heap[a], cb = t->heap[b];
+
+	t->heap[a] = cb;
+	t->heap[b] = ca;
+	t->conns[cb].heap_idx = a;
+	t->conns[ca].heap_idx = b;
+}
+
+static void sift_up(struct tcp_state_all *t, uint32_t i)
+{
+	while (i > 0) {
+		uint32_t parent = (i - 1) / 2;
+
+		if (!heap_less(t, i, parent))
+			break;
+		heap_swap(t, i, parent);
+		i = parent;
+	}
+}
+
+static void sift_down(struct tcp_state_all *t, uint32_t i)
+{
+	for (;;) {
+		uint32_t l = 2 * i + 1, r = l + 1, m = i;
+
+		if (l < t->heap_len && heap_less(t, l, m))
+			m = l;
+		if (r < t->heap_len && heap_less(t, r, m))
+			m = r;
+		if (m == i)
+			break;
+		heap_swap(t, i, m);
+		i = m;
+	}
+}
+
+static void heap_remove(struct tcp_state_all *t, struct sl_conn *c)
+{
+	uint32_t i = c->heap_idx, last;
+
+	if (i == SL_NONE)
+		return;
+	last = --t->heap_len;
+	c->heap_idx = SL_NONE;
+	if (i == last)
+		return;
+	t->heap[i] = t->heap[last];
+	t->conns[t->heap[i]].heap_idx = i;
+	sift_down(t, i);
+	sift_up(t, i);
+}
+
+/* Sets (at_us > 0) or clears (0) one timer and fixes the heap. */
+void timer_set(struct sl_engine *eng, struct sl_conn *c, int which, uint64_t at_us)
+{
+	struct tcp_state_all *t = eng->tcp;
+	uint64_t d = 0;
+	int k;
+
+	c->timer[which] = at_us;
+	for (k = 0; k < T_COUNT; k++)
+		if (c->timer[k] && (!d || c->timer[k] < d))
+			d = c->timer[k];
+	if (d == c->deadline && (d == 0) == (c->heap_idx == SL_NONE))
+		return;
+	c->deadline = d;
+	if (!d) {
+		heap_remove(t, c);
+		return;
+	}
+	if (c->heap_idx == SL_NONE) {
+		c->heap_idx = t->heap_len;
+		t->heap[t->heap_len++] = conn_index(eng, c);
+		sift_up(t, c->heap_idx);
+	} else {
+		sift_down(t, c->heap_idx);
+		sift_up(t, c->heap_idx);
+	}
+}
+
+void timer_clear_all(struct sl_engine *eng, struct sl_conn *c)
+{
+	memset(c->timer, 0, sizeof(c->timer));
+	c->deadline = 0;
+	heap_remove(eng->tcp, c);
+}
+
+/* RFC 6298 §2: SRTT/RTTVAR from one sample, RTO from them. */
+void tcp_rtt_sample(struct sl_conn *c, uint32_t rtt_us, const struct sl_config *cfg)
+{
+	uint64_t rto, var4;
+
+	if (!rtt_us)
+		rtt_us = 1;
+	if (!c->srtt_us) {
+		/* §2.2: first measurement */
+		c->srtt_us = rtt_us;
+		c->rttvar_us = rtt_us / 2;
+	} else {
+		/* §2.3: beta = 1/4, alpha = 1/8 */
+		uint32_t delta = c->srtt_us > rtt_us ? c->srtt_us - rtt_us : rtt_us - c->srtt_us;
+
+		c->rttvar_us = (3 * c->rttvar_us + delta) / 4;
+		c->srtt_us = (7 * c->srtt_us + rtt_us) / 8;
+	}
+	/* RTO = SRTT + max(G, 4*RTTVAR), G = 1 ms; clamped as Linux does to
+	 * [rto_min, rto_max] (RFC 6298 §2.4 allows a smaller minimum) */
+	var4 = 4ull * c->rttvar_us;
+	rto = c->srtt_us + (var4 > 1000 ? var4 : 1000);
+	if (rto < (uint64_t)cfg->rto_min_ms * 1000)
+		rto = (uint64_t)cfg->rto_min_ms * 1000;
+	if (rto > (uint64_t)cfg->rto_max_ms * 1000)
+		rto = (uint64_t)cfg->rto_max_ms * 1000;
+	c->rto_us = (uint32_t)rto;
+}
+
+static uint64_t backed_off_rto(const struct sl_engine *eng, const struct sl_conn *c)
+{
+	uint64_t rto = c->rto_us, max = (uint64_t)eng->cfg.rto_max_ms * 1000;
+	uint32_t i;
+
+	for (i = 0; i < c->backoff && rto < max; i++)
+		rto *= 2;	/* RFC 6298 §5.5 */
+	return rto < max ? rto : max;
+}
+
+/* (Re)starts the retransmission timer, RFC 6298 §5.1/§5.3. */
+void tcp_rearm_rexmit(struct sl_engine *eng, struct sl_conn *c)
+{
+	timer_set(eng, c, T_REXMIT, eng->now_us + backed_off_rto(eng, c));
+}
+
+static void synack_timeout(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (c->backoff >= eng->cfg.syn_retries) {
+		conn_free(eng, c);
+		return;
+	}
+	c->backoff++;
+	eng->ctr.synack_retransmits++;
+	tcp_send_synack(eng, c);
+	tcp_rearm_rexmit(eng, c);
+}
+
+/* RFC 6298 §5.4-5.7 and RFC 5681 §3.1 (loss window), or a persist probe. */
+static void rexmit_timeout(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (c->state == TCP_SYN_RECEIVED) {
+		synack_timeout(eng, c);
+		return;
+	}
+	if (!c->packets_out) {
+		if (c->sq_send == SL_NONE)
+			return;
+		/* RFC 9293 §3.8.6.1: zero-window probe, backing off; a peer
+		 * that answers keeps the connection, one that never does not */
+		if (c->probes >= eng->cfg.retries) {
+			eng->ctr.conns_timed_out++;
+			conn_reset_close(eng, c, -ETIMEDOUT);
+			return;
+		}
+		c->probes++;
+		eng->ctr.zero_window_probes++;
+		tcp_send_probe(eng, c);
+		if (c->backoff < 30)
+			c->backoff++;
+		tcp_rearm_rexmit(eng, c);
+		conn_dirty(eng, c);
+		return;
+	}
+	if (c->backoff >= eng->cfg.retries) {
+		eng->ctr.conns_timed_out++;
+		conn_reset_close(eng, c, -ETIMEDOUT);
+		return;
+	}
+	eng->ctr.rto_expired++;
+	c->ssthresh = tcp_in_flight(c) / 2 > 2 ? tcp_in_flight(c) / 2 : 2;
+	c->cwnd = 1;
+	c->cwnd_cnt = 0;
+	c->in_recovery = false;
+	c->after_rto = true;
+	c->recover = c->snd_max;
+	c->dupacks = 0;
+	tcp_mark_lost_on_rto(eng, c);
+	c->backoff++;
+	tcp_rearm_rexmit(eng, c);
+	conn_dirty(eng, c);
+}
+
+static void keepalive_timeout(struct sl_engine *eng, struct sl_conn *c)
+{
+	uint64_t idle_us = (uint64_t)c->ka_idle_s * 1000000u;
+
+	if (!c->keepalive || c->state != TCP_ESTABLISHED)
+		return;
+	if (c->packets_out || c->sq_send != SL_NONE) {
+		/* data in flight: the retransmission timer watches the peer */
+		timer_set(eng, c, T_KEEPALIVE, eng->now_us + idle_us);
+		return;
+	}
+	if (eng->now_us - c->last_rx_us < idle_us && !c->probes) {
+		timer_set(eng, c, T_KEEPALIVE, c->last_rx_us + idle_us);
+		return;
+	}
+	/* RFC 9293 §3.8.4 / RFC 1122 §4.2.3.6 */
+	if (c->probes >= c->ka_probes) {
+		eng->ctr.conns_timed_out++;
+		conn_reset_close(eng, c, -ETIMEDOUT);
+		return;
+	}
+	c->probes++;
+	eng->ctr.keepalive_probes++;
+	tcp_send_probe(eng, c);
+	timer_set(eng, c, T_KEEPALIVE, eng->now_us + (uint64_t)c->ka_intvl_s * 1000000u);
+}
+
+static void fire(struct sl_engine *eng, struct sl_conn *c, int which)
+{
+	switch (which) {
+	case T_REXMIT:
+		rexmit_timeout(eng, c);
+		break;
+	case T_DELACK:
+		if (c->acks_pending || c->ack_now) {
+			c->ack_now = true;
+			eng->ctr.delayed_acks++;
+			conn_dirty(eng, c);
+		}
+		break;
+	case T_KEEPALIVE:
+		keepalive_timeout(eng, c);
+		break;
+	case T_STATE:
+		/* TIME-WAIT over (2*MSL), or FIN-WAIT-2 of a closed socket */
+		conn_free(eng, c);
+		break;
+	}
+}
+
+void tcp_timers_run(struct sl_engine *eng)
+{
+	struct tcp_state_all *t = eng->tcp;
+	uint32_t budget = t->heap_len;
+
+	while (t->heap_len && budget--) {
+		struct sl_conn *c = &t->conns[t->heap[0]];
+		uint32_t id = c->id;
+		int k;
+
+		if (c->deadline > eng->now_us)
+			break;
+		/* keep room for the CLOSED events a timeout may queue */
+		if (eng->nevents + 4 > SL_MAX_EVENTS)
+			break;
+		for (k = 0; k < T_COUNT && c->id == id; k++) {
+			if (!c->timer[k] || c->timer[k] > eng->now_us)
+				continue;
+			timer_set(eng, c, k, 0);
+			fire(eng, c, k);
+		}
+	}
+}
