@@ -24,6 +24,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 GEN = HERE / "_gen"
 SOURCES = [
     "engine.c",
+    "impair.c",
     "net.c",
     "siphash.c",
     "steer.c",

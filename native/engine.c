@@ -112,6 +112,7 @@ void sl_engine_close(struct sl_engine *eng)
 	/* the program goes first, so no frame is steered to a closing socket */
 	steer_close(&eng->steer);
 	tcp_fini(eng);
+	impair_free(eng);
 	xsk_close(&eng->xsk);
 	free(eng);
 }
@@ -161,6 +162,8 @@ static void handle_frame(struct sl_engine *eng, const struct xdp_desc *d)
 	eng->ctr.rx_packets++;
 	eng->ctr.rx_bytes += d->len;
 
+	if (eng->impair && impair_rx(eng, xsk_frame_data(x, f) + off, d->len))
+		return;
 	memset(&p, 0, sizeof(p));
 	p.frame = xsk_frame_data(x, f) + off;
 	p.len = d->len;
@@ -182,6 +185,8 @@ int sl_engine_poll(struct sl_engine *eng, int budget)
 	tcp_deliver_pending(eng);
 	tcp_feed_starved(eng);
 	tcp_timers_run(eng);
+	if (eng->impair)
+		impair_release_rx(eng);
 	if (budget <= 0)
 		budget = SL_RX_BATCH;
 	/* a frame makes at most a few events (ACCEPT, DATA, EOF, WRITABLE) */
@@ -212,6 +217,8 @@ int sl_engine_flush(struct sl_engine *eng)
 	eng->now_us = monotonic_us();
 	xsk_reap_completions(x);
 	tcp_output_dirty(eng);
+	if (eng->impair)
+		impair_release_tx(eng);
 	xsk_release_held(x);
 	tcp_free_deferred(eng);
 	xsk_refill(eng);

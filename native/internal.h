@@ -72,6 +72,7 @@ struct sl_steer {
 };
 
 struct tcp_state_all;
+struct sl_impair_state;
 
 struct sl_engine {
 	struct sl_config cfg;
@@ -83,6 +84,7 @@ struct sl_engine {
 	uint32_t nevents;
 	uint64_t now_us;	/* CLOCK_MONOTONIC, refreshed per poll/flush */
 	struct tcp_state_all *tcp;
+	struct sl_impair_state *impair;	/* NULL unless a test impairs the link */
 };
 
 /* errors: format what failed into the caller's buffer */
@@ -98,6 +100,7 @@ void xsk_frame_free(struct sl_xsk *x, uint32_t idx);
 void xsk_refill(struct sl_engine *eng);
 void xsk_release_held(struct sl_xsk *x);
 int xsk_tx_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len);
+int xsk_tx_submit_raw(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len);
 void xsk_reap_completions(struct sl_xsk *x);
 int xsk_kick(struct sl_engine *eng);
 int xsk_read_kernel_stats(struct sl_engine *eng);
@@ -150,6 +153,14 @@ int net_parse(struct sl_engine *eng, struct pkt *p);
 uint32_t csum_partial(const void *buf, size_t len, uint32_t sum);
 uint16_t csum_fold(uint32_t sum);
 uint32_t csum_pseudo(uint32_t saddr, uint32_t daddr, uint32_t tcp_len);
+
+/* impair.c */
+bool impair_rx(struct sl_engine *eng, const uint8_t *frame, uint32_t len);
+bool impair_tx(struct sl_engine *eng, const uint8_t *frame, uint32_t len);
+void impair_release_rx(struct sl_engine *eng);
+void impair_release_tx(struct sl_engine *eng);
+uint64_t impair_next_due(const struct sl_engine *eng);
+void impair_free(struct sl_engine *eng);
 
 /* engine.c */
 struct sl_event *engine_event(struct sl_engine *eng, uint32_t type, uint32_t conn);

@@ -146,6 +146,15 @@ struct sl_counters {
 	uint64_t drop_ooo_full;
 	uint64_t drop_data_after_close;	/* answered with RST */
 	uint64_t drop_bad_sack;
+	uint64_t dsack_in;		/* RFC 2883 duplicate reports */
+	uint64_t tail_loss_probes;	/* RFC 8985 §7 */
+	/* fault injection (sl_engine_impair) */
+	uint64_t impair_rx_dropped;
+	uint64_t impair_rx_duplicated;
+	uint64_t impair_rx_reordered;
+	uint64_t impair_tx_dropped;
+	uint64_t impair_tx_duplicated;
+	uint64_t impair_tx_reordered;
 };
 
 struct sl_engine;
@@ -234,8 +243,24 @@ struct sl_conn_info {
 	uint32_t ooo_bytes;
 	uint32_t retransmits;
 	uint32_t flags;		/* 1 ts, 2 sack, 4 wscale */
+	uint32_t snd_una, snd_nxt, rcv_nxt, rcv_adv;
+	uint32_t packets_out, sacked_out, lost_out, retrans_out;
+	uint32_t ooo_count, ts_recent, last_ack_sent, backoff;
 };
 int sl_conn_info(struct sl_engine *eng, uint32_t conn, struct sl_conn_info *out);
+
+/*
+ * Fault injection at the RX/TX boundary, for tests (this kernel has no
+ * netem).  Probabilities in parts per million; NULL turns it off.
+ */
+struct sl_impair {
+	uint32_t rx_loss, rx_dup, rx_reorder;
+	uint32_t tx_loss, tx_dup, tx_reorder;
+	uint32_t delay_us;		/* added to every frame */
+	uint32_t reorder_delay_us;	/* extra for a reordered frame */
+	uint64_t seed;
+};
+int sl_engine_impair(struct sl_engine *eng, const struct sl_impair *cfg);
 
 /* The earliest TCP timer, CLOCK_MONOTONIC microseconds; 0 if none. */
 uint64_t sl_engine_next_timer(struct sl_engine *eng);

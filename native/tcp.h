@@ -37,7 +37,9 @@ enum tcp_state {
 #define TCP_DUPTHRESH 3
 #define TCP_MAX_SACK 4
 #define TCP_QUICKACKS 16	/* segments ACKed at once at the start */
-#define TCP_MAX_OOO_SEGS 512	/* reassembly queue entries per connection */
+#define TCP_MAX_OOO_SEGS 4096	/* reassembly queue entries per connection */
+#define TCP_REO_WND_MIN_US 1000	/* RACK reordering window floor */
+#define TCP_PTO_MIN_US 2000	/* tail loss probe timeout floor */
 
 /* Wrap-safe sequence comparisons (RFC 9293 §3.4). */
 static inline bool seq_lt(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
@@ -97,6 +99,7 @@ enum tcp_timer {
 	T_DELACK,
 	T_KEEPALIVE,
 	T_STATE,	/* TIME-WAIT, FIN-WAIT-2 */
+	T_RACK,		/* RFC 8985 §6.3 reordering timer */
 	T_COUNT,
 };
 
@@ -137,6 +140,11 @@ struct sl_conn {
 	uint32_t dupacks;
 	bool in_recovery;
 	bool after_rto;
+	/* RFC 8985 RACK-TLP */
+	uint64_t rack_xmit_us;		/* latest send time of a delivered segment */
+	uint32_t min_rtt_us;
+	bool tlp_armed;			/* T_REXMIT is a probe timeout, not an RTO */
+	bool tlp_sent;			/* one probe per flight until an ACK moves */
 
 	/* send queue: head = oldest unacked; send = next to transmit */
 	uint32_t sq_head, sq_tail, sq_send;
@@ -188,6 +196,7 @@ struct sl_conn {
 	bool nodelay;
 	bool keepalive;
 	bool window_update;
+	bool sack_pending;		/* OOO news only a pure ACK can carry */
 };
 
 struct tcp_listener {
@@ -259,6 +268,7 @@ uint32_t conn_rcv_window(const struct sl_conn *c);
 
 /* tcp_in.c */
 void tcp_input(struct sl_engine *eng, struct pkt *p);
+void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);
 
 /* tcp_out.c */
 uint32_t tcp_ts_now(const struct sl_engine *eng, const struct sl_conn *c);
@@ -280,6 +290,8 @@ void tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start,
 void tcp_mark_lost_on_rto(struct sl_engine *eng, struct sl_conn *c);
 void tcp_mark_lost_sack(struct sl_engine *eng, struct sl_conn *c);
 void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c);
+bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c);
+void tcp_send_tlp(struct sl_engine *eng, struct sl_conn *c);
 void tcp_free_sendq(struct sl_engine *eng, struct sl_conn *c);
 uint32_t tcp_in_flight(const struct sl_conn *c);
 
@@ -289,6 +301,7 @@ void timer_clear_all(struct sl_engine *eng, struct sl_conn *c);
 void tcp_timers_run(struct sl_engine *eng);
 void tcp_rtt_sample(struct sl_conn *c, uint32_t rtt_us, const struct sl_config *cfg);
 void tcp_rearm_rexmit(struct sl_engine *eng, struct sl_conn *c);
+void tcp_arm_rexmit_or_tlp(struct sl_engine *eng, struct sl_conn *c);
 
 static inline uint32_t conn_index(const struct sl_engine *eng, const struct sl_conn *c)
 {

@@ -911,14 +911,28 @@ int sl_conn_info(struct sl_engine *eng, uint32_t id, struct sl_conn_info *out)
 	out->rxq_bytes = c->rxq.len;
 	out->ooo_bytes = c->ooo_bytes;
 	out->flags = (c->ts_on ? 1u : 0) | (c->sack_on ? 2u : 0) | (c->ws_on ? 4u : 0);
+	out->snd_una = c->snd_una;
+	out->snd_nxt = c->snd_nxt;
+	out->rcv_nxt = c->rcv_nxt;
+	out->rcv_adv = c->rcv_adv;
+	out->packets_out = c->packets_out;
+	out->sacked_out = c->sacked_out;
+	out->lost_out = c->lost_out;
+	out->retrans_out = c->retrans_out;
+	out->ooo_count = c->ooo_count;
+	out->ts_recent = c->ts_recent;
+	out->last_ack_sent = c->last_ack_sent;
+	out->backoff = c->backoff;
 	return 0;
 }
 
 uint64_t sl_engine_next_timer(struct sl_engine *eng)
 {
 	struct tcp_state_all *t = eng->tcp;
+	uint64_t d = t && t->heap_len ? t->conns[t->heap[0]].deadline : 0;
+	uint64_t held = impair_next_due(eng);
 
-	if (!t || !t->heap_len)
-		return 0;
-	return t->conns[t->heap[0]].deadline;
+	if (held && (!d || held < d))
+		d = held;
+	return d;
 }

@@ -281,7 +281,7 @@ cap:
 }
 
 /* RFC 5681 §3.2 steps 2-4, RFC 6675 §5: enter fast recovery. */
-static void enter_recovery(struct sl_engine *eng, struct sl_conn *c)
+void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c)
 {
 	uint32_t flight = tcp_in_flight(c);
 
@@ -353,7 +353,11 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 		for (i = 0; i < o->nsack; i++) {
 			uint32_t s = o->sack[i][0], e = o->sack[i][1];
 
-			if (!seq_lt(s, e) || seq_le(e, c->snd_una) || seq_gt(e, c->snd_max)) {
+			if (seq_le(e, c->snd_una) && seq_lt(s, e)) {
+				eng->ctr.dsack_in++;	/* RFC 2883: a duplicate, not new */
+				continue;
+			}
+			if (!seq_lt(s, e) || seq_gt(e, c->snd_max)) {
 				eng->ctr.drop_bad_sack++;
 				continue;
 			}
@@ -389,9 +393,10 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 			cwnd_grow(c, acked ? acked : 1);
 		}
 		c->dupacks = 0;
+		c->tlp_sent = false;
 		/* RFC 6298 §5.2, §5.3 */
 		if (c->packets_out)
-			tcp_rearm_rexmit(eng, c);
+			tcp_arm_rexmit_or_tlp(eng, c);
 		else
 			timer_set(eng, c, T_REXMIT, 0);
 		conn_writable(eng, c);
@@ -422,12 +427,14 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 		if (wnd > c->max_snd_wnd)
 			c->max_snd_wnd = wnd;
 	}
-	/* loss detection: three duplicate ACKs, or DupThresh SACKed above a
-	 * hole (RFC 5681 §3.2, RFC 6675 §5 (C)) */
+	/* loss detection: three duplicate ACKs, DupThresh SACKed above a hole
+	 * (RFC 5681 §3.2, RFC 6675 §5 (C)), or RACK's time order (RFC 8985) */
+	if (c->sack_on && c->packets_out && tcp_rack_detect_loss(eng, c))
+		progress = true;
 	if (!c->in_recovery && !c->after_rto && c->packets_out) {
-		if (c->dupacks >= TCP_DUPTHRESH ||
+		if (c->dupacks >= TCP_DUPTHRESH || c->lost_out ||
 		    (c->sack_on && c->sacked_out >= TCP_DUPTHRESH))
-			enter_recovery(eng, c);
+			tcp_enter_recovery(eng, c);
 	} else if (c->in_recovery && c->sack_on) {
 		tcp_mark_lost_sack(eng, c);
 	}
@@ -637,6 +644,7 @@ static bool tcp_data(struct sl_engine *eng, struct sl_conn *c, const struct pkt 
 			c->ooo_fin_seq = seq + len;
 		}
 		c->ack_now = true;
+		c->sack_pending = true;
 		conn_dirty(eng, c);
 		return true;
 	}
@@ -655,8 +663,10 @@ static bool tcp_data(struct sl_engine *eng, struct sl_conn *c, const struct pkt 
 		if (!conn_deliver(eng, c, joined ? joined : data, total))
 			return true;	/* no memory: not acknowledged, resent later */
 		c->rcv_nxt += total;
-		if (had_ooo)
+		if (had_ooo) {
 			c->ack_now = true;	/* a hole filled: ACK at once */
+			c->sack_pending = c->ooo != NULL;
+		}
 		ack_policy(eng, c);
 	}
 	if (fin && c->rcv_nxt == seq + len)

@@ -221,6 +221,7 @@ void tcp_send_ack(struct sl_engine *eng, struct sl_conn *c)
 		     c->snd_nxt, c->rcv_nxt, TH_ACK, wnd, opts, optlen) == 0) {
 		eng->ctr.pure_acks_sent++;
 		ack_sent(eng, c);
+		c->sack_pending = false;
 	}
 }
 
@@ -313,6 +314,9 @@ void tcp_send_probe(struct sl_engine *eng, struct sl_conn *c)
 }
 
 /* ---- the send queue -------------------------------------------------- */
+
+static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s);
+static bool send_new_one(struct sl_engine *eng, struct sl_conn *c);
 
 static uint32_t seg_alloc(struct sl_engine *eng)
 {
@@ -563,6 +567,10 @@ void tcp_ack_segs(struct sl_engine *eng, struct sl_conn *c, uint32_t ack)
 
 		if (!(s->flags & SEG_SENT) || seq_gt(seg_end(s), ack))
 			break;
+		/* RFC 8985 §6.2 step 2: the latest send time delivered (a
+		 * retransmitted segment's ACK may be for either send: skip it) */
+		if (s->xmits == 1 && s->xmit_us > c->rack_xmit_us)
+			c->rack_xmit_us = s->xmit_us;
 		seg_uncount(c, s);
 		c->sq_bytes -= s->len;
 		c->sq_head = s->next;
@@ -594,6 +602,8 @@ void tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start, uin
 			c->retrans_out--;
 		s->flags = (uint8_t)((s->flags & ~(SEG_LOST | SEG_RETRANS)) | SEG_SACKED);
 		c->sacked_out++;
+		if (s->xmits == 1 && s->xmit_us > c->rack_xmit_us)
+			c->rack_xmit_us = s->xmit_us;
 	}
 	if (seq_gt(end, c->highest_sack) || !c->sacked_out)
 		c->highest_sack = end;
@@ -640,6 +650,73 @@ void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c)
 			continue;
 		mark_lost(c, s);	/* no-op if already lost (and resent) */
 		return;
+	}
+}
+
+/*
+ * RFC 8985 §6.2 step 5 (RACK): a segment sent more than a reordering window
+ * before one that was delivered is lost, a retransmission included (that is
+ * how a lost retransmission is found without waiting for the RTO).
+ * Returns true if it marked anything.
+ */
+bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct tcp_seg *segs = eng->tcp->segs;
+	uint64_t reo = c->min_rtt_us / 4, wait = 0;
+	bool marked = false;
+	uint32_t i;
+
+	if (!c->rack_xmit_us)
+		return false;
+	if (reo < TCP_REO_WND_MIN_US)
+		reo = TCP_REO_WND_MIN_US;
+	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
+		struct tcp_seg *s = &segs[i];
+
+		if (s->flags & SEG_SACKED)
+			continue;
+		if (s->xmit_us + reo >= c->rack_xmit_us) {
+			/* sent too close to the delivered one to tell yet:
+			 * §6.3, look again when its reordering window ends */
+			if (s->xmit_us < c->rack_xmit_us && !(s->flags & SEG_LOST))
+				wait = s->xmit_us + reo + c->srtt_us;
+			break;
+		}
+		if (s->flags & SEG_RETRANS) {
+			s->flags &= (uint8_t)~SEG_RETRANS;
+			c->retrans_out--;
+			marked = true;
+		} else if (!(s->flags & SEG_LOST)) {
+			s->flags |= SEG_LOST;
+			c->lost_out++;
+			marked = true;
+		}
+	}
+	if (wait > eng->now_us)
+		timer_set(eng, c, T_RACK, wait);
+	return marked;
+}
+
+/*
+ * RFC 8985 §7.3: the tail loss probe.  New data if the window allows,
+ * else the last segment sent again, so that a lost tail is reported by
+ * SACK instead of waiting for the RTO.
+ */
+void tcp_send_tlp(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct tcp_seg *segs = eng->tcp->segs;
+	uint32_t i, last = SL_NONE;
+
+	c->tlp_sent = true;
+	if (c->sq_send != SL_NONE && send_new_one(eng, c))
+		return;
+	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next)
+		last = i;
+	if (last == SL_NONE || (segs[last].flags & SEG_SACKED))
+		return;
+	if (xmit_seg(eng, c, &segs[last]) == 0) {
+		eng->ctr.retransmits++;
+		eng->ctr.tail_loss_probes++;
 	}
 }
 
@@ -775,36 +852,47 @@ static void retransmit_lost(struct sl_engine *eng, struct sl_conn *c)
 	}
 }
 
-/* Sends new segments within the peer's window and the congestion window. */
-static bool send_new(struct sl_engine *eng, struct sl_conn *c)
+/* Sends the next new segment if the peer's window allows (not cwnd: the
+ * caller decides that).  Returns true if one was sent. */
+static bool send_new_one(struct sl_engine *eng, struct sl_conn *c)
 {
 	struct tcp_seg *segs = eng->tcp->segs;
-	bool sent = false;
 
 	while (c->sq_send != SL_NONE) {
 		uint32_t i = c->sq_send;
 		struct tcp_seg *s = &segs[i];
 		uint32_t end = seg_end(s), right = c->snd_una + c->snd_wnd;
 
-		if (tcp_in_flight(c) >= c->cwnd)
-			break;
 		if (seq_gt(end, right)) {
 			/* a window narrower than the segment, nothing in flight */
 			if (c->packets_out == 0 && seq_lt(s->seq, right) &&
 			    split_seg(eng, c, i, right - s->seq) == 0)
 				continue;
-			break;
+			return false;
 		}
 		if (nagle_holds(c, s))
-			break;
+			return false;
 		if (xmit_seg(eng, c, s))
-			break;
+			return false;
 		c->packets_out++;
 		c->sq_send = s->next;
 		c->snd_nxt = seq_max(c->snd_nxt, end);
 		c->snd_max = seq_max(c->snd_max, end);
 		if (s->flags & SEG_FIN)
 			c->fin_sent = true;
+		return true;
+	}
+	return false;
+}
+
+/* Sends new segments within the peer's window and the congestion window. */
+static bool send_new(struct sl_engine *eng, struct sl_conn *c)
+{
+	bool sent = false;
+
+	while (c->sq_send != SL_NONE && tcp_in_flight(c) < c->cwnd) {
+		if (!send_new_one(eng, c))
+			break;
 		sent = true;
 	}
 	return sent;
@@ -823,12 +911,14 @@ void tcp_output(struct sl_engine *eng, struct sl_conn *c)
 			retransmit_lost(eng, c);
 		send_new(eng, c);
 		if (c->packets_out && !c->timer[T_REXMIT])
-			tcp_rearm_rexmit(eng, c);
+			tcp_arm_rexmit_or_tlp(eng, c);
 		/* RFC 9293 §3.8.6.1: data waits on a closed window: probe it */
 		if (!c->packets_out && c->sq_send != SL_NONE && !c->timer[T_REXMIT])
 			tcp_rearm_rexmit(eng, c);
 	}
-	if (c->ack_now || c->window_update)
+	/* data segments carry the ACK but no SACK blocks: with a hole in the
+	 * reassembly queue the peer needs them in a pure ACK (RFC 2018 §4) */
+	if (c->ack_now || c->window_update || (c->sack_pending && c->sack_on))
 		tcp_send_ack(eng, c);
 }
 

@@ -111,6 +111,8 @@ void tcp_rtt_sample(struct sl_conn *c, uint32_t rtt_us, const struct sl_config *
 
 	if (!rtt_us)
 		rtt_us = 1;
+	if (!c->min_rtt_us || rtt_us < c->min_rtt_us)
+		c->min_rtt_us = rtt_us;
 	if (!c->srtt_us) {
 		/* §2.2: first measurement */
 		c->srtt_us = rtt_us;
@@ -146,7 +148,33 @@ static uint64_t backed_off_rto(const struct sl_engine *eng, const struct sl_conn
 /* (Re)starts the retransmission timer, RFC 6298 §5.1/§5.3. */
 void tcp_rearm_rexmit(struct sl_engine *eng, struct sl_conn *c)
 {
+	c->tlp_armed = false;
 	timer_set(eng, c, T_REXMIT, eng->now_us + backed_off_rto(eng, c));
+}
+
+/*
+ * RFC 8985 §7.2: with SACK and an RTT estimate, the first timer after new
+ * data is a probe timeout (2*SRTT, plus the delayed-ACK time if only one
+ * segment is out), not the RTO.
+ */
+void tcp_arm_rexmit_or_tlp(struct sl_engine *eng, struct sl_conn *c)
+{
+	uint64_t pto, rto = backed_off_rto(eng, c);
+
+	if (c->sack_on && c->srtt_us && !c->in_recovery && !c->after_rto &&
+	    !c->tlp_sent && !c->backoff) {
+		pto = 2ull * c->srtt_us;
+		if (c->packets_out == 1)
+			pto += (uint64_t)eng->cfg.delack_ms * 1000;
+		if (pto < TCP_PTO_MIN_US)
+			pto = TCP_PTO_MIN_US;
+		if (pto < rto) {
+			c->tlp_armed = true;
+			timer_set(eng, c, T_REXMIT, eng->now_us + pto);
+			return;
+		}
+	}
+	tcp_rearm_rexmit(eng, c);
 }
 
 static void synack_timeout(struct sl_engine *eng, struct sl_conn *c)
@@ -183,6 +211,13 @@ static void rexmit_timeout(struct sl_engine *eng, struct sl_conn *c)
 		tcp_send_probe(eng, c);
 		if (c->backoff < 30)
 			c->backoff++;
+		tcp_rearm_rexmit(eng, c);
+		conn_dirty(eng, c);
+		return;
+	}
+	if (c->tlp_armed) {
+		/* RFC 8985 §7.3: the probe, then the RTO proper */
+		tcp_send_tlp(eng, c);
 		tcp_rearm_rexmit(eng, c);
 		conn_dirty(eng, c);
 		return;
@@ -252,6 +287,15 @@ static void fire(struct sl_engine *eng, struct sl_conn *c, int which)
 	case T_STATE:
 		/* TIME-WAIT over (2*MSL), or FIN-WAIT-2 of a closed socket */
 		conn_free(eng, c);
+		break;
+	case T_RACK:
+		/* RFC 8985 §6.3: as if an ACK had come now */
+		c->rack_xmit_us = eng->now_us - c->srtt_us;
+		if (c->packets_out && tcp_rack_detect_loss(eng, c)) {
+			if (!c->in_recovery && !c->after_rto)
+				tcp_enter_recovery(eng, c);
+			conn_dirty(eng, c);
+		}
 		break;
 	}
 }

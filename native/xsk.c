@@ -255,9 +255,22 @@ void xsk_release_held(struct sl_xsk *x)
 /*
  * Queues frame[off, off+len) for transmission.  The descriptor becomes
  * visible to the kernel at the next kick.  Returns 0 or -EAGAIN when the TX
- * ring is full even after a kick.
+ * ring is full even after a kick.  A frame the impairment takes is
+ * reported sent (and freed if nobody keeps it).
  */
 int xsk_tx_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len)
+{
+	if (eng->impair &&
+	    impair_tx(eng, xsk_frame_data(&eng->xsk, frame) + off, len)) {
+		if (!eng->xsk.meta[frame].keep && !eng->xsk.meta[frame].tx_pending)
+			xsk_frame_free(&eng->xsk, frame);
+		eng->ctr.tx_packets++;
+		return 0;
+	}
+	return xsk_tx_submit_raw(eng, frame, off, len);
+}
+
+int xsk_tx_submit_raw(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len)
 {
 	struct sl_xsk *x = &eng->xsk;
 	struct xdp_desc *d;

@@ -114,6 +114,31 @@ class Stack:
         """Gives TCP ``port`` back to the kernel."""
         self.engine.unsteer_port(port)
 
+    def impair(self, *, rx_loss: float = 0.0, rx_dup: float = 0.0, rx_reorder: float = 0.0,
+               tx_loss: float = 0.0, tx_dup: float = 0.0, tx_reorder: float = 0.0,
+               delay: float = 0.0, reorder_delay: float = 0.001, seed: int = 1) -> None:
+        """Fault injection at the engine's RX/TX boundary (for tests; this
+        kernel has no netem): probabilities as fractions, delays in seconds.
+        A reordered frame is held ``reorder_delay`` longer than the rest."""
+        cfg = ffi.new("struct sl_impair *")
+        for name, value in (("rx_loss", rx_loss), ("rx_dup", rx_dup),
+                            ("rx_reorder", rx_reorder), ("tx_loss", tx_loss),
+                            ("tx_dup", tx_dup), ("tx_reorder", tx_reorder)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"impair: {name}={value!r} must be a fraction from 0 to 1")
+            setattr(cfg, name, round(value * 1_000_000))
+        for name, value in (("delay", delay), ("reorder_delay", reorder_delay)):
+            if not 0.0 <= value <= 10.0:
+                raise ValueError(f"impair: {name}={value!r} must be 0 to 10 seconds")
+        cfg.delay_us = round(delay * 1e6)
+        cfg.reorder_delay_us = round(reorder_delay * 1e6)
+        cfg.seed = seed
+        check(lib.sl_engine_impair(self._ptr, cfg), "impair", argument="probability")
+
+    def unimpair(self) -> None:
+        """Turns fault injection off (held frames are dropped)."""
+        check(lib.sl_engine_impair(self._ptr, ffi.NULL), "impair")
+
     # ---- the loop's side -------------------------------------------------------
 
     def _on_readable(self) -> None:

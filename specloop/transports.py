@@ -125,7 +125,7 @@ class BypassTransport(transports._FlowControlMixin, transports.Transport):
         self._protocol_connected = False
         self.set_protocol(protocol)
         self._server = server
-        self._buffer: collections.deque[bytes] = collections.deque()
+        self._buffer: collections.deque[memoryview] = collections.deque()
         self._buffer_size = 0
         self._conn_lost = 0     # set when call to connection_lost scheduled
         self._closing = False   # set when close() called
@@ -320,6 +320,7 @@ class BypassTransport(transports._FlowControlMixin, transports.Transport):
                 logger.warning("socket.send() raised exception.")
             self._conn_lost += 1
             return
+        immutable = isinstance(data, bytes)
         if not self._buffer:
             n = lib.sl_conn_write(self._stack.engine.ptr, self._conn,  # type: ignore[union-attr]
                                   ffi.from_buffer(data), len(data))
@@ -330,8 +331,10 @@ class BypassTransport(transports._FlowControlMixin, transports.Transport):
             if n == len(data):
                 return
             data = memoryview(data)[n:]
-        self._buffer.append(bytes(data))
-        self._buffer_size += len(data)
+        # a copy only if the caller may still change it; slices stay views
+        view = memoryview(data if immutable else bytes(data)).cast("B")
+        self._buffer.append(view)
+        self._buffer_size += len(view)
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Any) -> None:
