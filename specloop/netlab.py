@@ -35,10 +35,16 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-SERVER_NS = "slsrv"
-CLIENT_NS = "slcli"
-SERVER_IF = "sl-srv0"
-CLIENT_IF = "sl-cli0"
+# SPECLOOP_LAB=<tag> builds a second, separate lab (slsrv<tag>, sl-srv0<tag>,
+# ...) so that two developers or CI jobs on one machine do not collide.
+_TAG = os.environ.get("SPECLOOP_LAB", "")
+if len(_TAG) > 3 or not _TAG.isalnum() and _TAG:
+    raise ValueError(f"SPECLOOP_LAB={_TAG!r}: at most 3 letters or digits")
+
+SERVER_NS = "slsrv" + _TAG
+CLIENT_NS = "slcli" + _TAG
+SERVER_IF = "sl-srv0" + _TAG
+CLIENT_IF = "sl-cli0" + _TAG
 SERVER_IP = "10.55.0.2"
 CLIENT_IP = "10.55.0.1"
 PREFIX = 24

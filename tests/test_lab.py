@@ -29,8 +29,8 @@ def test_up_is_idempotent_and_complete(lab):
     assert again == lab
     st = netlab.status()
     assert st["up"] is True
-    srv = st["namespaces"]["slsrv"]["link"]
-    cli = st["namespaces"]["slcli"]["link"]
+    srv = st["namespaces"][netlab.SERVER_NS]["link"]
+    cli = st["namespaces"][netlab.CLIENT_NS]["link"]
     assert srv["addresses"] == ["10.55.0.2"] and cli["addresses"] == ["10.55.0.1"]
     assert srv["mtu"] == cli["mtu"] == 1500
     assert srv["state"] == cli["state"] == "UP"
@@ -62,9 +62,9 @@ def test_down_removes_everything_and_up_rebuilds(lab):
     netlab.down()  # idempotent
     st = netlab.status()
     assert st["up"] is False
-    assert st["namespaces"] == {"slsrv": None, "slcli": None}
+    assert st["namespaces"] == {netlab.SERVER_NS: None, netlab.CLIENT_NS: None}
     links = subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
-    assert "sl-srv0" not in links and "sl-cli0" not in links
+    assert netlab.SERVER_IF not in links and netlab.CLIENT_IF not in links
     netlab.up()
     assert netlab.is_up()
 
@@ -73,10 +73,10 @@ def test_queue_count(lab):
     try:
         built = netlab.up(queues=2)
         assert built.queues == 2
-        assert netlab.status()["namespaces"]["slsrv"]["link"]["queues"] == 2
+        assert netlab.status()["namespaces"][netlab.SERVER_NS]["link"]["queues"] == 2
     finally:
         netlab.up(queues=1)
-    assert netlab.status()["namespaces"]["slsrv"]["link"]["queues"] == 1
+    assert netlab.status()["namespaces"][netlab.SERVER_NS]["link"]["queues"] == 1
 
 
 @pytest.mark.parametrize("kw", [{"queues": 0}, {"queues": "2"}, {"mtu": 100}])

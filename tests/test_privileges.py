@@ -18,12 +18,12 @@ pytestmark = pytest.mark.lab
 TRY_BYPASS = """
 import specloop
 try:
-    loop = specloop.new_event_loop(interface="sl-srv0")
+    loop = specloop.new_event_loop(interface=%r)
 except specloop.BypassUnavailableError as exc:
     print("ERR", exc.errno, exc)
 else:
     print("OPENED", loop.stack)
-"""
+""" % netlab.SERVER_IF
 
 
 def _in_server_ns_with_caps_dropped(drop: str, code: str) -> subprocess.CompletedProcess:
@@ -37,9 +37,9 @@ def _in_server_ns_with_caps_dropped(drop: str, code: str) -> subprocess.Complete
 def test_missing_interface_is_named(lab):
     # sl-srv0 lives in slsrv, not here
     with pytest.raises(specloop.BypassUnavailableError) as info:
-        specloop.new_event_loop(interface="sl-srv0")
+        specloop.new_event_loop(interface=netlab.SERVER_IF)
     assert info.value.errno == errno.ENODEV
-    assert "'sl-srv0' not found in this network namespace" in str(info.value)
+    assert f"{netlab.SERVER_IF!r} not found in this network namespace" in str(info.value)
 
 
 def test_missing_capabilities_are_named(lab):
@@ -66,8 +66,9 @@ def test_unprivileged_user(lab):
 
 
 def test_doctor_passes_in_the_lab(lab):
-    r = subprocess.run([sys.executable, "-m", "specloop", "doctor", "--netns", "slsrv",
-                        "--interface", "sl-srv0"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "specloop", "doctor", "--netns", netlab.SERVER_NS,
+                        "--interface", netlab.SERVER_IF], capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "MISSING" not in r.stdout
     assert "XDP native mode" in r.stdout and "XDP generic mode" in r.stdout
@@ -77,7 +78,7 @@ def test_doctor_names_what_is_missing(lab):
     r = _in_server_ns_with_caps_dropped(
         "cap_net_admin,cap_net_raw,cap_bpf,cap_sys_admin",
         "import sys; from specloop.cli import main; "
-        "sys.exit(main(['doctor', '--interface', 'sl-srv0']))")
+        f"sys.exit(main(['doctor', '--interface', {netlab.SERVER_IF!r}]))")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "MISSING privileges" in r.stdout and "CAP_NET_ADMIN" in r.stdout
     assert "fix:" in r.stdout
