@@ -248,10 +248,12 @@ int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out)
 		eng->ctr.listeners += eng->tcp->listeners[i].port != 0;
 	eng->ctr.ooo_bytes = 0;
 	eng->ctr.rxq_bytes = 0;
+	eng->ctr.conns_time_wait = 0;
 	for (i = 0; i < eng->tcp->max_conns; i++) {
 		const struct sl_conn *c = &eng->tcp->conns[i];
 
 		if (c->id) {
+			eng->ctr.conns_time_wait += c->state == TCP_TIME_WAIT;
 			eng->ctr.ooo_bytes += c->ooo_bytes;
 			eng->ctr.rxq_bytes += c->rxq.len;
 		}

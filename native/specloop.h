@@ -111,6 +111,7 @@ struct sl_counters {
 	uint64_t frames_sndq;		/* held by send queues (not in TX) */
 	/* TCP */
 	uint64_t conns;			/* connections in the table now */
+	uint64_t conns_time_wait;	/* of which in TIME-WAIT */
 	uint64_t conns_opened;		/* reached ESTABLISHED */
 	uint64_t conns_reset;		/* ended by a RST from the peer */
 	uint64_t conns_timed_out;	/* ended by the retry limit */
@@ -221,6 +222,7 @@ enum sl_conn_option {
 	SL_OPT_KEEPCNT = 5,
 	SL_OPT_RCVBUF = 6,
 	SL_OPT_SNDBUF = 7,
+	SL_OPT_USER_TIMEOUT = 8,	/* ms, as TCP_USER_TIMEOUT; 0 = off */
 };
 int sl_conn_setopt(struct sl_engine *eng, uint32_t conn, int opt, int value);
 int sl_conn_getopt(struct sl_engine *eng, uint32_t conn, int opt);

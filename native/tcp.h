@@ -174,6 +174,8 @@ struct sl_conn {
 
 	/* keep-alive (Linux defaults) */
 	uint32_t ka_idle_s, ka_intvl_s, ka_probes;
+	uint32_t user_timeout_ms;	/* TCP_USER_TIMEOUT (RFC 5482 UTO), 0 = off */
+	uint64_t retrans_stamp_us;	/* first RTO of the current episode */
 
 	uint32_t dirty_next;		/* output list, conn index */
 	uint32_t deliver_next;		/* deliver list, conn index */

@@ -851,6 +851,11 @@ int sl_conn_setopt(struct sl_engine *eng, uint32_t id, int opt, int value)
 			return -EINVAL;
 		c->ka_probes = (uint32_t)value;
 		return 0;
+	case SL_OPT_USER_TIMEOUT:
+		if (value < 0)
+			return -EINVAL;
+		c->user_timeout_ms = (uint32_t)value;
+		return 0;
 	case SL_OPT_RCVBUF:
 		if (value < 4096)
 			return -EINVAL;
@@ -883,6 +888,8 @@ int sl_conn_getopt(struct sl_engine *eng, uint32_t id, int opt)
 		return (int)c->rcvbuf;
 	case SL_OPT_SNDBUF:
 		return (int)eng->cfg.sndbuf;
+	case SL_OPT_USER_TIMEOUT:
+		return (int)c->user_timeout_ms;
 	default:
 		return -ENOPROTOOPT;
 	}

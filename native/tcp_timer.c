@@ -222,7 +222,12 @@ static void rexmit_timeout(struct sl_engine *eng, struct sl_conn *c)
 		conn_dirty(eng, c);
 		return;
 	}
-	if (c->backoff >= eng->cfg.retries) {
+	if (!c->backoff)
+		c->retrans_stamp_us = eng->now_us;
+	/* the retry limit, or TCP_USER_TIMEOUT (RFC 5482): give up */
+	if (c->backoff >= eng->cfg.retries ||
+	    (c->user_timeout_ms &&
+	     eng->now_us - c->retrans_stamp_us >= (uint64_t)c->user_timeout_ms * 1000)) {
 		eng->ctr.conns_timed_out++;
 		conn_reset_close(eng, c, -ETIMEDOUT);
 		return;

@@ -264,7 +264,9 @@ class Stack:
         with self._in_netns():
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            if listen_later and reuse_address is not False:
+            # as asyncio: SO_REUSEADDR unless asked not to (kernel TIME-WAIT
+            # sockets of an earlier server must not block the placeholder)
+            if reuse_address is not False:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -364,7 +366,8 @@ class Stack:
                             h, port, family=socket.AF_INET, type=socket.SOCK_STREAM)]
                     for a in dict.fromkeys(addrs):
                         if a in self.addresses:
-                            ph = self._bind(a, port, listen_later=False, reuse_address=False,
+                            ph = self._bind(a, port, listen_later=False,
+                                            reuse_address=reuse_address,
                                             reuse_port=reuse_port)
                             port = ph.getsockname()[1]
                             sockets.append(BypassListenSocket(self, a, port, ph))

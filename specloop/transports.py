@@ -46,6 +46,7 @@ _OPTS = {
     (socket.IPPROTO_TCP, socket.TCP_KEEPCNT): lib.SL_OPT_KEEPCNT,
     (socket.SOL_SOCKET, socket.SO_RCVBUF): lib.SL_OPT_RCVBUF,
     (socket.SOL_SOCKET, socket.SO_SNDBUF): lib.SL_OPT_SNDBUF,
+    (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT): lib.SL_OPT_USER_TIMEOUT,
 }
 
 
@@ -53,8 +54,9 @@ class BypassSocket:
     """What ``get_extra_info('socket')`` returns for a bypass connection.
 
     It is not a kernel socket (``fileno()`` is -1); the options servers set
-    (TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT, SO_RCVBUF) reach the
-    connection.  Anything else raises OSError(ENOPROTOOPT) naming it.
+    (TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT, TCP_USER_TIMEOUT,
+    SO_RCVBUF) reach the connection.  Anything else raises
+    OSError(ENOPROTOOPT) naming it.
     """
 
     family = socket.AF_INET

@@ -55,6 +55,43 @@ def bypass_loop(lab: netlab.Lab) -> Iterator[specloop.Loop]:
     loop.close()
 
 
+@pytest.fixture(params=["kernel", "bypass"])
+def path(request: pytest.FixtureRequest) -> str:
+    """Which path serves: asyncio's kernel sockets or specloop's bypass."""
+    return request.param
+
+
+@pytest.fixture
+def in_server_ns(lab: netlab.Lab) -> Iterator[netlab.Lab]:
+    """The test runs inside the server namespace, as a server process
+    would; its clients run in the client namespace."""
+    with netlab.inside(lab.server_ns):
+        yield lab
+
+
+@pytest.fixture
+def serve_loop(path: str, in_server_ns: netlab.Lab) -> Iterator[specloop.Loop]:
+    """A specloop loop serving on ``path``: bypass on sl-srv0, or kernel."""
+    import asyncio
+
+    loop = specloop.new_event_loop(
+        interface=in_server_ns.server_if if path == "bypass" else None)
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        try:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
 @pytest.fixture
 def kernel_loop() -> Iterator[specloop.Loop]:
     """A specloop loop with no interface: asyncio's selector loop."""

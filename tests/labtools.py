@@ -39,3 +39,69 @@ async def arun_client(*argv: str, timeout: float = 60,
         await proc.wait()
         raise
     return proc.returncode or 0, out, err
+
+
+def nft_loss(percent: int):
+    """Context manager: nftables in the client namespace drops ``percent``%
+    of the lab's packets in each direction (a real kernel drop)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def cm():
+        table = "sltest"
+        rules = [
+            f"add table inet {table}",
+            f"add chain inet {table} out {{ type filter hook output priority 0 ; }}",
+            f"add rule inet {table} out ip daddr {netlab.SERVER_IP} numgen random mod 100 < {percent} counter drop",
+            f"add chain inet {table} in {{ type filter hook input priority 0 ; }}",
+            f"add rule inet {table} in ip saddr {netlab.SERVER_IP} numgen random mod 100 < {percent} counter drop",
+        ]
+        subprocess.run(client_argv("nft", "delete", "table", "inet", table),
+                       capture_output=True)
+        for r in rules:
+            subprocess.run(client_argv("nft", *r.split()), check=True, capture_output=True)
+        try:
+            yield
+        finally:
+            subprocess.run(client_argv("nft", "delete", "table", "inet", table),
+                           capture_output=True)
+    return cm()
+
+
+def nft_drop_all():
+    """Context manager: the client namespace silently drops everything to and
+    from the server (a peer that vanished without a RST)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def cm():
+        table = "slblack"
+        rules = [
+            f"add table inet {table}",
+            f"add chain inet {table} out {{ type filter hook output priority 0 ; }}",
+            f"add rule inet {table} out ip daddr {netlab.SERVER_IP} drop",
+            f"add chain inet {table} in {{ type filter hook input priority 0 ; }}",
+            f"add rule inet {table} in ip saddr {netlab.SERVER_IP} drop",
+        ]
+        for r in rules:
+            subprocess.run(client_argv("nft", *r.split()), check=True, capture_output=True)
+        try:
+            yield
+        finally:
+            subprocess.run(client_argv("nft", "delete", "table", "inet", table),
+                           capture_output=True)
+    return cm()
+
+
+def listeners_in_server_ns(port: int) -> list[str]:
+    """Kernel TCP listeners on ``port`` in the server namespace (ss -tln)."""
+    out = subprocess.run(netlab.in_ns(netlab.SERVER_NS, "ss", "-Htln", f"sport = :{port}"),
+                         capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def kernel_conns_in_server_ns(port: int) -> list[str]:
+    """Kernel TCP connections (not listeners) on ``port`` in the server ns."""
+    out = subprocess.run(netlab.in_ns(netlab.SERVER_NS, "ss", "-Htn", f"sport = :{port}"),
+                         capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.strip()]

@@ -1,0 +1,1 @@
+"""specloop's benchmark suite: ``specloop bench`` (see suite.py)."""
