@@ -24,9 +24,11 @@ HERE = pathlib.Path(__file__).resolve().parent
 GEN = HERE / "_gen"
 SOURCES = [
     "engine.c",
+    "http_fast.c",
     "impair.c",
     "net.c",
     "siphash.c",
+    "static.c",
     "steer.c",
     "tcp_conn.c",
     "tcp_in.c",

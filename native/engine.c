@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "tcp.h"
+#include "http_fast.h"
 
 static uint64_t monotonic_us(void)
 {
@@ -85,6 +85,11 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 	rc = tcp_init(eng, err, errlen);
 	if (rc)
 		goto out_tcp;
+	rc = static_init(eng);
+	if (rc) {
+		sl_errf(err, errlen, "out of memory for the static store");
+		goto out_tcp;
+	}
 	eng->ctr.frames_total = eng->xsk.frame_count;
 	xsk_refill(eng);
 	*out = eng;
@@ -92,6 +97,7 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 
 out_tcp:
 	tcp_fini(eng);
+	static_fini(eng);
 out_xsk:
 	xsk_close(&eng->xsk);
 out_steer:
@@ -112,6 +118,7 @@ void sl_engine_close(struct sl_engine *eng)
 	/* the program goes first, so no frame is steered to a closing socket */
 	steer_close(&eng->steer);
 	tcp_fini(eng);
+	static_fini(eng);
 	impair_free(eng);
 	xsk_close(&eng->xsk);
 	free(eng);
@@ -258,6 +265,8 @@ int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out)
 			eng->ctr.rxq_bytes += c->rxq.len;
 		}
 	}
+	eng->ctr.static_files = eng->stat ? eng->stat->count : 0;
+	eng->ctr.static_bytes = eng->stat ? eng->stat->bytes : 0;
 	xsk_read_kernel_stats(eng);
 	*out = eng->ctr;
 	return 0;

@@ -73,6 +73,7 @@ struct sl_steer {
 
 struct tcp_state_all;
 struct sl_impair_state;
+struct sl_static;
 
 struct sl_engine {
 	struct sl_config cfg;
@@ -85,6 +86,7 @@ struct sl_engine {
 	uint64_t now_us;	/* CLOCK_MONOTONIC, refreshed per poll/flush */
 	struct tcp_state_all *tcp;
 	struct sl_impair_state *impair;	/* NULL unless a test impairs the link */
+	struct sl_static *stat;		/* files the HTTP fast path serves */
 };
 
 /* errors: format what failed into the caller's buffer */

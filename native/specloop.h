@@ -156,6 +156,16 @@ struct sl_counters {
 	uint64_t impair_tx_dropped;
 	uint64_t impair_tx_duplicated;
 	uint64_t impair_tx_reordered;
+	/* the HTTP fast path */
+	uint64_t fast_requests;		/* answered in C */
+	uint64_t fast_status_200;
+	uint64_t fast_status_206;
+	uint64_t fast_status_304;
+	uint64_t fast_status_416;
+	uint64_t fast_handovers;	/* connections handed to Python */
+	uint64_t fast_body_segments;	/* sent from the static store */
+	uint64_t static_files;
+	uint64_t static_bytes;
 };
 
 struct sl_engine;
@@ -187,6 +197,9 @@ const struct sl_event *sl_engine_events(const struct sl_engine *eng);
  * Returns the number of TX descriptors kicked, or -errno.
  */
 int sl_engine_flush(struct sl_engine *eng);
+
+/* Non-zero when events wait for the next poll (poll soon). */
+int sl_engine_pending(const struct sl_engine *eng);
 
 /* Copies the counters into *out (kernel XDP statistics refreshed). */
 int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out);
@@ -263,6 +276,23 @@ struct sl_impair {
 	uint64_t seed;
 };
 int sl_engine_impair(struct sl_engine *eng, const struct sl_impair *cfg);
+
+/*
+ * The HTTP fast path.  Files are registered per local port under their
+ * decoded URL path with the header fields aiohttp's FileResponse sends;
+ * listeners with the fast path on answer GET/HEAD for them in C.
+ */
+enum sl_static_flags {
+	SL_STATIC_HAS_VARIANTS = 1,	/* .gz/.br siblings: Accept-Encoding goes to Python */
+};
+int sl_static_put(struct sl_engine *eng, uint32_t port, const char *path,
+		  const uint8_t *body, size_t size, const char *content_type,
+		  const char *etag, const char *last_modified, int64_t mtime_ns,
+		  const char *extra_headers, uint32_t flags);
+int sl_static_remove(struct sl_engine *eng, uint32_t port, const char *path);
+int sl_static_config(struct sl_engine *eng, const char *server, uint64_t budget,
+		     uint32_t keepalive_ms);
+int sl_listen_set_fast(struct sl_engine *eng, uint32_t listener, int on);
 
 /* The earliest TCP timer, CLOCK_MONOTONIC microseconds; 0 if none. */
 uint64_t sl_engine_next_timer(struct sl_engine *eng);

@@ -61,6 +61,10 @@ static inline uint32_t seq_min(uint32_t a, uint32_t b) { return seq_lt(a, b) ? a
 #define SEG_LOST 0x08		/* deemed lost: to be retransmitted */
 #define SEG_RETRANS 0x10	/* retransmitted since marked lost */
 #define SEG_SENT 0x20		/* transmitted at least once */
+#define SEG_STATIC 0x40		/* payload is in the static store, no frame */
+
+struct static_entry;
+struct fast_conn;
 
 /*
  * One segment of the send queue.  Its frame holds the finished packet:
@@ -77,6 +81,8 @@ struct tcp_seg {
 	uint8_t flags;
 	uint8_t xmits;
 	uint64_t xmit_us;	/* last transmission */
+	struct static_entry *sentry;	/* SEG_STATIC: body[soff, soff+len) */
+	uint32_t soff;
 };
 
 /* Out-of-order data, copied out of the RX frame (RFC 9293 §3.10.7.4). */
@@ -143,6 +149,7 @@ struct sl_conn {
 	/* RFC 8985 RACK-TLP */
 	uint64_t rack_xmit_us;		/* latest send time of a delivered segment */
 	uint32_t min_rtt_us;
+	uint8_t reo_mult;		/* §6.2 step 4: grows with each DSACK */
 	bool tlp_armed;			/* T_REXMIT is a probe timeout, not an RTO */
 	bool tlp_sent;			/* one probe per flight until an ACK moves */
 
@@ -182,6 +189,8 @@ struct sl_conn {
 	uint32_t starved_next;		/* waiting for free frames, conn index */
 	uint64_t last_rx_us;
 
+	struct fast_conn *fast;		/* the HTTP fast path owns its input */
+
 	/* flags */
 	bool in_dirty;
 	bool on_deliver;
@@ -199,6 +208,7 @@ struct sl_conn {
 	bool keepalive;
 	bool window_update;
 	bool sack_pending;		/* OOO news only a pure ACK can carry */
+	bool writable_pending;		/* WRITABLE to emit at the next poll */
 };
 
 struct tcp_listener {
@@ -208,6 +218,7 @@ struct tcp_listener {
 	uint32_t pending;	/* SYN-RECEIVED + established, not accepted */
 	uint32_t id;
 	bool accepting;
+	bool fast;		/* HTTP fast path for its connections */
 };
 
 #define SL_MAX_LISTENERS 64
@@ -260,8 +271,12 @@ bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 		  uint32_t len);
 void conn_eof(struct sl_engine *eng, struct sl_conn *c);
 void conn_writable(struct sl_engine *eng, struct sl_conn *c);
+void conn_writable_later(struct sl_engine *eng, struct sl_conn *c);
 void tcp_deliver_pending(struct sl_engine *eng);
 void conn_starved(struct sl_engine *eng, struct sl_conn *c);
+bool conn_hand_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *rest,
+			 uint32_t len);
+void conn_fast_close(struct sl_engine *eng, struct sl_conn *c);
 void tcp_feed_starved(struct sl_engine *eng);
 void tcp_reset_all(struct sl_engine *eng);
 void tcp_free_deferred(struct sl_engine *eng);
@@ -277,6 +292,10 @@ uint32_t tcp_ts_now(const struct sl_engine *eng, const struct sl_conn *c);
 int tcp_queue_data(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 		   uint32_t len);
 int tcp_queue_fin(struct sl_engine *eng, struct sl_conn *c);
+int tcp_queue_segment(struct sl_engine *eng, struct sl_conn *c, const uint8_t *a,
+		      uint32_t alen, const uint8_t *b, uint32_t blen);
+int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct static_entry *e,
+		     uint32_t off, uint32_t len, uint32_t csum);
 int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t offset,
 		   uint32_t len);
 void tcp_output(struct sl_engine *eng, struct sl_conn *c);

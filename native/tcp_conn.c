@@ -17,10 +17,12 @@
 #include <stdlib.h>
 #include <sys/random.h>
 
-#include "tcp.h"
+#include "http_fast.h"
 
 #define ID_INDEX_BITS 20
 #define ID_INDEX_MASK ((1u << ID_INDEX_BITS) - 1)
+
+static int byteq_append(struct byteq *q, const uint8_t *data, uint32_t len);
 
 static uint32_t hash_tuple(const struct sl_engine *eng, uint32_t peer_ip,
 			   uint16_t peer_port, uint16_t local_port)
@@ -102,8 +104,14 @@ void tcp_fini(struct sl_engine *eng)
 			struct sl_conn *c = &t->conns[i];
 			struct ooo_seg *o, *n;
 
+			uint32_t si;
+
 			if (!c->id)
 				continue;
+			fast_conn_free(eng, c);
+			for (si = c->sq_head; si != SL_NONE; si = t->segs[si].next)
+				if (t->segs[si].flags & SEG_STATIC)
+					static_entry_put(eng, t->segs[si].sentry);
 			for (o = c->ooo; o; o = n) {
 				n = o->next;
 				free(o);
@@ -266,6 +274,7 @@ void conn_free(struct sl_engine *eng, struct sl_conn *c)
 		l->pending--;
 	timer_clear_all(eng, c);
 	tcp_free_sendq(eng, c);
+	fast_conn_free(eng, c);
 	for (o = c->ooo; o; o = n) {
 		n = o->next;
 		free(o);
@@ -339,8 +348,53 @@ void conn_established(struct sl_engine *eng, struct sl_conn *c)
 
 	c->state = TCP_ESTABLISHED;
 	eng->ctr.conns_opened++;
+	if (l && l->port && l->fast && l->accepting && fast_conn_new(eng, c) == 0) {
+		/* the engine owns it until a request needs Python */
+		if (l->pending)
+			l->pending--;
+		if (eng->stat && eng->stat->keepalive_ms)
+			timer_set(eng, c, T_KEEPALIVE,
+				  eng->now_us + (uint64_t)eng->stat->keepalive_ms * 1000);
+		return;
+	}
 	if (l && l->port && l->accepting)
 		emit_accept(eng, c, l);
+}
+
+/*
+ * The fast path gives an engine-owned connection to Python: an ACCEPT (as
+ * if it had just been established) and then `rest` as its first DATA.
+ */
+bool conn_hand_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *rest,
+			 uint32_t len)
+{
+	struct tcp_listener *l = listener_of(eng, c);
+
+	if (len && byteq_append(&c->rxq, rest, len))
+		return false;
+	timer_set(eng, c, T_KEEPALIVE, 0);
+	if (!l || !l->port) {
+		/* the server is gone: nobody can answer this request */
+		conn_fast_close(eng, c);
+		return true;
+	}
+	l->pending++;
+	if (l->accepting)
+		emit_accept(eng, c, l);
+	return true;
+}
+
+/* Closes an engine-owned connection (its responses go out first). */
+void conn_fast_close(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->detached = true;
+	if (c->state == TCP_ESTABLISHED)
+		c->state = TCP_FIN_WAIT_1;
+	else if (c->state == TCP_CLOSE_WAIT)
+		c->state = TCP_LAST_ACK;
+	else
+		return;
+	tcp_queue_fin(eng, c);
 }
 
 struct tcp_listener *listener_for_port(struct sl_engine *eng, uint16_t port)
@@ -413,6 +467,8 @@ bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 
 	if (!len)
 		return true;
+	if (fast_owned(c))
+		return http_fast_input(eng, c, data, len);
 	if (c->accepted && !c->rx_paused && !c->rxq.len && !c->deliver_pending) {
 		ev = engine_event(eng, SL_EV_DATA, c->id);
 		if (ev) {
@@ -430,6 +486,10 @@ bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 
 void conn_eof(struct sl_engine *eng, struct sl_conn *c)
 {
+	if (fast_owned(c)) {
+		http_fast_eof(eng, c);
+		return;
+	}
 	if (c->detached)
 		return;
 	if (c->accepted && !c->rx_paused && !c->rxq.len && !c->deliver_pending) {
@@ -483,6 +543,8 @@ void tcp_feed_starved(struct sl_engine *eng)
 		c->on_starved = false;
 		if (!c->id)
 			continue;
+		if (fast_pending(c))
+			conn_dirty(eng, c);	/* its responses wait for frames */
 		if (eng->nevents + 1 > SL_MAX_EVENTS) {
 			conn_starved(eng, c);
 			continue;
@@ -508,6 +570,20 @@ void tcp_reset_all(struct sl_engine *eng)
 	}
 }
 
+/* WRITABLE from outside a poll (the flush): events are only read after a
+ * poll, so it waits on the deliver list for the next one. */
+void conn_writable_later(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->writable_pending = true;
+	deliver_later(eng, c);
+}
+
+/* Something waits for the next poll (Python should poll soon). */
+int sl_engine_pending(const struct sl_engine *eng)
+{
+	return eng->tcp && eng->tcp->deliver_head != SL_NONE;
+}
+
 /* Hands held data (resume, accept) to Python: one DATA event per queue. */
 void tcp_deliver_pending(struct sl_engine *eng)
 {
@@ -522,9 +598,14 @@ void tcp_deliver_pending(struct sl_engine *eng)
 
 		idx = c->deliver_next;
 		c->on_deliver = false;
-		if (!c->id || !c->deliver_pending)
+		if (!c->id || (!c->deliver_pending && !c->writable_pending))
 			continue;
-		if (c->rx_paused || !c->accepted || c->detached)
+		if (c->writable_pending && c->accepted && !c->detached &&
+		    eng->nevents + 3 <= SL_MAX_EVENTS) {
+			c->writable_pending = false;
+			conn_writable(eng, c);
+		}
+		if (!c->deliver_pending || c->rx_paused || !c->accepted || c->detached)
 			continue;	/* resume or accept puts it back */
 		if (eng->nevents + 2 > SL_MAX_EVENTS) {
 			deliver_later(eng, c);
@@ -600,6 +681,16 @@ static struct tcp_listener *listener_by_id(struct sl_engine *eng, uint32_t id)
 	return &eng->tcp->listeners[id];
 }
 
+int sl_listen_set_fast(struct sl_engine *eng, uint32_t id, int on)
+{
+	struct tcp_listener *l = listener_by_id(eng, id);
+
+	if (!l)
+		return -EBADF;
+	l->fast = on != 0;
+	return 0;
+}
+
 int sl_listen_set_accepting(struct sl_engine *eng, uint32_t id, int accepting)
 {
 	struct tcp_listener *l = listener_by_id(eng, id);
@@ -615,7 +706,7 @@ int sl_listen_set_accepting(struct sl_engine *eng, uint32_t id, int accepting)
 		struct sl_conn *c = &eng->tcp->conns[i];
 
 		if (c->id && c->listener == id && !c->accepted && !c->detached &&
-		    c->state != TCP_SYN_RECEIVED)
+		    c->state != TCP_SYN_RECEIVED && !fast_owned(c))
 			emit_accept(eng, c, l);
 	}
 	return 0;
@@ -639,7 +730,11 @@ int sl_listen_close(struct sl_engine *eng, uint32_t id)
 
 		if (!c->id || c->listener != id)
 			continue;
-		if (!c->accepted) {
+		if (fast_owned(c)) {
+			/* served without Python: finish what was asked, close */
+			c->listener = SL_NONE;
+			http_fast_shutdown(eng, c);
+		} else if (!c->accepted) {
 			tcp_send_rst(eng, c);
 			conn_free(eng, c);
 		} else {
@@ -683,6 +778,11 @@ int sl_conn_write(struct sl_engine *eng, uint32_t id, const uint8_t *data, size_
 		return 0;
 	if (!data)
 		return -EINVAL;
+	if (fast_pending(c)) {
+		/* fast-path responses to earlier requests are still going out */
+		c->want_writable = true;
+		return 0;
+	}
 	want = len > send_space(eng, c) ? send_space(eng, c) : (uint32_t)len;
 	n = want ? tcp_queue_data(eng, c, data, want) : 0;
 	if (n < 0)
@@ -716,6 +816,10 @@ int sl_conn_sendfile(struct sl_engine *eng, uint32_t id, int fd, uint64_t offset
 		return -EBADF;
 	if (!count)
 		return 0;
+	if (fast_pending(c)) {
+		c->want_writable = true;
+		return -EAGAIN;
+	}
 	want = send_space(eng, c);
 	if (!want) {
 		c->want_writable = true;

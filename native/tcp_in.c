@@ -354,7 +354,11 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 			uint32_t s = o->sack[i][0], e = o->sack[i][1];
 
 			if (seq_le(e, c->snd_una) && seq_lt(s, e)) {
-				eng->ctr.dsack_in++;	/* RFC 2883: a duplicate, not new */
+				/* RFC 2883: a duplicate: a retransmission was
+				 * spurious, reordering is wider than we thought */
+				eng->ctr.dsack_in++;
+				if (c->reo_mult < 16)
+					c->reo_mult++;
 				continue;
 			}
 			if (!seq_lt(s, e) || seq_gt(e, c->snd_max)) {

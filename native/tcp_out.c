@@ -19,7 +19,7 @@
  */
 #include <sys/uio.h>
 
-#include "tcp.h"
+#include "http_fast.h"
 
 #define ETH_HLEN 14
 #define IP_HLEN 20
@@ -345,6 +345,9 @@ static void seg_release(struct sl_engine *eng, uint32_t i)
 		else
 			xsk_frame_free(x, s->frame);
 	}
+	if (s->flags & SEG_STATIC)
+		static_entry_put(eng, s->sentry);
+	s->sentry = NULL;
 	s->frame = SL_NO_FRAME;
 	s->next = t->seg_free;
 	t->seg_free = i;
@@ -376,8 +379,8 @@ int tcp_queue_data(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data
 	if (c->sq_tail != SL_NONE) {
 		struct tcp_seg *s = &segs[c->sq_tail];
 
-		if (!(s->flags & (SEG_SENT | SEG_FIN | SEG_SYN)) && s->len < c->mss &&
-		    !x->meta[s->frame].tx_pending) {
+		if (!(s->flags & (SEG_SENT | SEG_FIN | SEG_SYN | SEG_STATIC)) &&
+		    s->len < c->mss && !x->meta[s->frame].tx_pending) {
 			uint32_t n = c->mss - s->len;
 
 			if (n > len)
@@ -417,6 +420,72 @@ int tcp_queue_data(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data
 	c->write_seq += done;
 	c->sq_bytes += done;
 	return (int)done;
+}
+
+/* A new segment whose payload is a||b (alen + blen <= MSS), copied into a
+ * frame of its own.  Returns the bytes queued or -ENOBUFS. */
+int tcp_queue_segment(struct sl_engine *eng, struct sl_conn *c, const uint8_t *a,
+		      uint32_t alen, const uint8_t *b, uint32_t blen)
+{
+	struct sl_xsk *x = &eng->xsk;
+	struct tcp_seg *s;
+	uint32_t f, si, hdr = FRAME_HDR_LEN(c->ts_on);
+
+	if (alen + blen > c->mss || hdr + alen + blen > x->frame_size)
+		return -EINVAL;
+	f = xsk_frame_alloc(x, false);
+	if (f == SL_NO_FRAME) {
+		eng->ctr.tx_no_frame++;
+		conn_starved(eng, c);
+		return -ENOBUFS;
+	}
+	si = seg_alloc(eng);
+	if (si == SL_NONE) {
+		xsk_frame_free(x, f);
+		conn_starved(eng, c);
+		return -ENOBUFS;
+	}
+	x->meta[f].keep = 1;
+	s = &eng->tcp->segs[si];
+	s->frame = f;
+	s->seq = c->write_seq;
+	s->len = alen + blen;
+	s->hdr_len = (uint16_t)hdr;
+	if (alen)
+		memcpy(xsk_frame_data(x, f) + hdr, a, alen);
+	if (blen)
+		memcpy(xsk_frame_data(x, f) + hdr + alen, b, blen);
+	seg_append(eng, c, si);
+	c->write_seq += s->len;
+	c->sq_bytes += s->len;
+	return (int)s->len;
+}
+
+/* A segment of a stored file: no frame until it is sent, the body itself
+ * is the retransmission buffer; csum is its payload's partial sum. */
+int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct static_entry *e,
+		     uint32_t off, uint32_t len, uint32_t csum)
+{
+	uint32_t si = seg_alloc(eng);
+	struct tcp_seg *s;
+
+	if (si == SL_NONE) {
+		conn_starved(eng, c);
+		return -ENOBUFS;
+	}
+	s = &eng->tcp->segs[si];
+	s->flags = SEG_STATIC;
+	s->sentry = e;
+	e->refs++;
+	s->soff = off;
+	s->seq = c->write_seq;
+	s->len = len;
+	s->csum = csum;
+	s->hdr_len = (uint16_t)FRAME_HDR_LEN(c->ts_on);
+	seg_append(eng, c, si);
+	c->write_seq += len;
+	c->sq_bytes += len;
+	return (int)len;
 }
 
 /*
@@ -522,7 +591,10 @@ queued:
 int tcp_queue_fin(struct sl_engine *eng, struct sl_conn *c)
 {
 	c->fin_queued = true;
-	make_fin(eng, c);	/* if no frame now, tcp_output tries again */
+	/* after the fast path's queued responses; if no frame now,
+	 * tcp_output tries again */
+	if (!fast_pending(c))
+		make_fin(eng, c);
 	conn_dirty(eng, c);
 	return 0;
 }
@@ -662,12 +734,16 @@ void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c)
 bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c)
 {
 	struct tcp_seg *segs = eng->tcp->segs;
-	uint64_t reo = c->min_rtt_us / 4, wait = 0;
+	uint64_t reo = (uint64_t)c->min_rtt_us / 4 * (c->reo_mult ? c->reo_mult : 1), wait = 0;
 	bool marked = false;
 	uint32_t i;
 
 	if (!c->rack_xmit_us)
 		return false;
+	/* RFC 8985 §6.2 step 4: min_RTT/4 times the DSACK multiplier, at most
+	 * SRTT, and never below the floor */
+	if (c->srtt_us && reo > c->srtt_us)
+		reo = c->srtt_us;
 	if (reo < TCP_REO_WND_MIN_US)
 		reo = TCP_REO_WND_MIN_US;
 	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
@@ -749,13 +825,29 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 	uint32_t optlen = 0, len;
 	uint16_t wnd;
 
-	if (x->meta[s->frame].tx_pending) {
-		eng->ctr.tx_frame_busy++;
-		return -EBUSY;
+	uint32_t frame = s->frame;
+
+	if (s->flags & SEG_STATIC) {
+		/* one copy of stored bytes into a frame that goes when sent; the
+		 * checksum sum came precomputed with the segment */
+		frame = xsk_frame_alloc(x, false);
+		if (frame == SL_NO_FRAME) {
+			eng->ctr.tx_no_frame++;
+			conn_starved(eng, c);
+			return -ENOBUFS;
+		}
+		x->meta[frame].keep = 0;
+		buf = xsk_frame_data(x, frame);
+		memcpy(buf + s->hdr_len, s->sentry->body + s->soff, s->len);
+	} else {
+		if (x->meta[frame].tx_pending) {
+			eng->ctr.tx_frame_busy++;
+			return -EBUSY;
+		}
+		buf = xsk_frame_data(x, frame);
+		if (!(s->flags & SEG_SENT))
+			s->csum = csum_partial(buf + s->hdr_len, s->len, 0);
 	}
-	buf = xsk_frame_data(x, s->frame);
-	if (!(s->flags & SEG_SENT))
-		s->csum = csum_partial(buf + s->hdr_len, s->len, 0);
 	if (c->ts_on)
 		optlen = put_ts(eng, c, opts);
 	if (s->flags & SEG_FIN)
@@ -766,9 +858,13 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 	len = build_packet(eng, buf, c->peer_mac, c->peer_ip, c->local_port,
 			   c->peer_port, s->seq, c->rcv_nxt, flags, wnd, opts, optlen,
 			   s->len, s->csum);
-	x->meta[s->frame].keep = 1;
-	if (xsk_tx_submit(eng, s->frame, 0, len))
+	if (!(s->flags & SEG_STATIC))
+		x->meta[frame].keep = 1;
+	if (xsk_tx_submit(eng, frame, 0, len)) {
+		if (s->flags & SEG_STATIC)
+			xsk_frame_free(x, frame);
 		return -EAGAIN;
+	}
 	s->xmits++;
 	s->xmit_us = eng->now_us;
 	s->flags |= SEG_SENT;
@@ -784,7 +880,32 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 	struct tcp_seg *segs = eng->tcp->segs, *a = &segs[i], *b;
 	uint32_t bi, f;
 
-	if (!keep || keep >= a->len || x->meta[a->frame].tx_pending)
+	if (!keep || keep >= a->len)
+		return -EINVAL;
+	if (a->flags & SEG_STATIC) {
+		/* a stored segment splits by reference */
+		bi = seg_alloc(eng);
+		if (bi == SL_NONE)
+			return -ENOBUFS;
+		a = &segs[i];
+		b = &segs[bi];
+		*b = *a;
+		b->seq = a->seq + keep;
+		b->len = a->len - keep;
+		b->soff = a->soff + keep;
+		b->flags = (uint8_t)(SEG_STATIC | (a->flags & SEG_FIN));
+		b->csum = csum_partial(a->sentry->body + b->soff, b->len, 0);
+		a->sentry->refs++;
+		a->len = keep;
+		a->flags &= (uint8_t)~SEG_FIN;
+		a->csum = csum_partial(a->sentry->body + a->soff, a->len, 0);
+		b->next = a->next;
+		a->next = bi;
+		if (c->sq_tail == i)
+			c->sq_tail = bi;
+		return 0;
+	}
+	if (x->meta[a->frame].tx_pending)
 		return -EINVAL;
 	f = xsk_frame_alloc(x, false);
 	if (f == SL_NO_FRAME)
@@ -905,11 +1026,20 @@ void tcp_output(struct sl_engine *eng, struct sl_conn *c)
 	if (!c->id)
 		return;
 	if (state_sends_data(c->state)) {
-		if (c->fin_queued && !c->fin_in_queue)
+		if (c->fin_queued && !c->fin_in_queue && !fast_pending(c))
 			make_fin(eng, c);
 		if (c->lost_out > c->retrans_out)
 			retransmit_lost(eng, c);
 		send_new(eng, c);
+		/* the fast path's responses, one segment at a time, as far as
+		 * the windows let them go */
+		while (fast_pending(c) && c->sq_send == SL_NONE &&
+		       tcp_in_flight(c) < c->cwnd && http_fast_fill(eng, c))
+			send_new(eng, c);
+		if (c->fin_queued && !c->fin_in_queue && !fast_pending(c)) {
+			make_fin(eng, c);
+			send_new(eng, c);
+		}
 		if (c->packets_out && !c->timer[T_REXMIT])
 			tcp_arm_rexmit_or_tlp(eng, c);
 		/* RFC 9293 §3.8.6.1: data waits on a closed window: probe it */

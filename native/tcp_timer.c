@@ -8,7 +8,7 @@
  * for the heap's top and polls the engine then; tcp_timers_run() fires what
  * is due.
  */
-#include "tcp.h"
+#include "http_fast.h"
 
 static bool heap_less(const struct tcp_state_all *t, uint32_t a, uint32_t b)
 {
@@ -250,6 +250,10 @@ static void keepalive_timeout(struct sl_engine *eng, struct sl_conn *c)
 {
 	uint64_t idle_us = (uint64_t)c->ka_idle_s * 1000000u;
 
+	if (fast_owned(c)) {
+		http_fast_idle(eng, c);	/* the HTTP keep-alive timeout */
+		return;
+	}
 	if (!c->keepalive || c->state != TCP_ESTABLISHED)
 		return;
 	if (c->packets_out || c->sq_send != SL_NONE) {

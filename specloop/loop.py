@@ -114,6 +114,19 @@ class Loop(asyncio.SelectorEventLoop):
             return await transp._sendfile(file, offset, count)
         return await super()._sendfile_native(transp, file, offset, count)
 
+    def add_static_route(self, prefix: str, directory: Any, *, port: int | None = None,
+                         **options: Any) -> Any:
+        """Answers GET/HEAD for the files under ``directory`` (URL ``prefix``)
+        in the engine, from pre-segmented packets, without waking Python, on
+        the bypass listeners of ``port`` (all if None).  Everything else
+        still reaches the protocol.  Options: ``max_file_size``,
+        ``memory_budget``, ``cache_control``, ``follow_symlinks``,
+        ``keepalive_timeout``.  Needs the bypass (an interface)."""
+        if self._stack is None:
+            raise RuntimeError("add_static_route: this loop has no bypass (no interface "
+                               "configured); the fast path lives in the engine")
+        return self._stack.add_static_route(prefix, directory, port=port, **options)
+
     def _run_once(self) -> None:
         super()._run_once()
         stack = self._stack

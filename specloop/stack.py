@@ -25,6 +25,7 @@ from pyroute2 import netns as _netns
 from . import doctor, netlab
 from .config import Config
 from .engine import BypassUnavailableError, Engine, check, ffi, lib
+from .static import StaticRegistry, StaticRoute, route_providers
 from .transports import BypassListenSocket, BypassTransport
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class Stack:
         self._closed = False
         self._ptr = self.engine.ptr
         self._events = self.engine.events
+        self.static = StaticRegistry(self)
+        self._static_routes: dict[int | None, list[StaticRoute]] = {}
         loop._add_reader(self.engine.fd, self._on_readable)
 
     # ---- information -------------------------------------------------------
@@ -205,6 +208,8 @@ class Stack:
         rc = lib.sl_engine_flush(self._ptr)
         if rc < 0:
             logger.error("specloop: engine flush failed: %s", os.strerror(-rc))
+        if lib.sl_engine_pending(self._ptr):
+            self.poll_soon()
         deadline = lib.sl_engine_next_timer(self._ptr)
         if deadline:
             when = deadline * 1e-6
@@ -234,12 +239,39 @@ class Stack:
                           f"{(lsock.address, lsock.port)!r}: address already in use")
         listener = check(rc, f"listening on {lsock.address}:{lsock.port}")
         self._listeners[listener] = lsock
+        routes = self._routes_for(lsock.port, lsock._factory)
+        if routes:
+            self.static.serve(lsock.port, routes)
+            check(lib.sl_listen_set_fast(self._ptr, listener, 1), "sl_listen_set_fast")
         return listener
 
     def unlisten(self, listener: int) -> None:
-        self._listeners.pop(listener, None)
+        lsock = self._listeners.pop(listener, None)
         if not self._closed:
             lib.sl_listen_close(self._ptr, listener)
+            if lsock is not None and not any(
+                    ls.port == lsock.port for ls in self._listeners.values()):
+                self.static.forget_port(lsock.port)
+
+    def _routes_for(self, port: int, factory: Any) -> list[StaticRoute]:
+        routes = [*self._static_routes.get(None, []), *self._static_routes.get(port, [])]
+        for provider in route_providers:
+            routes.extend(provider(factory))
+        return routes
+
+    def add_static_route(self, prefix: str, directory: Any, *, port: int | None = None,
+                         **options: Any) -> StaticRoute:
+        """Serves ``directory`` under ``prefix`` from the fast path on the
+        bypass listeners of ``port`` (all of them if None)."""
+        if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
+            raise ValueError(f"add_static_route: port={port!r} must be 1-65535 or None")
+        route = StaticRoute.make(prefix, directory, **options)
+        self._static_routes.setdefault(port, []).append(route)
+        for listener, lsock in self._listeners.items():
+            if port is None or lsock.port == port:
+                self.static.serve(lsock.port, [route])
+                check(lib.sl_listen_set_fast(self._ptr, listener, 1), "sl_listen_set_fast")
+        return route
 
     @contextlib.contextmanager
     def _in_netns(self) -> Iterator[None]:
@@ -403,6 +435,7 @@ class Stack:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.static.close()
         for lsock in list(self._listeners.values()):
             lsock._stack = None
         self._listeners.clear()

@@ -1,0 +1,774 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * http_fast.c - HTTP/1.x requests for registered static files, answered in
+ * C from the static store without waking Python (the Sandstorm idea).
+ *
+ * A connection accepted by a listener with the fast path on starts owned by
+ * the engine: Python does not even know it exists.  Its in-order bytes come
+ * here (http_fast_input) instead of to Python.  Each complete request is
+ * either
+ *   - one this file answers exactly as aiohttp's FileResponse would (GET or
+ *     HEAD of a registered file; 200, 206, 304, 416), queued as a response;
+ *   - or anything else (another method, a body, an unknown path, a header
+ *     we do not interpret, a malformed byte): then the connection is handed
+ *     to Python (an ACCEPT event, then this request and all that follows as
+ *     DATA), and stays Python's.  Responses already queued keep their place
+ *     in the stream: Python's writes wait until they are out.
+ *
+ * Every length and index here comes from the wire: all parsing is bounded
+ * by the buffer length, never by a terminator.
+ *
+ * Responses are produced lazily (http_fast_fill, from tcp_output): a
+ * header segment (header + the first body bytes) copied into a frame, then
+ * segments that reference the stored body (SEG_STATIC), cut in the same
+ * places for every response so that their checksum sums are computed once.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "http_fast.h"
+
+enum { M_GET = 1, M_HEAD = 2 };
+
+struct http_req {
+	int method;
+	int minor;		/* HTTP/1.<minor> */
+	char path[1024];	/* percent-decoded */
+	uint32_t path_len;
+	bool conn_close, conn_keepalive;
+	bool has_range;
+	bool rstart_set, rend_set;
+	uint64_t rstart, rend;
+	const uint8_t *inm;	/* If-None-Match value */
+	uint32_t inm_len;
+	bool has_ims;
+	int64_t ims;		/* If-Modified-Since, epoch seconds */
+	bool accept_encoding;
+};
+
+/* ---- small bounded parsers ------------------------------------------------ */
+
+static int lower(int c)
+{
+	return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
+
+static bool name_is(const uint8_t *p, uint32_t len, const char *name)
+{
+	uint32_t i;
+
+	for (i = 0; i < len; i++)
+		if (!name[i] || lower(p[i]) != name[i])
+			return false;
+	return name[len] == 0;
+}
+
+static bool is_tchar(uint8_t c)
+{
+	/* RFC 9110 §5.6.2 token characters */
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int hexval(uint8_t c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = (uint8_t)lower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Decimal digits [p, p+len) into *out; false if empty, not digits or huge. */
+static bool parse_u64(const uint8_t *p, uint32_t len, uint64_t *out)
+{
+	uint64_t v = 0;
+	uint32_t i;
+
+	if (!len || len > 18)
+		return false;
+	for (i = 0; i < len; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		v = v * 10 + (uint64_t)(p[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+/* RFC 9110 §5.6.7 IMF-fixdate only, e.g. "Sun, 06 Nov 1994 08:49:37 GMT". */
+static bool parse_imf_date(const uint8_t *p, uint32_t len, int64_t *out)
+{
+	static const char months[] = "janfebmaraprmayjunjulaugsepoctnovdec";
+	uint64_t day, year, hh, mm, ss;
+	int mon = -1, i;
+	int64_t days, y;
+
+	if (len != 29 || p[3] != ',' || p[4] != ' ' || p[7] != ' ' || p[11] != ' ' ||
+	    p[16] != ' ' || p[19] != ':' || p[22] != ':' || p[25] != ' ' ||
+	    memcmp(p + 26, "GMT", 3) != 0)
+		return false;
+	for (i = 0; i < 12; i++)
+		if (lower(p[8]) == months[3 * i] && lower(p[9]) == months[3 * i + 1] &&
+		    lower(p[10]) == months[3 * i + 2])
+			mon = i;
+	if (mon < 0 || !parse_u64(p + 5, 2, &day) || !parse_u64(p + 12, 4, &year) ||
+	    !parse_u64(p + 17, 2, &hh) || !parse_u64(p + 20, 2, &mm) ||
+	    !parse_u64(p + 23, 2, &ss) || day < 1 || day > 31 || hh > 23 || mm > 59 ||
+	    ss > 60 || year < 1970)
+		return false;
+	/* days since the epoch (proleptic Gregorian, H. Hinnant's algorithm) */
+	y = (int64_t)year - (mon < 2);
+	{
+		int64_t era = y / 400, yoe = y - era * 400;
+		int64_t mp = (mon + 10) % 12;	/* March = 0 */
+		int64_t doy = (153 * mp + 2) / 5 + (int64_t)day - 1;
+		int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+		days = era * 146097 + doe - 719468;
+	}
+	*out = days * 86400 + (int64_t)(hh * 3600 + mm * 60 + ss);
+	return true;
+}
+
+/* "bytes=<digits>-<digits>", either may be empty (aiohttp's own pattern). */
+static bool parse_range(const uint8_t *p, uint32_t len, struct http_req *r)
+{
+	uint32_t dash, i;
+
+	if (len < 7 || !name_is(p, 6, "bytes="))
+		return false;
+	p += 6;
+	len -= 6;
+	for (dash = 0; dash < len && p[dash] != '-'; dash++)
+		;
+	if (dash == len)
+		return false;
+	for (i = 0; i < len; i++)
+		if (i != dash && (p[i] < '0' || p[i] > '9'))
+			return false;
+	r->has_range = true;
+	r->rstart_set = dash > 0;
+	r->rend_set = dash + 1 < len;
+	if (r->rstart_set && !parse_u64(p, dash, &r->rstart))
+		return false;
+	if (r->rend_set && !parse_u64(p + dash + 1, len - dash - 1, &r->rend))
+		return false;
+	return true;
+}
+
+/* Connection: a comma-separated token list. */
+static bool parse_connection(const uint8_t *p, uint32_t len, struct http_req *r)
+{
+	uint32_t i = 0;
+
+	while (i < len) {
+		uint32_t s, e;
+
+		while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == ','))
+			i++;
+		s = i;
+		while (i < len && p[i] != ',')
+			i++;
+		e = i;
+		while (e > s && (p[e - 1] == ' ' || p[e - 1] == '\t'))
+			e--;
+		if (e == s)
+			continue;
+		if (name_is(p + s, e - s, "close"))
+			r->conn_close = true;
+		else if (name_is(p + s, e - s, "keep-alive"))
+			r->conn_keepalive = true;
+		else if (name_is(p + s, e - s, "upgrade"))
+			return false;
+	}
+	return true;
+}
+
+/* If-None-Match (RFC 9110 §13.1.2): "*" or entity tags; weak comparison.
+ * Returns 1 match, 0 no match, -1 a list we do not read (Python will). */
+static int inm_matches(const uint8_t *p, uint32_t len, const char *etag)
+{
+	size_t elen = strlen(etag);
+	bool match = false;
+	uint32_t i = 0;
+
+	if (len == 1 && p[0] == '*')
+		return 1;
+	while (i < len) {
+		uint32_t s;
+
+		if (i + 2 <= len && p[i] == 'W' && p[i + 1] == '/')
+			i += 2;
+		if (i >= len || p[i] != '"')
+			return -1;
+		s = ++i;
+		while (i < len && p[i] != '"')
+			i++;
+		if (i >= len)
+			return -1;
+		if (i - s == elen && memcmp(p + s, etag, elen) == 0)
+			match = true;
+		i++;
+		while (i < len && (p[i] == ' ' || p[i] == '\t'))
+			i++;
+		if (i < len) {
+			if (p[i] != ',')
+				return -1;
+			i++;
+			while (i < len && (p[i] == ' ' || p[i] == '\t'))
+				i++;
+			if (i >= len)
+				return -1;
+		}
+	}
+	return match ? 1 : 0;
+}
+
+/* Percent-decodes the path part of a request target.  Anything odd (an
+ * invalid escape, NUL, an encoded '/', a dot segment, '//') is not ours. */
+static bool decode_path(const uint8_t *t, uint32_t len, struct http_req *r)
+{
+	uint32_t i, o = 0;
+
+	for (i = 0; i < len; i++) {
+		int c = t[i];
+
+		if (c == '?')
+			break;
+		if (c == '#' || c == '\\')
+			return false;
+		if (c == '%') {
+			int hi, lo;
+
+			if (i + 2 >= len)
+				return false;
+			hi = hexval(t[i + 1]);
+			lo = hexval(t[i + 2]);
+			if (hi < 0 || lo < 0)
+				return false;
+			c = hi << 4 | lo;
+			if (c == 0 || c == '/' || c == '\\' || c == '%' || c == '?' || c == '#')
+				return false;
+			i += 2;
+		}
+		if (o + 1 >= sizeof(r->path))
+			return false;
+		r->path[o++] = (char)c;
+	}
+	r->path[o] = 0;
+	r->path_len = o;
+	if (o == 0 || r->path[0] != '/')
+		return false;
+	for (i = 0; i < o; i++) {
+		if (r->path[i] != '/')
+			continue;
+		if (i + 1 < o && r->path[i + 1] == '/')
+			return false;
+		if (i + 1 < o && r->path[i + 1] == '.' &&
+		    (i + 2 == o || r->path[i + 2] == '/' ||
+		     (r->path[i + 2] == '.' && (i + 3 == o || r->path[i + 3] == '/'))))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * One request from the front of buf.  Returns its length when it is
+ * complete and ours, 0 when more bytes are needed, -1 when it is not for
+ * the fast path.
+ */
+static int parse_request(const uint8_t *buf, uint32_t len, struct http_req *r)
+{
+	uint32_t i, end, line, tstart, tend;
+	bool seen_range = false, seen_inm = false, seen_ims = false, seen_conn = false;
+
+	memset(r, 0, sizeof(*r));
+	/* the method decides early: nothing else is worth waiting for */
+	if (len >= 4 && memcmp(buf, "GET ", 4) == 0) {
+		r->method = M_GET;
+		i = 4;
+	} else if (len >= 5 && memcmp(buf, "HEAD ", 5) == 0) {
+		r->method = M_HEAD;
+		i = 5;
+	} else {
+		if ((len < 4 && memcmp(buf, "GET ", len) == 0) ||
+		    (len < 5 && memcmp(buf, "HEAD ", len) == 0))
+			return 0;
+		return -1;
+	}
+	for (end = 3; end < len; end++)
+		if (buf[end - 3] == '\r' && buf[end - 2] == '\n' && buf[end - 1] == '\r' &&
+		    buf[end] == '\n')
+			break;
+	if (end >= len)
+		return len > FAST_MAX_REQUEST ? -1 : 0;
+	end++;	/* the request is buf[0, end) */
+	if (end > FAST_MAX_REQUEST)
+		return -1;
+
+	/* request-line: method SP request-target SP HTTP/1.x CRLF */
+	tstart = i;
+	while (i < end && buf[i] > 0x20 && buf[i] < 0x7f)
+		i++;
+	tend = i;
+	if (tend == tstart || buf[tstart] != '/' || i + 10 > end || buf[i] != ' ' ||
+	    memcmp(buf + i + 1, "HTTP/1.", 7) != 0 || (buf[i + 8] != '0' && buf[i + 8] != '1') ||
+	    buf[i + 9] != '\r' || buf[i + 10] != '\n')
+		return -1;
+	r->minor = buf[i + 8] - '0';
+	if (!decode_path(buf + tstart, tend - tstart, r))
+		return -1;
+	i += 11;
+
+	/* header fields until the empty line */
+	for (line = i; line + 2 <= end; line = i) {
+		uint32_t eol = line, colon, vs, ve;
+
+		while (eol + 1 < end && !(buf[eol] == '\r' && buf[eol + 1] == '\n'))
+			eol++;
+		if (eol + 1 >= end)
+			return -1;
+		i = eol + 2;
+		if (eol == line)
+			break;	/* the empty line */
+		for (colon = line; colon < eol && is_tchar(buf[colon]); colon++)
+			;
+		if (colon == line || colon >= eol || buf[colon] != ':')
+			return -1;	/* obs-fold, spaces before ':', bad name */
+		for (vs = colon + 1; vs < eol && (buf[vs] == ' ' || buf[vs] == '\t'); vs++)
+			;
+		for (ve = eol; ve > vs && (buf[ve - 1] == ' ' || buf[ve - 1] == '\t'); ve--)
+			;
+		for (uint32_t k = vs; k < ve; k++)
+			if ((buf[k] < 0x20 && buf[k] != '\t') || buf[k] == 0x7f)
+				return -1;
+		{
+			const uint8_t *n = buf + line, *v = buf + vs;
+			uint32_t nl = colon - line, vl = ve - vs;
+
+			if (name_is(n, nl, "content-length")) {
+				if (vl != 1 || v[0] != '0')
+					return -1;
+			} else if (name_is(n, nl, "transfer-encoding") || name_is(n, nl, "upgrade") ||
+				   name_is(n, nl, "expect") || name_is(n, nl, "if-match") ||
+				   name_is(n, nl, "if-unmodified-since") ||
+				   name_is(n, nl, "if-range")) {
+				return -1;
+			} else if (name_is(n, nl, "connection")) {
+				if (seen_conn || !parse_connection(v, vl, r))
+					return -1;
+				seen_conn = true;
+			} else if (name_is(n, nl, "range")) {
+				if (seen_range || !parse_range(v, vl, r))
+					return -1;
+				seen_range = true;
+			} else if (name_is(n, nl, "if-none-match")) {
+				if (seen_inm)
+					return -1;
+				seen_inm = true;
+				r->inm = v;
+				r->inm_len = vl;
+			} else if (name_is(n, nl, "if-modified-since")) {
+				if (seen_ims || !parse_imf_date(v, vl, &r->ims))
+					return -1;
+				seen_ims = r->has_ims = true;
+			} else if (name_is(n, nl, "accept-encoding")) {
+				r->accept_encoding = vl > 0;
+			}
+		}
+	}
+	if (i != end)
+		return -1;
+	/* HEAD with conditions or ranges: rare, leave them to aiohttp */
+	if (r->method == M_HEAD && (r->has_range || seen_inm || seen_ims))
+		return -1;
+	return (int)end;
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+enum resp_kind { R_200, R_206, R_304, R_416 };
+
+/* aiohttp keeps HTTP/1.1 open unless "close"; HTTP/1.0 only on "keep-alive" */
+static bool keeps_alive(const struct http_req *r)
+{
+	return r->minor == 1 ? !r->conn_close : (r->conn_keepalive && !r->conn_close);
+}
+
+static uint8_t *build_header(struct sl_engine *eng, const struct http_req *r,
+			     const struct static_entry *e, enum resp_kind kind,
+			     uint64_t start, uint64_t count, uint32_t *out_len)
+{
+	struct sl_static *s = eng->stat;
+	size_t cap = 512 + e->fields_len + e->extra_len + strlen(s->server);
+	const char *conn = "";
+	uint8_t *h = malloc(cap);
+	int n = 0;
+
+	if (!h)
+		return NULL;
+	if (r->minor == 0 && keeps_alive(r))
+		conn = "Connection: keep-alive\r\n";
+	else if (r->minor == 1 && r->conn_close)
+		conn = "Connection: close\r\n";
+	switch (kind) {
+	case R_200:
+	case R_206:
+		n = snprintf((char *)h, cap, "HTTP/1.%d %s\r\n%.*sContent-Length: %llu\r\n"
+			     "Accept-Ranges: bytes\r\n", r->minor,
+			     kind == R_200 ? "200 OK" : "206 Partial Content",
+			     (int)e->fields_len, e->fields, (unsigned long long)count);
+		if (kind == R_206)
+			n += snprintf((char *)h + n, cap - (size_t)n,
+				      "Content-Range: bytes %llu-%llu/%u\r\n",
+				      (unsigned long long)start,
+				      (unsigned long long)(start + count - 1), e->size);
+		break;
+	case R_304:
+		n = snprintf((char *)h, cap, "HTTP/1.%d 304 Not Modified\r\nEtag: \"%s\"\r\n"
+			     "Last-Modified: %s\r\n", r->minor, e->etag, e->last_modified);
+		break;
+	case R_416:
+		n = snprintf((char *)h, cap, "HTTP/1.%d 416 Requested Range Not Satisfiable\r\n"
+			     "Content-Range: bytes */%u\r\nTransfer-Encoding: chunked\r\n"
+			     "Content-Type: application/octet-stream\r\n", r->minor, e->size);
+		break;
+	}
+	n += snprintf((char *)h + n, cap - (size_t)n, "%.*sDate: %s\r\nServer: %s\r\n%s\r\n%s",
+		      (int)e->extra_len, e->extra ? e->extra : "", static_date(eng), s->server,
+		      conn, kind == R_416 && r->method == M_GET ? "0\r\n\r\n" : "");
+	if (n < 0 || (size_t)n >= cap) {
+		free(h);
+		return NULL;
+	}
+	*out_len = (uint32_t)n;
+	return h;
+}
+
+/* Decides the response as aiohttp's FileResponse would.  -1: not ours. */
+static int plan(const struct http_req *r, const struct static_entry *e,
+		enum resp_kind *kind, uint64_t *start, uint64_t *count)
+{
+	*kind = R_200;
+	*start = 0;
+	*count = e->size;
+	if (r->inm) {
+		int m = inm_matches(r->inm, r->inm_len, e->etag);
+
+		if (m < 0)
+			return -1;
+		if (m) {
+			*kind = R_304;
+			return 0;
+		}
+	} else if (r->has_ims && e->mtime_ns <= r->ims * 1000000000LL) {
+		*kind = R_304;
+		return 0;
+	}
+	if (!r->has_range)
+		return 0;
+	/* aiohttp's http_range, then _prepare_open_file */
+	if (!r->rstart_set && !r->rend_set) {
+		*kind = R_416;
+		return 0;
+	}
+	if (!r->rstart_set) {
+		/* suffix: the last rend bytes */
+		uint64_t want = r->rend;
+
+		*start = want >= e->size ? 0 : e->size - want;
+		if (want == 0)
+			*start = 0;	/* aiohttp: start = -0 = 0, the whole file */
+		*count = e->size - *start;
+	} else {
+		if (r->rend_set && r->rstart >= r->rend + 1) {
+			*kind = R_416;
+			return 0;
+		}
+		*start = r->rstart;
+		if (*start >= e->size) {
+			*kind = R_416;
+			return 0;
+		}
+		*count = (r->rend_set && r->rend + 1 < e->size ? r->rend + 1 : e->size) - *start;
+	}
+	if (*start >= e->size) {
+		*kind = R_416;
+		return 0;
+	}
+	*kind = R_206;
+	return 0;
+}
+
+static void resp_free(struct sl_engine *eng, struct fast_resp *fr)
+{
+	if (fr->e)
+		static_entry_put(eng, fr->e);
+	free(fr->hdr);
+	free(fr);
+}
+
+/* Queues the response to one parsed request.  false: not ours after all. */
+static bool respond(struct sl_engine *eng, struct sl_conn *c, const struct http_req *r)
+{
+	struct fast_conn *f = c->fast;
+	struct static_entry *e = static_lookup(eng, c->local_port, r->path, r->path_len);
+	struct fast_resp *fr;
+	enum resp_kind kind;
+	uint64_t start, count;
+
+	if (!e || (r->accept_encoding && (e->flags & SL_STATIC_HAS_VARIANTS)))
+		return false;
+	if (f->nresp >= FAST_MAX_PIPELINE || plan(r, e, &kind, &start, &count) < 0)
+		return false;
+	fr = calloc(1, sizeof(*fr));
+	if (!fr)
+		return false;
+	fr->hdr = build_header(eng, r, e, kind, start, count, &fr->hdr_len);
+	if (!fr->hdr) {
+		free(fr);
+		return false;
+	}
+	if ((kind == R_200 || kind == R_206) && r->method == M_GET && count) {
+		e->refs++;
+		fr->e = e;
+		fr->body_next = (uint32_t)start;
+		fr->body_end = (uint32_t)(start + count);
+	}
+	fr->close_after = !keeps_alive(r);
+	if (f->tail)
+		f->tail->next = fr;
+	else
+		f->head = fr;
+	f->tail = fr;
+	f->nresp++;
+	eng->ctr.fast_requests++;
+	eng->ctr.fast_status_200 += kind == R_200;
+	eng->ctr.fast_status_206 += kind == R_206;
+	eng->ctr.fast_status_304 += kind == R_304;
+	eng->ctr.fast_status_416 += kind == R_416;
+	conn_dirty(eng, c);
+	return true;
+}
+
+/* ---- the connection ------------------------------------------------------ */
+
+int fast_conn_new(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->fast = calloc(1, sizeof(*c->fast));
+	return c->fast ? 0 : -ENOMEM;
+}
+
+void fast_conn_free(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct fast_conn *f = c->fast;
+	struct fast_resp *fr, *n;
+
+	if (!f)
+		return;
+	for (fr = f->head; fr; fr = n) {
+		n = fr->next;
+		resp_free(eng, fr);
+	}
+	free(f->req.buf);
+	free(f);
+	c->fast = NULL;
+}
+
+/* Python takes the connection: ACCEPT, then `rest` and all later input. */
+static bool hand_over(struct sl_engine *eng, struct sl_conn *c, const uint8_t *rest,
+		      uint32_t len)
+{
+	struct fast_conn *f = c->fast;
+
+	f->handed = true;
+	eng->ctr.fast_handovers++;
+	if (c->detached) {
+		/* it was closing: the peer sent more after "Connection: close" */
+		return true;
+	}
+	if (!conn_hand_to_python(eng, c, rest, len))
+		return false;
+	free(f->req.buf);
+	memset(&f->req, 0, sizeof(f->req));
+	return true;
+}
+
+static void close_when_done(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct fast_conn *f = c->fast;
+
+	f->closing = true;
+	c->detached = true;	/* nobody above will ever read it */
+	if (!f->head)
+		conn_fast_close(eng, c);
+}
+
+/*
+ * In-order bytes of an engine-owned connection.  Returns false only when
+ * the bytes could not be taken at all (no memory): the caller does not ACK
+ * them then.
+ */
+bool http_fast_input(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		     uint32_t len)
+{
+	struct fast_conn *f = c->fast;
+	const uint8_t *buf = data;
+	uint32_t blen = len, used = 0;
+	struct http_req r;
+	bool held = false;
+
+	if (f->closing)
+		return true;	/* after "Connection: close": ignored */
+	if (f->req.len) {
+		uint32_t need = f->req.len + len;
+
+		if (need > f->req.cap) {
+			uint8_t *nb = realloc(f->req.buf, need);
+
+			if (!nb)
+				return false;
+			f->req.buf = nb;
+			f->req.cap = need;
+		}
+		memcpy(f->req.buf + f->req.len, data, len);
+		f->req.len = need;
+		buf = f->req.buf;
+		blen = f->req.len;
+		held = true;
+	}
+	while (used < blen && !f->closing) {
+		int n = parse_request(buf + used, blen - used, &r);
+
+		if (n == 0)
+			break;
+		if (n < 0 || !respond(eng, c, &r)) {
+			if (!hand_over(eng, c, buf + used, blen - used))
+				return false;
+			return true;
+		}
+		used += (uint32_t)n;
+		if (!keeps_alive(&r))
+			close_when_done(eng, c);
+	}
+	if (f->closing) {
+		if (held)
+			f->req.len = 0;
+		return true;
+	}
+	/* keep what is left of an incomplete request */
+	if (held) {
+		memmove(f->req.buf, f->req.buf + used, blen - used);
+		f->req.len = blen - used;
+	} else if (used < blen) {
+		f->req.buf = malloc(blen - used);
+		if (!f->req.buf)
+			return false;
+		memcpy(f->req.buf, buf + used, blen - used);
+		f->req.len = f->req.cap = blen - used;
+	}
+	if (eng->stat && eng->stat->keepalive_ms)
+		timer_set(eng, c, T_KEEPALIVE,
+			  eng->now_us + (uint64_t)eng->stat->keepalive_ms * 1000);
+	return true;
+}
+
+/* The peer sent FIN on an engine-owned connection. */
+void http_fast_eof(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct fast_conn *f = c->fast;
+
+	if (f->closing)
+		return;
+	if (f->req.len) {
+		/* a request cut short: let aiohttp answer it as it would */
+		if (hand_over(eng, c, f->req.buf, f->req.len)) {
+			c->eof_pending = true;
+			return;
+		}
+	}
+	close_when_done(eng, c);
+}
+
+/* Idle too long between requests (aiohttp's keepalive_timeout): close.
+ * A connection still sending or receiving a request is not idle. */
+void http_fast_idle(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (!fast_owned(c) || c->fast->closing)
+		return;
+	if (!c->fast->head && !c->fast->req.len) {
+		close_when_done(eng, c);
+		return;
+	}
+	if (eng->stat && eng->stat->keepalive_ms)
+		timer_set(eng, c, T_KEEPALIVE,
+			  eng->now_us + (uint64_t)eng->stat->keepalive_ms * 1000);
+}
+
+/* The server stopped listening: finish what was asked, then close. */
+void http_fast_shutdown(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (fast_owned(c) && !c->fast->closing && !c->fast->req.len)
+		close_when_done(eng, c);
+}
+
+/*
+ * Queues the next segment of the first pending response (called by
+ * tcp_output when nothing unsent is queued).  Returns true if it queued
+ * something.
+ */
+bool http_fast_fill(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct fast_conn *f = c->fast;
+	struct fast_resp *fr = f ? f->head : NULL;
+	uint32_t mss = c->mss;
+
+	if (!fr)
+		return false;
+	if (fr->hdr_done < fr->hdr_len) {
+		/* the header, and as much body as fits beside it, copied */
+		uint32_t h = fr->hdr_len - fr->hdr_done, b = 0;
+		int n;
+
+		if (h > mss)
+			h = mss;
+		if (fr->e && h < mss) {
+			b = fr->body_end - fr->body_next;
+			if (b > mss - h)
+				b = mss - h;
+		}
+		n = tcp_queue_segment(eng, c, fr->hdr + fr->hdr_done, h,
+				      fr->e ? fr->e->body + fr->body_next : NULL, b);
+		if (n < 0)
+			return false;	/* no frame now: starved, retried */
+		fr->hdr_done += h;
+		fr->body_next += b;
+	} else if (fr->body_next < fr->body_end) {
+		uint32_t b = fr->body_end - fr->body_next;
+		uint32_t first = fr->hdr_len < mss ? mss - fr->hdr_len : 0;
+
+		if (b > mss)
+			b = mss;
+		if (tcp_queue_static(eng, c, fr->e, fr->body_next, b,
+				     static_chunk_csum(fr->e, first, mss, fr->body_next, b)) < 0)
+			return false;
+		fr->body_next += b;
+		eng->ctr.fast_body_segments++;
+	}
+	if (fr->hdr_done == fr->hdr_len && fr->body_next >= fr->body_end) {
+		bool close = fr->close_after;
+
+		f->head = fr->next;
+		if (!f->head)
+			f->tail = NULL;
+		f->nresp--;
+		resp_free(eng, fr);
+		if (close || (f->closing && !f->head))
+			conn_fast_close(eng, c);
+		else if (!f->head && f->handed)
+			conn_writable_later(eng, c);	/* Python's turn to write */
+	}
+	return true;
+}

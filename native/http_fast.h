@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * http_fast.h - the static store (static.c) and the HTTP fast path that
+ * answers from it (http_fast.c).
+ */
+#ifndef SPECLOOP_HTTP_FAST_H
+#define SPECLOOP_HTTP_FAST_H
+
+#include <time.h>
+
+#include "tcp.h"
+
+#define FAST_MAX_REQUEST 8192	/* bytes of one request the fast path holds */
+#define FAST_MAX_PIPELINE 64	/* responses queued on one connection */
+
+/* A registered file: its bytes and the header fields of its responses. */
+struct static_entry {
+	struct static_entry *hnext;
+	uint32_t refs;		/* the table's, and one per response/segment */
+	uint16_t port;
+	uint32_t flags;		/* SL_STATIC_* */
+	char *path;		/* decoded URL path, the key */
+	uint32_t path_len;
+	uint8_t *body;
+	uint32_t size;
+	int64_t mtime_ns;
+	char *etag;		/* without quotes */
+	char *last_modified;
+	char *fields;		/* Content-Type, Etag, Last-Modified lines */
+	uint32_t fields_len;
+	char *extra;		/* extra header lines (Cache-Control), or NULL */
+	uint32_t extra_len;
+	/* checksum partial sums of the body cut as a 200 response cuts it */
+	uint32_t csum_mss, csum_first;
+	uint64_t *csums;	/* bit 32 set: computed */
+	uint32_t ncsums;
+};
+
+struct sl_static {
+	struct static_entry **buckets;
+	uint32_t count;
+	uint64_t bytes;
+	uint64_t budget;
+	uint32_t keepalive_ms;
+	char server[128];
+	char date[32];
+	time_t date_sec;
+};
+
+/* One response queued on a fast-path connection, sent lazily. */
+struct fast_resp {
+	struct fast_resp *next;
+	struct static_entry *e;	/* NULL for a header-only response */
+	uint8_t *hdr;
+	uint32_t hdr_len, hdr_done;
+	uint32_t body_next, body_end;
+	uint32_t first;		/* body bytes that share the header's segment */
+	bool close_after;
+};
+
+struct fast_conn {
+	struct byteq req;	/* a request not complete yet */
+	struct fast_resp *head, *tail;
+	uint32_t nresp;
+	bool handed;		/* Python owns the connection's input now */
+	bool closing;		/* close once the responses are out */
+};
+
+/* static.c */
+int static_init(struct sl_engine *eng);
+void static_fini(struct sl_engine *eng);
+struct static_entry *static_lookup(struct sl_engine *eng, uint16_t port,
+				   const char *path, uint32_t len);
+void static_entry_put(struct sl_engine *eng, struct static_entry *e);
+const char *static_date(struct sl_engine *eng);
+uint32_t static_chunk_csum(struct static_entry *e, uint32_t first, uint32_t mss,
+			   uint32_t off, uint32_t len);
+
+/* http_fast.c */
+int fast_conn_new(struct sl_engine *eng, struct sl_conn *c);
+void fast_conn_free(struct sl_engine *eng, struct sl_conn *c);
+bool http_fast_input(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		     uint32_t len);
+void http_fast_eof(struct sl_engine *eng, struct sl_conn *c);
+bool http_fast_fill(struct sl_engine *eng, struct sl_conn *c);
+void http_fast_idle(struct sl_engine *eng, struct sl_conn *c);
+void http_fast_shutdown(struct sl_engine *eng, struct sl_conn *c);
+
+static inline bool fast_owned(const struct sl_conn *c)
+{
+	return c->fast && !c->fast->handed;
+}
+
+static inline bool fast_pending(const struct sl_conn *c)
+{
+	return c->fast && c->fast->head;
+}
+
+#endif /* SPECLOOP_HTTP_FAST_H */
