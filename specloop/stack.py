@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import ipaddress
 import logging
 import os
@@ -335,12 +336,85 @@ class Stack:
                           f"{('::', port)!r}: {err.strerror.lower()}") from None
         return sock
 
+    def _netns_ino(self) -> int:
+        return os.fstat(self._netns_fd).st_ino
+
+    def _covers(self, sock: socket.socket) -> bool:
+        """True if ``sock``, a kernel socket a server bound itself, is for the
+        bypass: TCP, in the stack's network namespace, bound to a bypass
+        address, to 0.0.0.0, or to a dual-stack ``::`` (all of which take in
+        the bypass address) or to an IPv4-mapped bypass address, or not
+        bound at all (listen() would bind it to the wildcard)."""
+        try:
+            # the kernel's word, not the Python object's: socket.fromfd()
+            # labels a socket with whatever family its caller said
+            family = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+            stype = sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+            name = sock.getsockname()
+        except (OSError, AttributeError, TypeError):
+            return False
+        if stype != socket.SOCK_STREAM or not isinstance(name, tuple):
+            return False
+        ino = _socket_netns_ino(sock)
+        if ino is not None and ino != self._netns_ino():
+            return False  # the same address in another namespace is not ours
+        if family == socket.AF_INET:
+            return name[0] in (*self.addresses, "0.0.0.0")
+        if family == socket.AF_INET6:
+            if name[0].startswith("::ffff:"):  # an IPv4-mapped bypass address
+                return name[0][7:] in self.addresses
+            if name[0] == "::":
+                try:
+                    return not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+                except OSError:
+                    return False
+        return False
+
+    def _take_over(self, sock: socket.socket) -> "_ListenSocket":
+        """create_server(sock=...) for a socket that ``_covers`` the bypass:
+        its port is served by the engine, the socket stays as the
+        placeholder holding the port.  Bound to the wildcard (0.0.0.0 or a
+        dual-stack ``::``), the kernel keeps listening on it for every other
+        interface (and IPv6); bound to the bypass address it never listens."""
+        family = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+        addr, bound_port = sock.getsockname()[:2]
+        if bound_port == 0:
+            # never bound: what listen() would do, binding it here to learn the port
+            try:
+                sock.bind(("0.0.0.0", 0) if family == socket.AF_INET else ("::", 0))
+            except OSError as err:
+                raise OSError(err.errno, f"error while binding {sock!r} to a free port: "
+                              f"{err.strerror.lower()}") from None
+            addr, bound_port = sock.getsockname()[:2]
+        sock.setblocking(False)
+        if addr.startswith("::ffff:"):
+            addr = addr[7:]
+        wildcard = addr in ("0.0.0.0", "::")
+        if not wildcard:
+            # as specloop's own placeholders: bound, never listening (the port
+            # is steered, a kernel listener would get nothing), and holding
+            # the port against any other socket (SO_REUSEADDR off)
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                sock.shutdown(socket.SHUT_RD)  # stops listening, stays bound
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+        return _ListenSocket(self, self.address if wildcard else addr, bound_port, sock,
+                             kernel_listens=wildcard)
+
+    def _port_free(self, address: str, port: int) -> None:
+        """One listener per bypass port: a second server on a port this loop
+        serves fails, saying why (with reuse_port the kernel would have let
+        the placeholder bind and shared the port)."""
+        if port and any(lsock.port == port for lsock in self._listeners.values()):
+            raise OSError(errno.EADDRINUSE,
+                          f"error while attempting to bind on address {(address, port)!r}: "
+                          f"address already in use: port {port} on {self.interface} is "
+                          f"served by this loop's bypass already (one listener per bypass "
+                          f"port; reuse_port cannot share it)")
+
     async def wants(self, host: Any, sock: socket.socket | None) -> bool:
         """True if create_server(host=..., sock=...) is for the bypass."""
         if sock is not None:
-            if sock.family != socket.AF_INET or sock.type != socket.SOCK_STREAM:
-                return False
-            return sock.getsockname()[0] in (*self.addresses, "0.0.0.0")
+            return self._covers(sock)
         hosts = [host] if host is None or isinstance(host, str) else list(host)
         for h in hosts:
             if h in _WILDCARDS or h in self.addresses:
@@ -370,23 +444,21 @@ class Stack:
             if sock is not None:
                 if host is not None or port is not None:
                     raise ValueError("host/port and sock can not be specified at the same time")
-                addr, bound_port = sock.getsockname()[:2]
-                sock.setblocking(False)
-                sockets.append(BypassListenSocket(
-                    self, self.address if addr == "0.0.0.0" else addr, bound_port, sock,
-                    kernel_listens=addr == "0.0.0.0"))
+                self._port_free(*sock.getsockname()[:2])
+                sockets.append(self._take_over(sock))
             else:
                 port = 0 if port is None else int(port)
                 hosts = [host] if host is None or isinstance(host, str) else list(dict.fromkeys(host))
                 for h in hosts:
                     if h in _WILDCARDS:
+                        self._port_free(self.address, port)
                         # every interface: the bypass on ours, the kernel on the rest
                         ksock = self._bind("0.0.0.0", port, listen_later=True,
                                            reuse_address=reuse_address,
                                            reuse_port=reuse_port)
                         port = ksock.getsockname()[1]
-                        sockets.append(BypassListenSocket(self, self.address, port, ksock,
-                                                          kernel_listens=True))
+                        sockets.append(_ListenSocket(self, self.address, port, ksock,
+                                                     kernel_listens=True))
                         if h != "0.0.0.0":
                             # asyncio's host=None is dual-stack: IPv6 stays the kernel's
                             six = self._bind6_wildcard(port, reuse_address, reuse_port)
@@ -398,11 +470,12 @@ class Stack:
                             h, port, family=socket.AF_INET, type=socket.SOCK_STREAM)]
                     for a in dict.fromkeys(addrs):
                         if a in self.addresses:
+                            self._port_free(a, port)
                             ph = self._bind(a, port, listen_later=False,
                                             reuse_address=reuse_address,
                                             reuse_port=reuse_port)
                             port = ph.getsockname()[1]
-                            sockets.append(BypassListenSocket(self, a, port, ph))
+                            sockets.append(_ListenSocket(self, a, port, ph))
                         else:
                             ks = self._bind(a, port, listen_later=True,
                                             reuse_address=reuse_address,
@@ -459,3 +532,138 @@ def _is_ip_literal(h: Any) -> bool:
         return True
     except ValueError:
         return False
+
+
+_SIOCGSKNS = 0x894C  # linux/sockios.h: a socket's network namespace, as an fd
+
+
+def _socket_netns_ino(sock: socket.socket) -> int | None:
+    """The inode of the network namespace ``sock`` lives in (None if the
+    kernel will not say)."""
+    try:
+        fd = fcntl.ioctl(sock.fileno(), _SIOCGSKNS)
+    except (OSError, ValueError):
+        return None
+    try:
+        return os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+
+
+def _opt(level: int, name: str) -> tuple[int, int, str] | None:
+    value = getattr(socket, name, None)
+    return None if value is None else (level, value, name)
+
+
+# Options a kernel connection inherits from its listening socket (Linux's
+# accept()) that the engine carries: (level, option, name, engine option).
+_CARRIED = [(*o, eo) for o, eo in (
+    (_opt(socket.SOL_SOCKET, "SO_KEEPALIVE"), lib.SL_OPT_KEEPALIVE),
+    (_opt(socket.IPPROTO_TCP, "TCP_KEEPIDLE"), lib.SL_OPT_KEEPIDLE),
+    (_opt(socket.IPPROTO_TCP, "TCP_KEEPINTVL"), lib.SL_OPT_KEEPINTVL),
+    (_opt(socket.IPPROTO_TCP, "TCP_KEEPCNT"), lib.SL_OPT_KEEPCNT),
+    (_opt(socket.IPPROTO_TCP, "TCP_USER_TIMEOUT"), lib.SL_OPT_USER_TIMEOUT),
+    (_opt(socket.SOL_SOCKET, "SO_RCVBUF"), lib.SL_OPT_RCVBUF),
+) if o is not None]
+
+# Inherited options the engine does not carry: set on a listening socket
+# (changed from the kernel's default) they are ignored, and said so.
+# TCP_NODELAY is not here: bypass connections have it on, as asyncio's.
+_NOT_CARRIED = [o for o in (
+    _opt(socket.SOL_SOCKET, "SO_SNDBUF"), _opt(socket.SOL_SOCKET, "SO_LINGER"),
+    _opt(socket.SOL_SOCKET, "SO_PRIORITY"), _opt(socket.SOL_SOCKET, "SO_MARK"),
+    _opt(socket.IPPROTO_IP, "IP_TOS"), _opt(socket.IPPROTO_TCP, "TCP_MAXSEG"),
+    _opt(socket.IPPROTO_TCP, "TCP_DEFER_ACCEPT"), _opt(socket.IPPROTO_TCP, "TCP_FASTOPEN"),
+    _opt(socket.IPPROTO_TCP, "TCP_NOTSENT_LOWAT"), _opt(socket.IPPROTO_TCP, "TCP_WINDOW_CLAMP"),
+    _opt(socket.IPPROTO_TCP, "TCP_CONGESTION"),
+) if o is not None]
+
+_BYTES_OPTS = {"SO_LINGER": 8, "TCP_CONGESTION": 16}
+
+
+def _getopt(sock: Any, level: int, opt: int, name: str) -> Any:
+    size = _BYTES_OPTS.get(name)
+    return sock.getsockopt(level, opt) if size is None else sock.getsockopt(level, opt, size)
+
+
+def _inherited_options(stack: Stack, sock: socket.socket,
+                       where: tuple[str, int]) -> list[tuple[int, int]]:
+    """The engine options (SL_OPT_*, value) that connections accepted on
+    ``sock`` get from it: those it carries and the server changed from the
+    kernel's default.  Changed options it does not carry are logged, once,
+    as ignored; so is SO_REUSEPORT, which the bypass cannot share."""
+    try:
+        family = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+        with stack._in_netns():  # defaults (sysctls) are per namespace
+            fresh = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+        return []
+    carried: list[tuple[int, int]] = []
+    ignored: list[str] = []
+    with fresh:
+        for level, opt, name, engine_opt in _CARRIED:
+            try:
+                value = sock.getsockopt(level, opt)
+                if value == fresh.getsockopt(level, opt):
+                    continue
+            except OSError:
+                continue
+            if name == "SO_RCVBUF":
+                value //= 2  # the kernel reports twice what was set
+            carried.append((engine_opt, value))
+        for level, opt, name in _NOT_CARRIED:
+            try:
+                if _getopt(sock, level, opt, name) != _getopt(fresh, level, opt, name):
+                    ignored.append(name)
+            except OSError:
+                continue
+        try:
+            reuse_port = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+        except (OSError, AttributeError):
+            reuse_port = 0
+    if ignored:
+        logger.warning("specloop: %s set on the listening socket of %s:%d: not carried "
+                       "by the bypass, ignored for its connections",
+                       ", ".join(ignored), *where)
+    if reuse_port:
+        logger.warning("specloop: SO_REUSEPORT on %s:%d: on %s this port is served by "
+                       "this loop alone (one bypass engine per interface queue); other "
+                       "sockets sharing the port get none of its connections there",
+                       *where, stack.interface)
+    return carried
+
+
+class _ListenSocket(BypassListenSocket):
+    """A listening port on the bypass whose connections inherit the options
+    set on its kernel socket, as accept() gives a kernel connection those
+    of its listener (see ``_inherited_options``)."""
+
+    def __init__(self, stack: Stack, address: str, port: int,
+                 placeholder: socket.socket | None, *, kernel_listens: bool = False) -> None:
+        super().__init__(stack, address, port, placeholder, kernel_listens=kernel_listens)
+        self._inherit: list[tuple[int, int]] = []
+        if self.kernel_listens and placeholder is not None:
+            # a dual-stack "::" socket shows as what it is
+            self.family = placeholder.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+
+    def getsockname(self) -> Any:
+        if self.kernel_listens and self._placeholder is not None:
+            return self._placeholder.getsockname()
+        return super().getsockname()
+
+    def start(self, protocol_factory: Any, sslcontext: Any, server: Any, backlog: int,
+              handshake_timeout: Any, shutdown_timeout: Any) -> None:
+        stack = self._stack
+        if self._listener is None and stack is not None and self._placeholder is not None:
+            self._inherit = _inherited_options(stack, self._placeholder,
+                                               (self.address, self.port))
+        super().start(protocol_factory, sslcontext, server, backlog,
+                      handshake_timeout, shutdown_timeout)
+
+    def accept(self, conn: int, sockname: tuple[str, int], peername: tuple[str, int]) -> None:
+        super().accept(conn, sockname, peername)
+        stack = self._stack
+        if self._inherit and stack is not None:
+            ptr = stack.engine.ptr
+            for opt, value in self._inherit:
+                lib.sl_conn_setopt(ptr, conn, opt, value)
