@@ -14,10 +14,12 @@
 
 #include "http_fast.h"
 
-static uint64_t monotonic_us(void)
+static uint64_t monotonic_us(const struct sl_engine *eng)
 {
 	struct timespec ts;
 
+	if (eng->fake_now_us)
+		return eng->fake_now_us;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
@@ -67,7 +69,7 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 	eng->cfg = *cfg;
 	snprintf(eng->ifname, sizeof(eng->ifname), "%s", cfg->ifname);
 	eng->cfg.ifname = eng->ifname;
-	eng->now_us = monotonic_us();
+	eng->now_us = monotonic_us(eng);
 
 	rc = steer_open(&eng->steer, eng->ifname, ifindex, (int)cfg->xdp_mode,
 			err, errlen);
@@ -107,12 +109,59 @@ out_engine:
 	return rc;
 }
 
+/*
+ * A test engine: the whole stack, without an interface, a socket or an XDP
+ * program.  Frames go in through sl_engine_inject() and come out through
+ * sl_engine_tx_take(); the clock can be set (sl_engine_set_clock).  This is
+ * what the unit tests and the fuzzers drive.
+ */
+int sl_engine_open_test(const struct sl_config *cfg, struct sl_engine **out,
+			char *err, size_t errlen)
+{
+	struct sl_engine *eng;
+	int rc;
+
+	if (!out || !cfg)
+		return -EINVAL;
+	*out = NULL;
+	if (cfg->xdp_mode > SL_XDP_GENERIC)
+		return -EINVAL;
+	eng = calloc(1, sizeof(*eng));
+	if (!eng) {
+		sl_errf(err, errlen, "out of memory for the engine");
+		return -ENOMEM;
+	}
+	eng->cfg = *cfg;
+	snprintf(eng->ifname, sizeof(eng->ifname), "%s", cfg->ifname ? cfg->ifname : "test");
+	eng->cfg.ifname = eng->ifname;
+	eng->steer.prog_fd = eng->steer.link_fd = eng->steer.ports_fd = eng->steer.xsks_fd = -1;
+	eng->now_us = monotonic_us(eng);
+	rc = xsk_open_test(&eng->xsk, &eng->cfg, err, errlen);
+	if (rc)
+		goto out_engine;
+	rc = tcp_init(eng, err, errlen);
+	if (rc == 0)
+		rc = static_init(eng);
+	if (rc) {
+		tcp_fini(eng);
+		static_fini(eng);
+		xsk_close(&eng->xsk);
+		goto out_engine;
+	}
+	eng->ctr.frames_total = eng->xsk.frame_count;
+	*out = eng;
+	return 0;
+out_engine:
+	free(eng);
+	return rc;
+}
+
 void sl_engine_close(struct sl_engine *eng)
 {
 	if (!eng)
 		return;
 	/* no peer left half-open: RST what is still open, send it now */
-	eng->now_us = monotonic_us();
+	eng->now_us = monotonic_us(eng);
 	tcp_reset_all(eng);
 	xsk_kick(eng);
 	/* the program goes first, so no frame is steered to a closing socket */
@@ -153,31 +202,36 @@ struct sl_event *engine_event(struct sl_engine *eng, uint32_t type, uint32_t con
 	return ev;
 }
 
-static void handle_frame(struct sl_engine *eng, const struct xdp_desc *d)
+/* One received frame, [off, off+len) of UMEM frame f: parse, TCP. */
+static void handle_frame(struct sl_engine *eng, uint32_t f, uint64_t off, uint32_t len)
 {
 	struct sl_xsk *x = &eng->xsk;
-	uint32_t f = xsk_addr_frame(x, d->addr);
-	uint64_t off = d->addr & (x->frame_size - 1);
 	struct pkt p;
 
-	if (f >= x->frame_count || off + d->len > x->frame_size) {
+	if (f >= x->frame_count || off + len > x->frame_size) {
 		eng->ctr.drop_bad_desc++;
 		return;
 	}
 	x->meta[f].owner = FRAME_RX_HELD;
 	x->held[x->held_count++] = f;
 	eng->ctr.rx_packets++;
-	eng->ctr.rx_bytes += d->len;
-
-	if (eng->impair && impair_rx(eng, xsk_frame_data(x, f) + off, d->len))
+	eng->ctr.rx_bytes += len;
+	if (eng->impair && impair_rx(eng, xsk_frame_data(x, f) + off, len))
 		return;
 	memset(&p, 0, sizeof(p));
 	p.frame = xsk_frame_data(x, f) + off;
-	p.len = d->len;
+	p.len = len;
 	p.frame_idx = f;
 	if (net_parse(eng, &p))
 		return;
 	tcp_input(eng, &p);
+}
+
+static void handle_desc(struct sl_engine *eng, const struct xdp_desc *d)
+{
+	struct sl_xsk *x = &eng->xsk;
+
+	handle_frame(eng, xsk_addr_frame(x, d->addr), d->addr & (x->frame_size - 1), d->len);
 }
 
 int sl_engine_poll(struct sl_engine *eng, int budget)
@@ -185,7 +239,7 @@ int sl_engine_poll(struct sl_engine *eng, int budget)
 	struct sl_xsk *x = &eng->xsk;
 	uint32_t idx, n, i;
 
-	eng->now_us = monotonic_us();
+	eng->now_us = monotonic_us(eng);
 	xsk_release_held(x);
 	tcp_free_deferred(eng);
 	eng->nevents = 0;
@@ -197,14 +251,14 @@ int sl_engine_poll(struct sl_engine *eng, int budget)
 	if (budget <= 0)
 		budget = SL_RX_BATCH;
 	/* a frame makes at most a few events (ACCEPT, DATA, EOF, WRITABLE) */
-	while (budget > 0 && eng->nevents + 4 * SL_RX_BATCH <= SL_MAX_EVENTS) {
+	while (!x->test && budget > 0 && eng->nevents + 4 * SL_RX_BATCH <= SL_MAX_EVENTS) {
 		n = xsk_ring_cons__peek(&x->rx, budget < SL_RX_BATCH ?
 					(uint32_t)budget : SL_RX_BATCH, &idx);
 		if (!n)
 			break;
 		eng->ctr.rx_batches++;
 		for (i = 0; i < n; i++)
-			handle_frame(eng, xsk_ring_cons__rx_desc(&x->rx, idx + i));
+			handle_desc(eng, xsk_ring_cons__rx_desc(&x->rx, idx + i));
 		/* release: we are done reading these descriptors */
 		xsk_ring_cons__release(&x->rx, n);
 		budget -= (int)n;
@@ -215,13 +269,58 @@ int sl_engine_poll(struct sl_engine *eng, int budget)
 	return (int)eng->nevents;
 }
 
+/*
+ * Test engines: processes one frame as if it had been received, within a
+ * poll (timers and held data first).  Returns the number of events.
+ */
+int sl_engine_inject(struct sl_engine *eng, const uint8_t *frame, size_t len)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t f;
+	int n = sl_engine_poll(eng, 0);
+
+	if (n < 0)
+		return n;
+	if (!x->test)
+		return -EOPNOTSUPP;
+	if (!frame || len > x->frame_size - 256) {
+		eng->ctr.drop_short++;
+		return n;
+	}
+	f = xsk_frame_alloc(x, true);
+	if (f == SL_NO_FRAME) {
+		eng->ctr.fill_ring_empty++;
+		return n;
+	}
+	/* copy mode puts frames 256 bytes into their UMEM frame */
+	memcpy(xsk_frame_data(x, f) + 256, frame, len);
+	handle_frame(eng, f, 256, (uint32_t)len);
+	tcp_deliver_pending(eng);
+	return (int)eng->nevents;
+}
+
+int sl_engine_tx_take(struct sl_engine *eng, uint8_t *buf, size_t cap)
+{
+	if (!buf)
+		return -EINVAL;
+	return xsk_tx_take(&eng->xsk, buf, cap);
+}
+
+int sl_engine_set_clock(struct sl_engine *eng, uint64_t now_us)
+{
+	if (!eng->xsk.test)
+		return -EOPNOTSUPP;
+	eng->fake_now_us = now_us;
+	return 0;
+}
+
 int sl_engine_flush(struct sl_engine *eng)
 {
 	struct sl_xsk *x = &eng->xsk;
 	uint32_t queued;
 	int rc;
 
-	eng->now_us = monotonic_us();
+	eng->now_us = monotonic_us(eng);
 	xsk_reap_completions(x);
 	tcp_output_dirty(eng);
 	if (eng->impair)
@@ -242,6 +341,8 @@ int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out)
 
 	for (i = 0; i < x->frame_count; i++)
 		by_owner[x->meta[i].owner < 5 ? x->meta[i].owner : 0]++;
+	if (x->test)
+		by_owner[FRAME_FILL] = 0;
 	eng->ctr.frames_free = by_owner[FRAME_FREE];
 	eng->ctr.frames_fill = by_owner[FRAME_FILL];
 	eng->ctr.frames_rx_held = by_owner[FRAME_RX_HELD];

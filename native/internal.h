@@ -58,7 +58,15 @@ struct sl_xsk {
 	uint32_t held_count;
 	uint32_t tx_queued;	/* descriptors reserved+submitted since the kick */
 	uint32_t fill_target;	/* frames we try to keep in the fill ring */
+	/* test mode (sl_engine_open_test): no socket; transmitted frames are
+	 * copied here for the caller to read and complete at once */
+	bool test;
+	uint8_t **cap;
+	uint32_t *cap_len;
+	uint32_t cap_head, cap_count;
 };
+
+#define SL_TEST_CAPTURE 8192	/* transmitted frames a test engine keeps */
 
 /* The XDP program and its maps (steer.c). */
 struct sl_steer {
@@ -84,6 +92,7 @@ struct sl_engine {
 	struct sl_event events[SL_MAX_EVENTS];
 	uint32_t nevents;
 	uint64_t now_us;	/* CLOCK_MONOTONIC, refreshed per poll/flush */
+	uint64_t fake_now_us;	/* test engines: a clock the caller sets */
 	struct tcp_state_all *tcp;
 	struct sl_impair_state *impair;	/* NULL unless a test impairs the link */
 	struct sl_static *stat;		/* files the HTTP fast path serves */
@@ -96,6 +105,8 @@ void sl_errf(char *err, size_t errlen, const char *fmt, ...)
 /* xsk.c */
 int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
 	     char *err, size_t errlen);
+int xsk_open_test(struct sl_xsk *x, const struct sl_config *cfg, char *err, size_t errlen);
+int xsk_tx_take(struct sl_xsk *x, uint8_t *buf, size_t cap);
 void xsk_close(struct sl_xsk *x);
 uint32_t xsk_frame_alloc(struct sl_xsk *x, bool may_use_reserve);
 void xsk_frame_free(struct sl_xsk *x, uint32_t idx);

@@ -131,6 +131,9 @@ struct sl_counters {
 	uint64_t ooo_segments;		/* arrived out of order */
 	uint64_t sack_blocks_in;
 	uint64_t challenge_acks;	/* RFC 5961 */
+	uint64_t challenge_acks_throttled;	/* RFC 5961 §7 limit reached */
+	uint64_t syncookies_sent;	/* RFC 4987: SYN queue full */
+	uint64_t syncookies_ok;		/* connections made from a cookie */
 	uint64_t zero_window_probes;
 	uint64_t keepalive_probes;
 	uint64_t delayed_acks;		/* ACKs sent by the delayed-ACK timer */
@@ -178,6 +181,20 @@ struct sl_engine;
 int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 		   char *err, size_t errlen);
 void sl_engine_close(struct sl_engine *eng);
+
+/*
+ * A test engine: the same stack with no interface, socket or XDP program,
+ * for unit tests and fuzzers.  Frames go in with sl_engine_inject (it polls,
+ * then processes the frame; returns the events, as sl_engine_poll), what
+ * the stack sends comes out of sl_engine_tx_take (length of the oldest
+ * frame, copied up to cap; 0 when none).  sl_engine_set_clock pins the
+ * clock (microseconds; 0 = the real one).
+ */
+int sl_engine_open_test(const struct sl_config *cfg, struct sl_engine **out,
+			char *err, size_t errlen);
+int sl_engine_inject(struct sl_engine *eng, const uint8_t *frame, size_t len);
+int sl_engine_tx_take(struct sl_engine *eng, uint8_t *buf, size_t cap);
+int sl_engine_set_clock(struct sl_engine *eng, uint64_t now_us);
 
 /* The xsk file descriptor: readable when RX has frames. */
 int sl_engine_fd(const struct sl_engine *eng);

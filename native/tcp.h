@@ -38,6 +38,7 @@ enum tcp_state {
 #define TCP_MAX_SACK 4
 #define TCP_QUICKACKS 16	/* segments ACKed at once at the start */
 #define TCP_MAX_OOO_SEGS 4096	/* reassembly queue entries per connection */
+#define TCP_CHALLENGE_ACK_LIMIT 1000	/* per second, engine-wide (RFC 5961 §7) */
 #define TCP_REO_WND_MIN_US 1000	/* RACK reordering window floor */
 #define TCP_PTO_MIN_US 2000	/* tail loss probe timeout floor */
 
@@ -151,6 +152,7 @@ struct sl_conn {
 	uint32_t min_rtt_us;
 	uint8_t reo_mult;		/* §6.2 step 4: grows with each DSACK */
 	bool tlp_armed;			/* T_REXMIT is a probe timeout, not an RTO */
+	bool force_rexmit;		/* the first retransmission of a recovery */
 	bool tlp_sent;			/* one probe per flight until an ACK moves */
 
 	/* send queue: head = oldest unacked; send = next to transmit */
@@ -245,6 +247,9 @@ struct tcp_state_all {
 	uint32_t starved_head;		/* conns whose write found no frame */
 	uint64_t key[2];		/* SipHash key: ISN, hash */
 	uint16_t ip_id;
+	uint64_t challenge_window_us;	/* RFC 5961 §7 throttle */
+	uint32_t challenge_count;
+	uint64_t cookies_sent_us;	/* last SYN cookie; 0: never */
 	void **deferred;		/* buffers events point into */
 	uint32_t ndeferred, deferred_cap;
 };
@@ -302,6 +307,8 @@ void tcp_output(struct sl_engine *eng, struct sl_conn *c);
 void tcp_output_dirty(struct sl_engine *eng);
 void tcp_send_ack(struct sl_engine *eng, struct sl_conn *c);
 void tcp_send_synack(struct sl_engine *eng, struct sl_conn *c);
+void tcp_send_synack_stateless(struct sl_engine *eng, const struct pkt *p, uint32_t isn,
+			       uint32_t ack, const uint8_t *opts, uint32_t optlen);
 void tcp_send_rst(struct sl_engine *eng, struct sl_conn *c);
 void tcp_send_probe(struct sl_engine *eng, struct sl_conn *c);
 void tcp_reply_rst(struct sl_engine *eng, const struct pkt *p);

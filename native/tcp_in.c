@@ -109,17 +109,143 @@ static uint8_t wscale_for(uint32_t rcvbuf)
 	return s;
 }
 
-/* RFC 5961 §7: at most this many challenge ACKs per connection per second
- * would need state per connection; we count them and send one per segment,
- * as the number of segments is what the attacker pays for. */
+/* RFC 5961 §7: challenge ACKs are throttled, engine-wide, to
+ * TCP_CHALLENGE_ACK_LIMIT per second (Linux's tcp_challenge_ack_limit), so
+ * that a blind attacker cannot turn them into a flood or an oracle. */
 static void challenge_ack(struct sl_engine *eng, struct sl_conn *c)
 {
+	struct tcp_state_all *t = eng->tcp;
+
+	if (eng->now_us - t->challenge_window_us >= 1000000) {
+		t->challenge_window_us = eng->now_us;
+		t->challenge_count = 0;
+	}
+	if (t->challenge_count >= TCP_CHALLENGE_ACK_LIMIT) {
+		eng->ctr.challenge_acks_throttled++;
+		return;
+	}
+	t->challenge_count++;
 	eng->ctr.challenge_acks++;
 	c->ack_now = true;
 	conn_dirty(eng, c);
 }
 
+/* ---- SYN cookies, RFC 4987 §3.6 ---------------------------------------- */
+
+/* MSS values a cookie can carry (3 bits), the largest that fits is used */
+static const uint16_t cookie_mss[8] = { 536, 1024, 1220, 1360, 1400, 1440, 1452, 1460 };
+
+static uint32_t cookie_hash(struct sl_engine *eng, const struct pkt *p, uint32_t peer_isn,
+			    uint32_t count)
+{
+	uint8_t k[20];
+
+	memcpy(k, &p->saddr, 4);
+	memcpy(k + 4, &p->daddr, 4);
+	put_be16(k + 8, p->sport);
+	put_be16(k + 10, p->dport);
+	put_be32(k + 12, peer_isn);
+	put_be32(k + 16, count);
+	return (uint32_t)siphash24(eng->tcp->key, k, sizeof(k)) & 0xffffff;
+}
+
+/* 64-second ticks: a cookie is good for this tick and the one before */
+static uint32_t cookie_count(const struct sl_engine *eng)
+{
+	return (uint32_t)(eng->now_us / 64000000u);
+}
+
+/*
+ * The SYN queue is full: answer with a SYN-ACK whose ISN is the cookie
+ * (5 bits of time, 3 bits of MSS, 24 bits of keyed hash over the 4-tuple,
+ * the peer's ISN and the time) and keep no state at all.  Window scaling,
+ * SACK and timestamps cannot be carried, as RFC 4987 §3.6 says.
+ */
+static void send_cookie(struct sl_engine *eng, const struct pkt *p, const struct tcp_opts *o)
+{
+	uint32_t count = cookie_count(eng), idx = 0, k, isn;
+	uint16_t mss = o->has_mss ? o->mss : TCP_DEFAULT_MSS;
+	uint8_t opt[4];
+
+	for (k = 0; k < 8; k++)
+		if (cookie_mss[k] <= mss && cookie_mss[k] <= eng->cfg.mtu - 40)
+			idx = k;
+	isn = (count & 31) << 27 | idx << 24 | cookie_hash(eng, p, p->seq, count);
+	opt[0] = 2;
+	opt[1] = 4;
+	put_be16(opt + 2, (uint16_t)(eng->cfg.mtu - 40));
+	tcp_send_synack_stateless(eng, p, isn, p->seq + 1, opt, sizeof(opt));
+	eng->tcp->cookies_sent_us = eng->now_us;
+	eng->ctr.syncookies_sent++;
+}
+
+/* An ACK for no connection: is it the answer to one of our cookies?
+ * Returns the MSS it carried, or 0. */
+static uint16_t check_cookie(struct sl_engine *eng, const struct pkt *p)
+{
+	uint32_t cookie = p->ack - 1, peer_isn = p->seq - 1;
+	uint32_t now = cookie_count(eng), age = (now - (cookie >> 27)) & 31, count;
+
+	if (!eng->tcp->cookies_sent_us ||
+	    eng->now_us - eng->tcp->cookies_sent_us > 2 * 64000000ull || age > 1)
+		return 0;
+	count = now - age;
+	if (cookie_hash(eng, p, peer_isn, count) != (cookie & 0xffffff))
+		return 0;
+	return cookie_mss[(cookie >> 24) & 7];
+}
+
 /* ---- no connection ---------------------------------------------------- */
+
+static void tcp_segment_arrives(struct sl_engine *eng, struct sl_conn *c, struct pkt *p,
+				const struct tcp_opts *o);
+
+/*
+ * The third segment of a handshake we answered with a cookie: a valid
+ * cookie creates the connection, established, and the segment (which may
+ * carry the first data) is then processed as any.  Returns true if taken.
+ */
+static bool cookie_input(struct sl_engine *eng, struct tcp_listener *l, const struct pkt *p,
+			 const struct tcp_opts *o)
+{
+	uint16_t mss = check_cookie(eng, p);
+	struct sl_conn *c;
+
+	if (!mss)
+		return false;
+	if (!l->accepting && l->pending >= l->backlog) {
+		eng->ctr.drop_listen_overflow++;
+		return true;	/* the peer retries its ACK; no RST */
+	}
+	c = conn_new(eng, p);
+	if (!c) {
+		eng->ctr.drop_conn_table_full++;
+		return true;
+	}
+	eng->ctr.syncookies_ok++;
+	c->listener = l->id;
+	l->pending++;
+	c->irs = p->seq - 1;
+	c->rcv_nxt = p->seq;
+	c->iss = p->ack - 1;
+	c->snd_una = c->iss;
+	c->snd_nxt = c->snd_max = p->ack;
+	c->write_seq = p->ack;
+	/* no window scaling: the window we offer must fit in 16 bits */
+	if (c->rcvbuf > 65535)
+		c->rcvbuf = 65535;
+	c->rcv_adv = c->rcv_nxt + c->rcvbuf;
+	if (mss > eng->cfg.mtu - 40)
+		mss = (uint16_t)(eng->cfg.mtu - 40);
+	c->mss = mss;
+	c->snd_wnd = c->max_snd_wnd = p->wnd;
+	c->snd_wl1 = p->seq;
+	c->snd_wl2 = p->ack;
+	c->state = TCP_SYN_RECEIVED;
+	c->backoff = 1;		/* no RTT sample from a handshake we did not time */
+	tcp_segment_arrives(eng, c, (struct pkt *)p, o);
+	return true;
+}
 
 /* RFC 9293 §3.10.7.2: LISTEN state. */
 static void listen_input(struct sl_engine *eng, struct tcp_listener *l,
@@ -128,21 +254,24 @@ static void listen_input(struct sl_engine *eng, struct tcp_listener *l,
 	struct sl_conn *c;
 	uint16_t mss;
 
-	/* first: check for a RST; second: an ACK gets a RST */
+	/* first: check for a RST; second: an ACK gets a RST (unless it
+	 * answers a SYN cookie); third: check for a SYN */
 	if (p->flags & TH_RST)
 		return;
 	if (p->flags & TH_ACK) {
+		if (!(p->flags & TH_SYN) && cookie_input(eng, l, p, o))
+			return;
 		tcp_reply_rst(eng, p);
 		return;
 	}
-	/* third: check for a SYN */
 	if (!(p->flags & TH_SYN)) {
 		eng->ctr.drop_bad_tcp_flags++;
 		return;
 	}
 	eng->ctr.syn_received++;
-	if (l->pending >= l->backlog) {
-		eng->ctr.drop_listen_overflow++;
+	if (l->pending >= l->backlog || eng->tcp->nconns >= eng->tcp->max_conns) {
+		/* the SYN queue is full: a SYN flood, or just a busy server */
+		send_cookie(eng, p, o);
 		return;
 	}
 	c = conn_new(eng, p);
@@ -290,6 +419,9 @@ void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c)
 	c->cwnd = c->ssthresh;
 	c->cwnd_cnt = 0;
 	c->in_recovery = true;
+	/* RFC 5681 §3.2 step 4, RFC 6675 §5 (4.2): the first lost segment is
+	 * retransmitted whatever the congestion window says */
+	c->force_rexmit = true;
 	eng->ctr.fast_retransmits++;
 	tcp_mark_head_lost(eng, c);
 	if (c->sack_on)

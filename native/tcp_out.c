@@ -268,6 +268,14 @@ void tcp_send_synack(struct sl_engine *eng, struct sl_conn *c)
 		ack_sent(eng, c);
 }
 
+/* A SYN-ACK that keeps no state (SYN cookies). */
+void tcp_send_synack_stateless(struct sl_engine *eng, const struct pkt *p, uint32_t isn,
+			       uint32_t ack, const uint8_t *opts, uint32_t optlen)
+{
+	send_ctl(eng, p->src_mac, p->saddr, p->dport, p->sport, isn, ack, TH_SYN | TH_ACK,
+		 65535, opts, optlen);
+}
+
 /* RFC 9293 §3.10.5 ABORT (Linux sends it with ACK). */
 void tcp_send_rst(struct sl_engine *eng, struct sl_conn *c)
 {
@@ -961,8 +969,9 @@ static void retransmit_lost(struct sl_engine *eng, struct sl_conn *c)
 			break;
 		if (!(s->flags & SEG_LOST) || (s->flags & (SEG_RETRANS | SEG_SACKED)))
 			continue;
-		if (tcp_in_flight(c) >= c->cwnd)
+		if (tcp_in_flight(c) >= c->cwnd && !c->force_rexmit)
 			break;
+		c->force_rexmit = false;
 		if (xmit_seg(eng, c, s) == -EBUSY) {
 			conn_dirty(eng, c);	/* try again at the next flush */
 			continue;

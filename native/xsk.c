@@ -47,11 +47,9 @@ static int frame_shift_of(uint32_t frame_size)
 	}
 }
 
-int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
-	     char *err, size_t errlen)
+static int open_area(struct sl_xsk *x, const struct sl_config *cfg, char *err,
+		     size_t errlen)
 {
-	struct xsk_umem_config ucfg;
-	struct xsk_socket_config scfg;
 	int shift = frame_shift_of(cfg->frame_size);
 	uint32_t i;
 	int rc;
@@ -101,7 +99,63 @@ int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
 	for (i = 0; i < cfg->frame_count; i++)
 		x->free_stack[i] = cfg->frame_count - 1 - i;
 	x->free_top = cfg->frame_count;
+	return 0;
 
+out_tables:
+	free(x->meta);
+	free(x->free_stack);
+	free(x->held);
+	x->meta = NULL;
+	x->free_stack = NULL;
+	x->held = NULL;
+	munmap(x->area, x->area_len);
+	x->area = NULL;
+	return rc;
+}
+
+int xsk_open_test(struct sl_xsk *x, const struct sl_config *cfg, char *err, size_t errlen)
+{
+	int rc = open_area(x, cfg, err, errlen);
+
+	if (rc)
+		return rc;
+	x->test = true;
+	x->cap = calloc(SL_TEST_CAPTURE, sizeof(*x->cap));
+	x->cap_len = calloc(SL_TEST_CAPTURE, sizeof(*x->cap_len));
+	if (!x->cap || !x->cap_len) {
+		xsk_close(x);
+		sl_errf(err, errlen, "out of memory for the TX capture");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Test engines: the oldest captured TX frame into buf; its length, or 0. */
+int xsk_tx_take(struct sl_xsk *x, uint8_t *buf, size_t cap)
+{
+	uint32_t len;
+
+	if (!x->test || !x->cap_count)
+		return 0;
+	len = x->cap_len[x->cap_head];
+	memcpy(buf, x->cap[x->cap_head], len < cap ? len : cap);
+	free(x->cap[x->cap_head]);
+	x->cap[x->cap_head] = NULL;
+	x->cap_head = (x->cap_head + 1) % SL_TEST_CAPTURE;
+	x->cap_count--;
+	return (int)len;
+}
+
+int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
+	     char *err, size_t errlen)
+{
+	struct xsk_umem_config ucfg;
+	struct xsk_socket_config scfg;
+	uint32_t i;
+	int rc = open_area(x, cfg, err, errlen);
+
+	if (rc)
+		return rc;
 	memset(&ucfg, 0, sizeof(ucfg));
 	ucfg.fill_size = cfg->ring_size;
 	ucfg.comp_size = cfg->ring_size;
@@ -112,7 +166,8 @@ int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
 	if (rc) {
 		x->umem = NULL;
 		sl_errf(err, errlen, "registering UMEM (xsk_umem__create)");
-		goto out_tables;
+		xsk_close(x);
+		return rc < 0 ? rc : -rc;
 	}
 
 	memset(&scfg, 0, sizeof(scfg));
@@ -146,20 +201,20 @@ int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
 out_umem:
 	xsk_umem__delete(x->umem);
 	x->umem = NULL;
-out_tables:
-	free(x->meta);
-	free(x->free_stack);
-	free(x->held);
-	x->meta = NULL;
-	x->free_stack = NULL;
-	x->held = NULL;
-	munmap(x->area, x->area_len);
-	x->area = NULL;
+	xsk_close(x);
 	return rc < 0 ? rc : -rc;
 }
 
 void xsk_close(struct sl_xsk *x)
 {
+	uint32_t i;
+
+	if (x->cap) {
+		for (i = 0; i < SL_TEST_CAPTURE; i++)
+			free(x->cap[i]);
+		free(x->cap);
+		free(x->cap_len);
+	}
 	if (x->socket)
 		xsk_socket__delete(x->socket);
 	if (x->umem)
@@ -213,9 +268,11 @@ static uint32_t fill_outstanding(const struct sl_xsk *x)
 void xsk_refill(struct sl_engine *eng)
 {
 	struct sl_xsk *x = &eng->xsk;
-	uint32_t have = fill_outstanding(x);
-	uint32_t want, avail, idx, i;
+	uint32_t have, want, avail, idx, i;
 
+	if (x->test)
+		return;
+	have = fill_outstanding(x);
 	if (have >= x->fill_target)
 		return;
 	want = x->fill_target - have;
@@ -270,11 +327,44 @@ int xsk_tx_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t 
 	return xsk_tx_submit_raw(eng, frame, off, len);
 }
 
+/* Test engines: keep a copy, and complete the frame at once. */
+static int test_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t slot = (x->cap_head + x->cap_count) % SL_TEST_CAPTURE;
+	uint8_t *copy = malloc(len ? len : 1);
+
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, xsk_frame_data(x, frame) + off, len);
+	if (x->cap_count == SL_TEST_CAPTURE) {
+		free(x->cap[x->cap_head]);	/* the oldest goes */
+		x->cap_head = (x->cap_head + 1) % SL_TEST_CAPTURE;
+		x->cap_count--;
+		slot = (x->cap_head + x->cap_count) % SL_TEST_CAPTURE;
+	}
+	x->cap[slot] = copy;
+	x->cap_len[slot] = len;
+	x->cap_count++;
+	eng->ctr.tx_packets++;
+	eng->ctr.tx_bytes += len;
+	if (x->meta[frame].tx_pending)
+		return 0;
+	if (x->meta[frame].keep)
+		x->meta[frame].owner = FRAME_SNDQ;
+	else
+		xsk_frame_free(x, frame);
+	return 0;
+}
+
 int xsk_tx_submit_raw(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len)
 {
 	struct sl_xsk *x = &eng->xsk;
 	struct xdp_desc *d;
 	uint32_t idx;
+
+	if (x->test)
+		return test_submit(eng, frame, off, len);
 
 	if (xsk_ring_prod__reserve(&x->tx, 1, &idx) != 1) {
 		eng->ctr.tx_ring_full++;
@@ -298,6 +388,8 @@ void xsk_reap_completions(struct sl_xsk *x)
 {
 	uint32_t idx, n, i;
 
+	if (x->test)
+		return;
 	n = xsk_ring_cons__peek(&x->comp, x->ring_size, &idx);
 	for (i = 0; i < n; i++) {
 		uint64_t addr = *xsk_ring_cons__comp_addr(&x->comp, idx + i);
@@ -329,7 +421,7 @@ int xsk_kick(struct sl_engine *eng)
 	struct sl_xsk *x = &eng->xsk;
 	int tries;
 
-	if (!x->tx_queued)
+	if (!x->tx_queued || x->test)
 		return 0;
 	/* release: descriptors are written before the producer moves */
 	xsk_ring_prod__submit(&x->tx, x->tx_queued);
@@ -353,6 +445,8 @@ int xsk_read_kernel_stats(struct sl_engine *eng)
 	struct xdp_statistics st;
 	socklen_t len = sizeof(st);
 
+	if (eng->xsk.test)
+		return 0;
 	memset(&st, 0, sizeof(st));
 	if (getsockopt(eng->xsk.fd, SOL_XDP, XDP_STATISTICS, &st, &len) < 0)
 		return -errno;

@@ -18,13 +18,14 @@ from typing import Any as _Any, Awaitable as _Awaitable, TypeVar as _TypeVar
 
 from .config import Config
 from .engine import BypassUnavailableError
-from .loop import Loop
+from .loop import Loop, building_bypass as _building_bypass
 
 __all__ = ["Loop", "Config", "BypassUnavailableError", "new_event_loop", "run",
            "install", "EventLoopPolicy"]
 __version__ = "0.1.0"
 
 _T = _TypeVar("_T")
+_SelectorEventLoop = __asyncio.SelectorEventLoop
 
 
 def new_event_loop(**settings: _Any) -> Loop:
@@ -64,7 +65,10 @@ class EventLoopPolicy(__asyncio.DefaultEventLoopPolicy):
         super().__init__()
         self._specloop_config = Config.resolve(settings)
 
-    def new_event_loop(self) -> Loop:  # type: ignore[override]
+    def new_event_loop(self) -> _Any:  # type: ignore[override]
+        if _building_bypass():
+            # a library making its own loop while we build a bypass (pyroute2)
+            return _SelectorEventLoop()
         return Loop(config=self._specloop_config)
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import selectors
 import socket
+import threading
 from asyncio import constants
 from typing import Any
 
@@ -18,7 +19,17 @@ from .config import Config
 from .stack import Stack
 from .transports import BypassListenSocket, BypassTransport
 
-__all__ = ["Loop"]
+__all__ = ["Loop", "building_bypass"]
+
+# Set while this thread builds a bypass: libraries used for that (pyroute2
+# makes an asyncio loop of its own) must get a plain asyncio loop from an
+# installed specloop policy, not another bypass loop (that would recurse).
+_building = threading.local()
+
+
+def building_bypass() -> bool:
+    """True while the calling thread is constructing a specloop bypass."""
+    return getattr(_building, "depth", 0) > 0
 
 
 class Loop(asyncio.SelectorEventLoop):
@@ -42,11 +53,14 @@ class Loop(asyncio.SelectorEventLoop):
         self._specloop_config = cfg
         self._stack: Stack | None = None
         if cfg.bypass:
+            _building.depth = getattr(_building, "depth", 0) + 1
             try:
                 self._stack = Stack(self, cfg)
             except BaseException:
                 super().close()
                 raise
+            finally:
+                _building.depth -= 1
 
     @property
     def config(self) -> Config:
@@ -113,6 +127,16 @@ class Loop(asyncio.SelectorEventLoop):
         if isinstance(transp, BypassTransport):
             return await transp._sendfile(file, offset, count)
         return await super()._sendfile_native(transp, file, offset, count)
+
+    def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
+        """asyncio's add_reader.  On a bypass loop it refuses a *listening*
+        kernel socket bound to the bypass address: whoever accept()s it
+        itself (Tornado's own listen(), sock_accept loops) would silently
+        get no traffic, or the kernel's, while the bypass was asked for."""
+        stack = self._stack
+        if stack is not None:
+            stack.refuse_kernel_listener(fd)
+        super().add_reader(fd, callback, *args)
 
     def add_static_route(self, prefix: str, directory: Any, *, port: int | None = None,
                          **options: Any) -> Any:

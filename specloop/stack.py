@@ -339,6 +339,27 @@ class Stack:
     def _netns_ino(self) -> int:
         return os.fstat(self._netns_fd).st_ino
 
+    def refuse_kernel_listener(self, fd: Any) -> None:
+        """Raises RuntimeError if ``fd`` is a listening kernel socket on the
+        bypass address (see Loop.add_reader)."""
+        try:
+            fileno = fd if isinstance(fd, int) else int(fd.fileno())
+            sock = socket.socket(fileno=fileno)
+        except (OSError, ValueError, TypeError, AttributeError):
+            return
+        try:
+            if (sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                    and self._covers(sock)):
+                raise RuntimeError(
+                    f"specloop: a listening kernel socket on the bypass address "
+                    f"{sock.getsockname()!r} is watched with add_reader: its connections "
+                    "would never come over the bypass. Serve it with loop.create_server("
+                    "sock=...) (or specloop.tornado.listen for Tornado) instead.")
+        except OSError:
+            return
+        finally:
+            sock.detach()
+
     def _covers(self, sock: socket.socket) -> bool:
         """True if ``sock``, a kernel socket a server bound itself, is for the
         bypass: TCP, in the stack's network namespace, bound to a bypass

@@ -166,14 +166,9 @@ def check_http(port: int, *, wildcard: bool = False, server: subprocess.Popen | 
 # ---- uvicorn ---------------------------------------------------------------------
 
 
-INSTALL_RECURSES = (
-    "specloop.install() + asyncio.run(): building the bypass loop calls pyroute2's IPRoute(), "
-    "which calls asyncio.new_event_loop(), i.e. the installed policy again: RecursionError "
-    "(outside Loop.create_server/Stack.create_server: EventLoopPolicy or netlab)")
 
 
-@pytest.mark.parametrize("mode", ["loop", pytest.param("install", marks=pytest.mark.xfail(
-    strict=True, reason=INSTALL_RECURSES)), "sockets", "fd"])
+@pytest.mark.parametrize("mode", ["loop", "install", "sockets", "fd"])
 def test_uvicorn_fastapi(lab, mode):
     """uvicorn with a FastAPI app: loop chosen by uvicorn's own setting
     (``loop="specloop:new_event_loop"``) or by ``specloop.install()`` with
@@ -217,12 +212,10 @@ def test_tornado_httpserver(lab, mode):
     assert "Traceback" not in log, log
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Tornado's own listen() watches a kernel listening socket with loop.add_reader and "
-    "accept()s it itself: no create_server, so the bypass cannot carry it, and the "
-    "loop does not yet refuse add_reader on a listening socket bound to the bypass "
-    "address (needs a guard in Loop.add_reader, outside Loop.create_server)"))
 def test_tornado_own_listen_fails_loudly(lab):
+    """Tornado's own listen() watches a kernel listening socket with
+    loop.add_reader and accept()s it itself: no create_server, so the bypass
+    cannot carry it; specloop refuses instead of serving it silently."""
     port = 9423
     with server_process("tornado_server.py", "tornado", HOST, str(port)) as server:
         deadline = time.monotonic() + 20
