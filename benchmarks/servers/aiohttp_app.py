@@ -15,7 +15,7 @@ from aiohttp import web
 import _common
 
 STATIC = True                      # serves --static DIR under /static/
-LOOPS = _common.LOOPS              # runs on every loop
+LOOPS = ("asyncio", "uvloop", "specloop")   # runs on every loop
 
 
 async def hello(request: web.Request) -> web.Response:

@@ -1,0 +1,216 @@
+"""What the suite measures: servers (found in servers/*_app.py, plus
+nginx), workloads, connection counts, and the plan that orders them.
+
+Every app script is read with ``ast``, not imported: a script's framework
+need not be installed for the suite to list it (its row then says why it
+did not start).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import fnmatch
+import pathlib
+from typing import Iterable, Sequence
+
+HERE = pathlib.Path(__file__).resolve().parent
+SERVERS_DIR = HERE / "servers"
+
+ALL_LOOPS = ("asyncio", "uvloop", "specloop")
+# the rows every ratio is taken against
+REF_NGINX = "nginx"
+REF_UVLOOP = "aiohttp-uvloop"
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    id: str
+    label: str
+    path: str          # URL path on the server
+    file: str | None   # name in the static dir, for static workloads
+    size: int          # body bytes
+
+    @property
+    def static(self) -> bool:
+        return self.file is not None
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload("hello", "dynamic hello (13 B body)", "/", None, 13),
+    Workload("static-64", "static file, 64 B", "/static/64B.bin", "64B.bin", 64),
+    Workload("static-8k", "static file, 8 KiB", "/static/8KiB.bin", "8KiB.bin", 8192),
+    Workload("static-1m", "static file, 1 MiB", "/static/1MiB.bin", "1MiB.bin", 1 << 20),
+)
+BULK = "bulk"        # the single-flow goodput workload's id
+WORKLOAD_IDS = tuple(w.id for w in WORKLOADS) + (BULK,)
+
+
+# ---- the static fast path switch ------------------------------------------------
+
+def fast_path_unavailable() -> str | None:
+    """THE switch for the "specloop static fast path" row (issue 4): None when
+    ``specloop.aiohttp.add_static`` exists, so the row runs aiohttp_app.py
+    with ``--fast-path`` over the bypass; otherwise why the row cannot run."""
+    try:
+        import specloop.aiohttp as fast  # noqa: F401  (the feature under test)
+    except ImportError as exc:
+        return f"not built yet (import specloop.aiohttp: {exc})"
+    if not hasattr(fast, "add_static"):
+        return "not built yet (specloop.aiohttp has no add_static)"
+    return None
+
+
+def fast_path_max_file_size() -> int | None:
+    """The largest file ``specloop.aiohttp.add_static`` keeps as packets by
+    default (larger ones are served by aiohttp), or None if unknown."""
+    try:
+        import inspect
+
+        import specloop.aiohttp as fast
+        default = inspect.signature(fast.add_static).parameters["max_file_size"].default
+    except (ImportError, AttributeError, KeyError, TypeError, ValueError):
+        return None
+    return default if isinstance(default, int) else None
+
+
+# ---- servers ------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    id: str                    # for --servers, in JSON
+    label: str                 # in tables and plots
+    kind: str                  # "app" or "nginx"
+    app: str | None = None     # "aiohttp", "uvicorn", ... (kind "app")
+    script: pathlib.Path | None = None
+    loop: str | None = None    # asyncio / uvloop / specloop
+    bypass: bool = False       # specloop with SPECLOOP_INTERFACE set
+    fast_path: bool = False    # aiohttp_app.py --fast-path
+    static: bool = True        # serves files under /static/
+    core: bool = True          # runs every workload by default
+    unavailable: str | None = None   # why it cannot run at all
+
+    def cannot(self, workload_id: str) -> str | None:
+        """Why this server cannot run ``workload_id``, or None."""
+        if self.unavailable:
+            return self.unavailable
+        if workload_id != "hello" and not self.static:
+            return "serves no static files (STATIC = False in its script)"
+        if workload_id == "hello" and self.fast_path:
+            return ("not applicable: the fast path answers registered static routes; "
+                    "hello is dynamic (see the specloop bypass row)")
+        return None
+
+
+def _constants(script: pathlib.Path) -> dict[str, object]:
+    """The literal module-level constants of a server script."""
+    out: dict[str, object] = {}
+    tree = ast.parse(script.read_text(), str(script))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
+
+
+def discover(servers_dir: pathlib.Path = SERVERS_DIR) -> list[Server]:
+    """Every server row: aiohttp's five, nginx, then two per other app
+    script (on uvloop and on specloop's bypass), in a fixed order."""
+    rows: list[Server] = []
+    scripts = sorted(servers_dir.glob("*_app.py"))
+    by_app = {p.name[:-len("_app.py")]: p for p in scripts}
+    aio = by_app.pop("aiohttp", None)
+    if aio is not None:
+        c = _constants(aio)
+        static = bool(c.get("STATIC", False))
+        rows += [
+            Server("aiohttp-asyncio", "aiohttp · asyncio", "app", "aiohttp", aio, "asyncio",
+                   static=static),
+            Server("aiohttp-uvloop", "aiohttp · uvloop", "app", "aiohttp", aio, "uvloop",
+                   static=static),
+            Server("aiohttp-specloop-kernel", "aiohttp · specloop kernel path", "app",
+                   "aiohttp", aio, "specloop", static=static),
+            Server("aiohttp-specloop-bypass", "aiohttp · specloop bypass", "app", "aiohttp",
+                   aio, "specloop", bypass=True, static=static),
+            Server("aiohttp-specloop-fastpath", "specloop static fast path", "app", "aiohttp",
+                   aio, "specloop", bypass=True, fast_path=True, static=static,
+                   unavailable=fast_path_unavailable()),
+        ]
+    rows.append(Server("nginx", "nginx (1 worker, sendfile)", "nginx"))
+    for app, script in by_app.items():
+        c = _constants(script)
+        loops = c.get("LOOPS", ALL_LOOPS)
+        loops = tuple(loops) if isinstance(loops, (tuple, list)) else ALL_LOOPS
+        static = bool(c.get("STATIC", False))
+        wanted = [lp for lp in ("uvloop", "specloop") if lp in loops] or list(loops[:1])
+        for lp in wanted:
+            bypass = lp == "specloop"
+            suffix = "specloop-bypass" if bypass else lp
+            label = "specloop bypass" if bypass else lp
+            rows.append(Server(f"{app}-{suffix}", f"{app} · {label}", "app", app, script, lp,
+                               bypass=bypass, static=static, core=False))
+    return rows
+
+
+def select_servers(rows: Sequence[Server], patterns: str | None) -> list[Server]:
+    """Rows whose id matches one of the comma-separated fnmatch patterns."""
+    if not patterns:
+        return list(rows)
+    pats = [p.strip() for p in patterns.split(",") if p.strip()]
+    for p in pats:
+        if not any(fnmatch.fnmatchcase(r.id, p) for r in rows):
+            raise ValueError(f"--servers: {p!r} matches no server; "
+                             f"known: {', '.join(r.id for r in rows)}")
+    return [r for r in rows if any(fnmatch.fnmatchcase(r.id, p) for p in pats)]
+
+
+def select_workloads(ids: str | None, default: Iterable[str]) -> list[str]:
+    if not ids:
+        return list(default)
+    out = [w.strip() for w in ids.split(",") if w.strip()]
+    for w in out:
+        if w not in WORKLOAD_IDS:
+            raise ValueError(f"--workloads: unknown {w!r}; known: {', '.join(WORKLOAD_IDS)}")
+    return [w for w in WORKLOAD_IDS if w in out]
+
+
+def workload(wid: str) -> Workload:
+    for w in WORKLOADS:
+        if w.id == wid:
+            return w
+    raise KeyError(wid)
+
+
+# ---- the plan -------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One server start for one workload: its cells, or why none run."""
+    workload: str
+    server: Server
+    connections: tuple[int, ...]      # empty for bulk
+    skip: str | None = None
+
+
+def plan(servers: Sequence[Server], workloads: Sequence[str], connections: Sequence[int],
+         explicit_servers: bool, extra_connections: Sequence[int] | None = None) -> list[Step]:
+    """Workload by workload, every server once, the server order rotated by
+    one per workload so that no server is always first (drift hits all
+    alike).  Extra apps run only hello unless named with --servers, at
+    ``extra_connections`` if given."""
+    steps: list[Step] = []
+    for i, wid in enumerate(workloads):
+        rows = [s for s in servers
+                if s.core or explicit_servers or wid == "hello"]
+        if rows:
+            k = i % len(rows)
+            rows = rows[k:] + rows[:k]
+        for s in rows:
+            skip = s.cannot(wid)
+            conns = () if wid == BULK else tuple(
+                connections if s.core or extra_connections is None else extra_connections)
+            steps.append(Step(wid, s, conns, skip))
+    return steps

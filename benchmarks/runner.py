@@ -1,0 +1,311 @@
+"""Running things in the lab: a server in the server namespace pinned to
+one CPU, wrk and curl in the client namespace pinned to the other, and the
+CPU and memory they cost read from /proc.
+
+The server's pid is the server itself (``ip netns exec`` and ``taskset``
+both exec), so its CPU time and RSS are read straight from /proc/<pid>,
+summed over its children (nginx's worker).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from specloop import netlab
+
+from . import matrix
+
+HERE = pathlib.Path(__file__).resolve().parent
+WRK_LUA = HERE / "wrk_report.lua"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NCPU = os.cpu_count() or 1
+SERVER_CPU = 1 if NCPU > 1 else 0
+CLIENT_CPU = 0
+WRK_TIMEOUT = "10s"        # wrk's per-request timeout (its default, 2 s, is
+                           # shorter than a 1 MiB response at 256 connections)
+
+
+class ServerError(Exception):
+    """The server did not start, or does not answer as it should."""
+
+
+# ---- /proc ------------------------------------------------------------------------------
+
+def machine_busy_ticks() -> int:
+    """Non-idle jiffies of all CPUs since boot (/proc/stat, line "cpu"):
+    user nice system irq softirq steal (guest time is inside user)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields[1:9])
+    return user + nice + system + irq + softirq + steal
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        kids.setdefault(ppid, []).append(int(entry.name))
+    return kids
+
+
+def process_tree(pid: int) -> list[int]:
+    kids = _children()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, ()))
+    return out
+
+
+def tree_cpu_ticks(pids: list[int]) -> int:
+    """utime + stime of these processes (jiffies)."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                rest = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(rest[11]) + int(rest[12])   # fields 14 and 15
+    return total
+
+
+def tree_rss_kib(pids: list[int]) -> int:
+    """Sum of VmRSS of these processes (KiB)."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+# ---- clients (in the client namespace, on CLIENT_CPU) ----------------------------
+
+def client_argv(*argv: str) -> list[str]:
+    return netlab.in_ns(netlab.CLIENT_NS, "taskset", "-c", str(CLIENT_CPU), *argv)
+
+
+def url(port: int, path: str) -> str:
+    return f"http://{netlab.SERVER_IP}:{port}{path}"
+
+
+def fetch(port: int, path: str, timeout: float = 10) -> tuple[int, bytes]:
+    """(HTTP status, body) of one GET with curl from the client namespace."""
+    p = subprocess.run(client_argv("curl", "-s", "-o", "-", "-w", "\n%{http_code}",
+                                   "--max-time", str(timeout), url(port, path)),
+                       capture_output=True, timeout=timeout + 10)
+    body, _, code = p.stdout.rpartition(b"\n")
+    try:
+        return int(code), body
+    except ValueError:
+        return 0, body
+
+
+def wrk(port: int, path: str, connections: int, seconds: int) -> dict[str, Any]:
+    """One wrk run (-t1, --latency, our done() hook); its summary as a dict."""
+    argv = client_argv("wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                       "--timeout", WRK_TIMEOUT, "-s", str(WRK_LUA), url(port, path))
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    for line in p.stdout.splitlines():
+        if line.startswith("SPECLOOP_WRK "):
+            return json.loads(line[len("SPECLOOP_WRK "):])
+    raise RuntimeError(f"wrk gave no summary (rc {p.returncode}): "
+                       f"{(p.stderr or p.stdout).strip()[-300:]}")
+
+
+def curl_bulk(port: int, path: str, timeout: float) -> dict[str, Any]:
+    """One download to /dev/null: bytes, seconds, bytes/s (curl's own)."""
+    argv = client_argv("curl", "-s", "-o", "/dev/null", "--max-time", str(int(timeout)), "-w",
+                       "%{http_code} %{size_download} %{time_total} %{speed_download}",
+                       url(port, path))
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30)
+    fields = p.stdout.split()
+    if len(fields) != 4:
+        raise RuntimeError(f"curl rc {p.returncode}: {p.stderr.strip()[-200:]}")
+    code, size, total, speed = fields
+    return {"rc": p.returncode, "status": int(code), "bytes": int(float(size)),
+            "seconds": float(total), "bytes_per_s": float(speed)}
+
+
+# ---- servers (in the server namespace, on SERVER_CPU) -----------------------------
+
+NGINX_CONF = """\
+# generated by specloop's benchmark suite
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    access_log off;
+    keepalive_requests 100000000;  # wrk keeps connections; so do the Python servers
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen {host}:{port} backlog=1024;
+        location = / {{
+            default_type text/plain;
+            return 200 "Hello, world!";
+        }}
+        location /static/ {{
+            alias {static}/;
+        }}
+    }}
+}}
+"""
+
+
+class ServerProcess:
+    """One server, started, checked and stopped."""
+
+    def __init__(self, server: matrix.Server, port: int, static_dir: pathlib.Path,
+                 tmp: pathlib.Path) -> None:
+        self.server = server
+        self.port = port
+        self.static_dir = static_dir
+        self.tmp = tmp / f"{server.id}-{port}"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pids: list[int] = []
+
+    def argv_env(self) -> tuple[list[str], dict[str, str]]:
+        s = self.server
+        env = dict(os.environ)
+        env.pop("SPECLOOP_INTERFACE", None)
+        if s.kind == "nginx":
+            nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+            conf = self.tmp / "nginx.conf"
+            conf.write_text(NGINX_CONF.format(tmp=self.tmp, host=netlab.SERVER_IP,
+                                              port=self.port, static=self.static_dir))
+            argv = [nginx, "-p", str(self.tmp), "-e", str(self.tmp / "error.log"),
+                    "-c", str(conf), "-g", "daemon off;"]
+        else:
+            assert s.script is not None and s.loop is not None
+            argv = [sys.executable, str(s.script), "--loop", s.loop,
+                    "--host", netlab.SERVER_IP, "--port", str(self.port)]
+            if s.static:
+                argv += ["--static", str(self.static_dir)]
+            if s.fast_path:
+                argv.append("--fast-path")
+            if s.bypass:
+                env["SPECLOOP_INTERFACE"] = netlab.SERVER_IF
+        return netlab.in_ns(netlab.SERVER_NS, "taskset", "-c", str(SERVER_CPU), *argv), env
+
+    def start(self, timeout: float = 30) -> None:
+        if self.server.kind == "nginx" and not (shutil.which("nginx") or
+                                                os.path.exists("/usr/sbin/nginx")):
+            raise ServerError("nginx is not installed (apt-get install nginx)")
+        argv, env = self.argv_env()
+        self._out = open(self.tmp / "stdout", "wb")
+        self._err = open(self.tmp / "stderr", "wb")
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=self._out, stderr=self._err,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        ready = self.server.kind == "nginx"   # nginx prints nothing: the check waits
+        while not ready:
+            if self.proc.poll() is not None:
+                raise ServerError(f"exited with status {self.proc.returncode} before READY: "
+                                  f"{self.last_error()}")
+            if b"READY" in (self.tmp / "stdout").read_bytes():
+                break
+            if time.monotonic() > deadline:
+                raise ServerError(f"no READY within {timeout:.0f} s: {self.last_error()}")
+            time.sleep(0.02)
+        # answers GET / (every server), from the client namespace
+        while True:
+            if self.proc.poll() is not None:
+                raise ServerError(f"exited with status {self.proc.returncode}: "
+                                  f"{self.last_error()}")
+            status, body = fetch(self.port, "/", timeout=2)
+            if status:
+                break
+            if time.monotonic() > deadline:
+                raise ServerError(f"no answer to GET / within {timeout:.0f} s: "
+                                  f"{self.last_error()}")
+            time.sleep(0.1)
+        time.sleep(0.2 if self.server.kind == "nginx" else 0)   # its worker is up
+        self.pids = process_tree(self.proc.pid)
+
+    def check(self, wl: matrix.Workload | None, expect: bytes) -> None:
+        """GET of the workload's path (or /) must answer 200 with ``expect``."""
+        path = wl.path if wl is not None else "/"
+        status, body = fetch(self.port, path)
+        if status != 200 or body != expect:
+            raise ServerError(f"GET {path}: status {status}, {len(body)} bytes"
+                              f"{' (wrong body)' if status == 200 else ''}; "
+                              f"expected 200 with {len(expect)} bytes")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def last_error(self) -> str:
+        lines = []
+        for name in ("stderr", "error.log"):
+            p = self.tmp / name
+            if p.exists():
+                lines += [ln for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
+        if not lines:
+            return "(nothing on stderr)"
+        # the exception line of a traceback beats a warning printed after it
+        errors = [ln for ln in lines if not ln.startswith(" ") and
+                  ("Error" in ln or "Exception" in ln or "[emerg]" in ln)]
+        return (errors or lines)[-1].strip()[-300:]
+
+    def refresh_pids(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.pids = process_tree(self.proc.pid)
+
+    def cpu_ticks(self) -> int:
+        return tree_cpu_ticks(self.pids)
+
+    def rss_kib(self) -> int:
+        return tree_rss_kib(self.pids)
+
+    def stop(self, timeout: float = 3) -> str | None:
+        """SIGTERM, then SIGKILL after ``timeout`` s; says so if it had to kill."""
+        p = self.proc
+        if p is None:
+            return None
+        note = None
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                note = f"did not exit within {timeout:.0f} s of SIGTERM at the end (killed)"
+        for f in (self._out, self._err):
+            f.close()
+        self.proc = None
+        return note

@@ -1,0 +1,404 @@
+"""``specloop bench``: every server, every workload, one run, side by side.
+
+The lab is built (and removed again if this run built it); each server runs
+alone in the server namespace pinned to one CPU, wrk (-t1) and curl run in
+the client namespace pinned to the other.  Workload by workload, every
+server is started, checked (GET of the workload's path must return the
+right bytes), warmed up and measured at each connection count, then
+stopped; the server order rotates by one per workload so drift hits all
+alike.  Results: report.md (also printed), results.json and PNG plots in
+--out, progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import os
+import pathlib
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Sequence
+
+from specloop import netlab
+
+from . import content, matrix, report, runner
+
+HERE = pathlib.Path(__file__).resolve().parent
+DEFAULT_STATIC = pathlib.Path("/var/tmp/specloop-bench/static")
+PORT_BASE = 18100
+
+# cost model of the plan (seconds), for the estimate and the duration pick
+START_S = 0.5          # a server start + its checks
+WRK_OVERHEAD_S = 0.15  # wrk runs ~0.1 s past -d, plus netns exec
+BULK_RATE = 300e6      # bytes/s assumed for the estimate of a bulk download
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    name: str
+    warmup: int                 # seconds (wrk takes whole seconds)
+    durations: tuple[int, int]  # measured seconds: (shortest, longest) the plan may pick
+    connections: tuple[int, ...]
+    workloads: tuple[str, ...]
+    bulk_bytes: int
+    budget_s: float             # the whole run must fit in this
+    extra_connections: tuple[int, ...] | None = None   # other apps' hello, if not the same
+
+
+MODES = {
+    "default": Mode("default", 1, (2, 5), (1, 32, 256), matrix.WORKLOAD_IDS, 1 << 30, 840),
+    "quick": Mode("quick", 1, (1, 1), (1, 256), matrix.WORKLOAD_IDS, 256 << 20, 175,
+                  extra_connections=(256,)),
+    "smoke": Mode("smoke", 0, (1, 1), (32,), ("hello", "static-8k", "bulk"), 16 << 20, 80),
+}
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="specloop bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="1 and 256 connections (other apps: 256), 1 s cells, 256 MiB bulk "
+                        "(under 3 minutes)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny matrix for the test suite: hello, 8 KiB, bulk 16 MiB, "
+                        "32 connections, 1 s cells, no warm-up")
+    p.add_argument("--out", type=pathlib.Path, default=None,
+                   help="output folder (default benchmarks/results/<timestamp>/)")
+    p.add_argument("--json", type=pathlib.Path, default=None, metavar="PATH",
+                   help="also write the results as JSON here")
+    p.add_argument("--servers", default=None,
+                   help="comma-separated server ids or fnmatch patterns (aiohttp-*,nginx)")
+    p.add_argument("--workloads", default=None,
+                   help=f"comma-separated, of: {', '.join(matrix.WORKLOAD_IDS)}")
+    p.add_argument("--connections", default=None, help="comma-separated, e.g. 1,32,256")
+    p.add_argument("--duration", type=int, default=None,
+                   help="measured seconds per cell (default: the longest that fits the budget)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up seconds per cell")
+    p.add_argument("--bulk-mib", type=int, default=None, help="bulk file size in MiB")
+    p.add_argument("--static-dir", type=pathlib.Path, default=DEFAULT_STATIC,
+                   help=f"where the served files are made once (default {DEFAULT_STATIC})")
+    p.add_argument("--readme", action="store_true",
+                   help="also copy the report to benchmarks/latest/ and into README.md")
+    p.add_argument("--list", action="store_true", help="list servers and workloads, then exit")
+    return p.parse_args(list(argv))
+
+
+def progress(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def fmt_clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Run:
+    """One benchmark run: the plan, its execution and its results."""
+
+    def __init__(self, args: argparse.Namespace, mode: Mode) -> None:
+        self.args = args
+        self.mode = mode
+        self.warmup = args.warmup if args.warmup is not None else mode.warmup
+        self.connections = (tuple(int(c) for c in args.connections.split(","))
+                            if args.connections else mode.connections)
+        if any(c < 1 for c in self.connections):
+            raise ValueError("--connections: every count must be at least 1")
+        self.bulk_bytes = (args.bulk_mib << 20) if args.bulk_mib else mode.bulk_bytes
+        self.servers = matrix.select_servers(matrix.discover(), args.servers)
+        self.workloads = matrix.select_workloads(args.workloads, mode.workloads)
+        self.steps = matrix.plan(self.servers, self.workloads, self.connections,
+                                 explicit_servers=bool(args.servers),
+                                 extra_connections=None if args.connections
+                                 else mode.extra_connections)
+        self.duration = args.duration if args.duration is not None else self._fit_duration()
+        if self.duration < 1 or self.warmup < 0:
+            raise ValueError("--duration must be >= 1 and --warmup >= 0")
+        self.results: list[dict[str, Any]] = []
+        self.bulk: list[dict[str, Any]] = []
+        self.port = PORT_BASE
+
+    # ---- the plan's cost -----------------------------------------------------------
+
+    def step_cost(self, step: matrix.Step, duration: int | None = None) -> float:
+        if step.skip:
+            return 0.0
+        d = self.duration if duration is None else duration
+        warm = self.warmup + WRK_OVERHEAD_S if self.warmup else 0
+        if step.workload == matrix.BULK:
+            return START_S + warm + self.bulk_bytes / BULK_RATE + 0.5
+        return START_S + len(step.connections) * (warm + d + WRK_OVERHEAD_S)
+
+    def estimate(self, duration: int | None = None) -> float:
+        return sum(self.step_cost(s, duration) for s in self.steps)
+
+    def _fit_duration(self) -> int:
+        lo, hi = self.mode.durations
+        for d in range(hi, lo - 1, -1):
+            if self.estimate(d) <= self.mode.budget_s:
+                return d
+        return lo
+
+    def cells(self) -> int:
+        return sum(len(s.connections) or 1 for s in self.steps if not s.skip)
+
+    # ---- execution -------------------------------------------------------------------------
+
+    def cell_cost(self) -> float:
+        return ((self.warmup + WRK_OVERHEAD_S if self.warmup else 0)
+                + self.duration + WRK_OVERHEAD_S)
+
+    def execute(self, static_dir: pathlib.Path, tmp: pathlib.Path) -> None:
+        total_est = self.estimate()
+        done_est = 0.0
+        t0 = time.monotonic()
+        n_cells = self.cells()
+        k = 0
+        for step in self.steps:
+            wl = None if step.workload == matrix.BULK else matrix.workload(step.workload)
+            s = step.server
+            if step.skip:
+                self._record_skip(step, "skipped", step.skip)
+                progress(f"[   -/{n_cells:3d}] {step.workload:<9} {s.label}: "
+                         f"does not run: {step.skip}")
+                continue
+            done_est += START_S
+            self.port += 1
+            sp = runner.ServerProcess(s, self.port, static_dir, tmp)
+            try:
+                try:
+                    sp.start()
+                    if wl is not None:
+                        expect = (b"Hello, world!" if wl.file is None
+                                  else (static_dir / wl.file).read_bytes())
+                        sp.check(wl, expect)
+                except (runner.ServerError, OSError, RuntimeError) as exc:
+                    reason = f"did not start: {exc}"
+                    self._record_skip(step, "failed", reason)
+                    k += len(step.connections) or 1
+                    done_est += self.step_cost(step) - START_S
+                    progress(f"[{k:4d}/{n_cells:3d}] {step.workload:<9} {s.label}: {reason}")
+                    continue
+                if wl is None:
+                    rec = self._measure_bulk(sp)
+                    self.bulk.append(rec)
+                    k += 1
+                    done_est += self.step_cost(step) - START_S
+                    progress(self._line(k, n_cells, t0, done_est, total_est, step, None, rec))
+                else:
+                    for c in step.connections:
+                        rec = self._measure_cell(sp, wl, c)
+                        self.results.append(rec)
+                        k += 1
+                        done_est += self.cell_cost()
+                        progress(self._line(k, n_cells, t0, done_est, total_est, step, c, rec))
+            finally:
+                note = sp.stop()
+            if note:   # on the step's last record: the run just before it
+                last = (self.bulk if wl is None else self.results)[-1]
+                last["stop_note"] = note
+                progress(f"           {s.label}: {note}")
+
+    def _line(self, k: int, n: int, t0: float, done_est: float, total_est: float,
+              step: matrix.Step, c: int | None, rec: dict[str, Any]) -> str:
+        elapsed = time.monotonic() - t0
+        scale = elapsed / done_est if done_est > 0 else 1.0
+        left = max(0.0, (total_est - done_est) * scale)
+        head = (f"[{k:4d}/{n:3d} {fmt_clock(elapsed)} elapsed, ~{fmt_clock(left)} left] "
+                f"{step.workload:<9} {'c=' + str(c) if c else 'bulk':<6} {step.server.label:<32}")
+        if rec["status"] != "ok":
+            return head + f" {rec['status']}: {rec['reason']}"
+        if c is None:
+            return head + f" {rec['mb_per_s']:9.1f} MB/s"
+        lat = rec["latency_us"]
+        tail = (f" {rec['requests_per_s']:>10,.0f} req/s  p50 {report.sig(lat['p50'] / 1000)} ms"
+                f"  p99 {report.sig(lat['p99'] / 1000)} ms")
+        if rec["error_count"]:
+            tail += f"  ({rec['reason']})"
+        return head + tail
+
+    def _base(self, step: matrix.Step, c: int | None) -> dict[str, Any]:
+        rec: dict[str, Any] = {"server": step.server.id, "workload": step.workload}
+        if c is not None:
+            rec["connections"] = c
+        return rec
+
+    def _record_skip(self, step: matrix.Step, status: str, reason: str) -> None:
+        if step.workload == matrix.BULK:
+            rec = self._base(step, None)
+            rec.update(status=status, reason=reason)
+            self.bulk.append(rec)
+            return
+        for c in step.connections:
+            rec = self._base(step, c)
+            rec.update(status=status, reason=reason)
+            self.results.append(rec)
+
+    def _measure_cell(self, sp: runner.ServerProcess, wl: matrix.Workload,
+                      c: int) -> dict[str, Any]:
+        rec: dict[str, Any] = {"server": sp.server.id, "workload": wl.id, "connections": c}
+        try:
+            if self.warmup:
+                runner.wrk(sp.port, wl.path, c, self.warmup)
+            sp.refresh_pids()
+            m0, s0 = runner.machine_busy_ticks(), sp.cpu_ticks()
+            r = runner.wrk(sp.port, wl.path, c, self.duration)
+            m1, s1 = runner.machine_busy_ticks(), sp.cpu_ticks()
+            rss = sp.rss_kib()
+        except (RuntimeError, OSError, ValueError) as exc:
+            rec.update(status="failed", reason=f"client failed: {exc}")
+            return rec
+        if not sp.alive():
+            rec.update(status="failed", reason=f"server died during the run: {sp.last_error()}")
+            return rec
+        n = int(r["requests"])
+        seconds = r["duration_us"] / 1e6
+        errs = r["errors"]
+        error_count = sum(int(v) for v in errs.values())
+        if n == 0:
+            rec.update(status="failed", reason="no responses (" + _errors_text(errs) + ")",
+                       errors=errs, error_count=error_count)
+            return rec
+        rec.update(
+            status="ok", reason=_errors_text(errs) if error_count else None,
+            requests=n, seconds=round(seconds, 3), requests_per_s=round(n / seconds, 1),
+            bytes=int(r["bytes"]), errors=errs, error_count=error_count,
+            latency_us={k: r["latency_us"][k] for k in ("p50", "p90", "p99", "p999", "p9999",
+                                                         "mean", "max")},
+            cpu_us_per_request={
+                "server": round((s1 - s0) / runner.CLK_TCK * 1e6 / n, 2),
+                "machine": round((m1 - m0) / runner.CLK_TCK * 1e6 / n, 2)},
+            rss_mib=round(rss / 1024, 1))
+        return rec
+
+    def _measure_bulk(self, sp: runner.ServerProcess) -> dict[str, Any]:
+        name = content.bulk_name(self.bulk_bytes)
+        rec: dict[str, Any] = {"server": sp.server.id, "workload": matrix.BULK,
+                               "file": name, "size": self.bulk_bytes}
+        timeout = max(60.0, self.bulk_bytes / 20e6)   # fails below 20 MB/s
+        try:
+            if self.warmup:   # the same warm-up for all: 1 MiB file, one connection
+                runner.wrk(sp.port, "/static/1MiB.bin", 1, self.warmup)
+            sp.refresh_pids()
+            m0, s0 = runner.machine_busy_ticks(), sp.cpu_ticks()
+            r = runner.curl_bulk(sp.port, f"/static/{name}", timeout)
+            m1, s1 = runner.machine_busy_ticks(), sp.cpu_ticks()
+            rss = sp.rss_kib()
+        except (RuntimeError, OSError, ValueError) as exc:
+            rec.update(status="failed", reason=f"client failed: {exc}")
+            return rec
+        if r["status"] != 200 or r["bytes"] != self.bulk_bytes:
+            why = "timed out" if r["rc"] == 28 else f"curl exit {r['rc']}"
+            rec.update(status="failed",
+                       reason=f"status {r['status']}, {r['bytes']} of {self.bulk_bytes} bytes "
+                              f"in {r['seconds']:.1f} s ({why})")
+            return rec
+        gib = r["bytes"] / (1 << 30)
+        note = None
+        limit = matrix.fast_path_max_file_size() if sp.server.fast_path else None
+        if limit is not None and self.bulk_bytes > limit:
+            note = (f"{name} is above add_static's max_file_size ({limit >> 20} MiB): "
+                    "aiohttp serves it, not the fast path")
+        rec.update(status="ok", reason=note, bytes=r["bytes"], seconds=round(r["seconds"], 3),
+                   mb_per_s=round(r["bytes_per_s"] / 1e6, 1),
+                   cpu_s_per_gib={"server": round((s1 - s0) / runner.CLK_TCK / gib, 3),
+                                  "machine": round((m1 - m0) / runner.CLK_TCK / gib, 3)},
+                   rss_mib=round(rss / 1024, 1))
+        return rec
+
+
+def _errors_text(errs: dict[str, int]) -> str:
+    parts = [f"{v} {'non-2xx/3xx' if k == 'status' else k + ' errors'}"
+             for k, v in errs.items() if v]
+    return ", ".join(parts) or "no errors"
+
+
+def _check_tools() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, XDP, AF_XDP): run it as root"
+    for tool in ("wrk", "curl", "taskset", "ip"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (see the Makefile's APT_PACKAGES)"
+    return None
+
+
+def _xdp_in_use() -> str | None:
+    """Why the bypass rows cannot run now, when an XDP program (another
+    specloop process?) already sits on the lab's server interface."""
+    info = (netlab.status()["namespaces"] or {}).get(netlab.SERVER_NS)  # type: ignore[union-attr]
+    link = info and info.get("link")
+    if link and link.get("xdp_attached"):
+        return (f"an XDP program is already attached to {netlab.SERVER_IF} in "
+                f"{netlab.SERVER_NS} (another specloop server on this lab?); stop it first")
+    return None
+
+
+def main(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    if argv[:1] == ["--"]:   # `specloop bench -- --quick`: the CLI passes the "--" on
+        argv = argv[1:]
+    args = parse_args(argv)
+    mode = MODES["smoke" if args.smoke else "quick" if args.quick else "default"]
+    try:
+        run = Run(args, mode)
+    except ValueError as exc:
+        print(f"specloop bench: {exc}", file=sys.stderr)
+        return 2
+    if args.list:
+        for s in matrix.discover():
+            print(f"{s.id:<28} {s.label:<34} {s.unavailable or ''}")
+        print("workloads:", ", ".join(matrix.WORKLOAD_IDS))
+        return 0
+    problem = _check_tools()
+    if problem:
+        print(f"specloop bench: {problem}", file=sys.stderr)
+        return 2
+
+    started = _dt.datetime.now(_dt.timezone.utc)
+    out = args.out or HERE / "results" / started.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    progress(f"specloop bench ({mode.name}): {len(run.servers)} servers, "
+             f"workloads {', '.join(run.workloads)}, connections "
+             f"{', '.join(map(str, run.connections))}")
+    progress(f"plan: {run.cells()} cells in {sum(1 for s in run.steps if not s.skip)} "
+             f"server starts, warm-up {run.warmup} s + {run.duration} s measured per cell, "
+             f"bulk {run.bulk_bytes >> 20} MiB; estimated {fmt_clock(run.estimate())} "
+             f"(budget {fmt_clock(mode.budget_s)})")
+    progress(f"pinning: server on CPU {runner.SERVER_CPU}, client (wrk -t1, curl) on CPU "
+             f"{runner.CLIENT_CPU}; output {out}")
+
+    built = not netlab.is_up()
+    lab = netlab.up()
+    busy = _xdp_in_use()
+    if busy:
+        if built:
+            netlab.down()
+        print(f"specloop bench: {busy}", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    try:
+        files = content.ensure(args.static_dir,
+                               run.bulk_bytes if matrix.BULK in run.workloads else None)
+        with tempfile.TemporaryDirectory(prefix="specloop-bench-") as tmp:
+            run.execute(args.static_dir, pathlib.Path(tmp))
+    finally:
+        if built:
+            netlab.down()
+    elapsed = time.monotonic() - t0
+
+    data = report.build(
+        command="specloop bench" + "".join(" " + shlex.quote(a) for a in argv),
+        started=started, elapsed=elapsed, mode=mode.name, lab=lab, run=run, files=files)
+    md = report.write(data, out, json_path=args.json)
+    print(md)
+    progress(f"done in {fmt_clock(elapsed)}: {out / 'report.md'}, {out / 'results.json'}"
+             + (f", {args.json}" if args.json else ""))
+    if args.readme:
+        report.publish(data, out, HERE / "latest", HERE.parent / "README.md")
+        progress("README.md and benchmarks/latest/ updated")
+    return 0

@@ -1,0 +1,113 @@
+"""``specloop bench --quick --smoke`` runs end to end and writes well-formed
+output: JSON with the expected keys, markdown tables whose rows all have
+the header's columns, PNG plots.  No speed assertions: benchmarks are not
+tests (numbers are only checked to be numbers).
+
+The lab's tag (SPECLOOP_LAB) reaches the suite only through the inherited
+environment: set when the caller set it, the default lab otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from specloop import netlab
+
+pytestmark = pytest.mark.lab
+
+TOP_KEYS = {"schema", "date", "command", "mode", "elapsed_s", "machine", "settings",
+            "servers", "workloads", "results", "bulk", "constant_rate", "plots"}
+CELL_OK_KEYS = {"server", "workload", "connections", "status", "requests", "seconds",
+                "requests_per_s", "errors", "error_count", "latency_us",
+                "cpu_us_per_request", "rss_mib", "ratio"}
+BULK_OK_KEYS = {"server", "workload", "status", "bytes", "seconds", "mb_per_s",
+                "cpu_s_per_gib", "rss_mib", "ratio"}
+
+
+def _split_row(line: str) -> list[str]:
+    assert line.startswith("| ") and line.endswith(" |"), line
+    return re.split(r"(?<!\\)\|", line[1:-1])
+
+
+def _tables(md: str) -> list[list[str]]:
+    tables, cur = [], []
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cur.append(line)
+        elif cur:
+            tables.append(cur)
+            cur = []
+    if cur:
+        tables.append(cur)
+    return tables
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
+
+
+def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
+    out = tmp_path / "out"
+    json_path = tmp_path / "r.json"
+    # "--" first: specloop/cli.py's REMAINDER argument does not take an
+    # option right after "bench"; the suite drops a leading "--"
+    cmd = [sys.executable, "-m", "specloop", "bench", "--", "--quick", "--smoke",
+           "--out", str(out), "--json", str(json_path)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=dict(os.environ))
+    assert p.returncode == 0, f"rc {p.returncode}\n{p.stderr[-4000:]}"
+
+    data = json.loads(json_path.read_text())
+    assert TOP_KEYS <= data.keys()
+    assert data == json.loads((out / "results.json").read_text())
+    assert data["mode"] == "smoke"
+    assert data["settings"]["lab"]["server_ns"] == netlab.SERVER_NS
+    server_ids = {s["id"] for s in data["servers"]}
+    assert {"aiohttp-asyncio", "aiohttp-uvloop", "aiohttp-specloop-kernel",
+            "aiohttp-specloop-bypass", "aiohttp-specloop-fastpath", "nginx"} <= server_ids
+
+    # every server has a hello row: measured, or saying why not
+    hello = [r for r in data["results"] if r["workload"] == "hello"]
+    assert {r["server"] for r in hello} == server_ids
+    for r in data["results"] + data["bulk"]:
+        assert r["server"] in server_ids
+        assert r["status"] in ("ok", "skipped", "failed"), r
+        if r["status"] != "ok":
+            assert isinstance(r["reason"], str) and r["reason"], r
+            continue
+        keys = BULK_OK_KEYS if r["workload"] == "bulk" else CELL_OK_KEYS
+        assert keys <= r.keys(), (keys - r.keys(), r)
+        assert set(r["ratio"]) == {"nginx", "uvloop"}
+        if r["workload"] == "bulk":
+            assert r["bytes"] == data["settings"]["bulk_bytes"]
+            assert _number(r["mb_per_s"])
+        else:
+            assert r["requests"] > 0 and _number(r["requests_per_s"])
+            assert {"p50", "p99", "p999"} <= r["latency_us"].keys()
+            assert all(_number(v) for v in r["latency_us"].values())
+            assert set(r["cpu_us_per_request"]) == {"server", "machine"}
+    fast = [r for r in data["results"] if r["server"] == "aiohttp-specloop-fastpath"]
+    assert fast and all(r["status"] == "ok" or r["reason"] for r in fast)
+    assert isinstance(data["constant_rate"]["measured"], bool)
+    assert data["constant_rate"]["reason"]
+
+    # the report: on stdout and in report.md, every table well formed
+    md = (out / "report.md").read_text()
+    assert md.strip() in p.stdout
+    tables = _tables(md)
+    assert len(tables) >= 3      # summary, hello, 8 KiB, bulk
+    for t in tables:
+        assert len(t) >= 3, t
+        ncol = len(_split_row(t[0]))
+        assert re.fullmatch(r"\|(---:?\|){%d}" % ncol, t[1]), t[1]
+        for row in t[2:]:
+            assert len(_split_row(row)) == ncol, row
+
+    for name in data["plots"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "throughput.png" in data["plots"]
