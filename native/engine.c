@@ -366,6 +366,9 @@ int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out)
 			eng->ctr.rxq_bytes += c->rxq.len;
 		}
 	}
+	eng->ctr.rx_held = eng->tcp->rx_held;
+	eng->ctr.conn_slot_bytes = sizeof(struct sl_conn) + 2 * sizeof(uint32_t) +
+				   sizeof(uint32_t);	/* + hash bucket share + heap slot */
 	eng->ctr.static_files = eng->stat ? eng->stat->count : 0;
 	eng->ctr.static_bytes = eng->stat ? eng->stat->bytes : 0;
 	xsk_read_kernel_stats(eng);

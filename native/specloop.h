@@ -49,6 +49,7 @@ struct sl_config {
 	uint32_t delack_ms;	/* delayed-ACK timeout */
 	uint32_t fin_timeout_ms;/* FIN-WAIT-2 after close(), as tcp_fin_timeout */
 	uint64_t seed;		/* ISN/SYN-cookie secret seed; 0 = from getrandom */
+	uint64_t rx_budget;	/* bytes all connections may hold unread */
 };
 
 /* What happened on a connection; read by Python after sl_engine_poll(). */
@@ -112,6 +113,7 @@ struct sl_counters {
 	/* TCP */
 	uint64_t conns;			/* connections in the table now */
 	uint64_t conns_time_wait;	/* of which in TIME-WAIT */
+	uint64_t conn_slot_bytes;	/* table memory per connection (preallocated) */
 	uint64_t conns_opened;		/* reached ESTABLISHED */
 	uint64_t conns_reset;		/* ended by a RST from the peer */
 	uint64_t conns_timed_out;	/* ended by the retry limit */
@@ -120,6 +122,7 @@ struct sl_counters {
 	uint64_t timers_armed;		/* connections with a timer */
 	uint64_t ooo_bytes;		/* held in reassembly queues */
 	uint64_t rxq_bytes;		/* held for paused readers */
+	uint64_t rx_held;		/* rxq + reassembly bytes, engine-wide */
 	uint64_t rst_sent;
 	uint64_t rst_received;
 	uint64_t syn_received;

@@ -250,6 +250,7 @@ struct tcp_state_all {
 	uint64_t challenge_window_us;	/* RFC 5961 §7 throttle */
 	uint32_t challenge_count;
 	uint64_t cookies_sent_us;	/* last SYN cookie; 0: never */
+	uint64_t rx_held;		/* bytes in all rxq and reassembly queues */
 	void **deferred;		/* buffers events point into */
 	uint32_t ndeferred, deferred_cap;
 };
@@ -286,7 +287,7 @@ void tcp_feed_starved(struct sl_engine *eng);
 void tcp_reset_all(struct sl_engine *eng);
 void tcp_free_deferred(struct sl_engine *eng);
 int tcp_defer_free(struct sl_engine *eng, void *buf);
-uint32_t conn_rcv_window(const struct sl_conn *c);
+uint32_t conn_rcv_window(const struct sl_engine *eng, const struct sl_conn *c);
 
 /* tcp_in.c */
 void tcp_input(struct sl_engine *eng, struct pkt *p);

@@ -275,6 +275,7 @@ void conn_free(struct sl_engine *eng, struct sl_conn *c)
 	timer_clear_all(eng, c);
 	tcp_free_sendq(eng, c);
 	fast_conn_free(eng, c);
+	t->rx_held -= (uint64_t)c->rxq.len + c->ooo_bytes;
 	for (o = c->ooo; o; o = n) {
 		n = o->next;
 		free(o);
@@ -372,6 +373,7 @@ bool conn_hand_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t
 
 	if (len && byteq_append(&c->rxq, rest, len))
 		return false;
+	eng->tcp->rx_held += len;
 	timer_set(eng, c, T_KEEPALIVE, 0);
 	if (!l || !l->port) {
 		/* the server is gone: nobody can answer this request */
@@ -479,6 +481,7 @@ bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 	}
 	if (byteq_append(&c->rxq, data, len))
 		return false;
+	eng->tcp->rx_held += len;
 	if (c->accepted && !c->rx_paused)
 		deliver_later(eng, c);
 	return true;
@@ -617,13 +620,14 @@ void tcp_deliver_pending(struct sl_engine *eng)
 				deliver_later(eng, c);
 				continue;
 			}
-			old_wnd = conn_rcv_window(c);
+			old_wnd = conn_rcv_window(eng, c);
 			ev = engine_event(eng, SL_EV_DATA, c->id);
 			ev->data = c->rxq.buf;
 			ev->len = c->rxq.len;
+			t->rx_held -= c->rxq.len;
 			memset(&c->rxq, 0, sizeof(c->rxq));
 			/* RFC 9293 §3.8.6.2.2: the window reopened; say so */
-			if (conn_rcv_window(c) > old_wnd) {
+			if (conn_rcv_window(eng, c) > old_wnd) {
 				c->window_update = true;
 				conn_dirty(eng, c);
 			}
@@ -635,11 +639,18 @@ void tcp_deliver_pending(struct sl_engine *eng)
 	}
 }
 
-/* Receive window we can offer now: buffer minus what we hold. */
-uint32_t conn_rcv_window(const struct sl_conn *c)
+/*
+ * Receive window we can offer now: buffer minus what we hold.  When the
+ * engine as a whole holds more than its receive budget (readers paused,
+ * holes everywhere), a connection that holds data itself offers no new
+ * window until its reader catches up: backpressure instead of memory.
+ */
+uint32_t conn_rcv_window(const struct sl_engine *eng, const struct sl_conn *c)
 {
 	uint64_t held = (uint64_t)c->rxq.len + c->ooo_bytes;
 
+	if (held && eng->cfg.rx_budget && eng->tcp->rx_held > eng->cfg.rx_budget)
+		return 0;
 	return held >= c->rcvbuf ? 0 : c->rcvbuf - (uint32_t)held;
 }
 
@@ -1018,7 +1029,7 @@ int sl_conn_info(struct sl_engine *eng, uint32_t id, struct sl_conn_info *out)
 	out->rto_us = c->rto_us;
 	out->send_queued = c->sq_bytes;
 	out->send_space = send_space(eng, c);
-	out->rcv_wnd = conn_rcv_window(c);
+	out->rcv_wnd = conn_rcv_window(eng, c);
 	out->rxq_bytes = c->rxq.len;
 	out->ooo_bytes = c->ooo_bytes;
 	out->flags = (c->ts_on ? 1u : 0) | (c->sack_on ? 2u : 0) | (c->ws_on ? 4u : 0);

@@ -603,6 +603,7 @@ static uint8_t *join_ooo(struct sl_engine *eng, struct sl_conn *c, const uint8_t
 			s = c->ooo;
 			c->ooo = s->next;
 			c->ooo_bytes -= s->len;
+			eng->tcp->rx_held -= s->len;
 			c->ooo_count--;
 			free(s);
 		}
@@ -627,6 +628,7 @@ static uint8_t *join_ooo(struct sl_engine *eng, struct sl_conn *c, const uint8_t
 		}
 		c->ooo = s->next;
 		c->ooo_bytes -= s->len;
+			eng->tcp->rx_held -= s->len;
 		c->ooo_count--;
 		free(s);
 	}
@@ -657,6 +659,7 @@ static void ooo_insert(struct sl_engine *eng, struct sl_conn *c, uint32_t seq,
 		n = *pp;
 		*pp = n->next;
 		c->ooo_bytes -= n->len;
+		eng->tcp->rx_held -= n->len;
 		c->ooo_count--;
 		free(n);
 	}
@@ -679,6 +682,7 @@ static void ooo_insert(struct sl_engine *eng, struct sl_conn *c, uint32_t seq,
 	n->next = *pp;
 	*pp = n;
 	c->ooo_bytes += len;
+	eng->tcp->rx_held += len;
 	c->ooo_count++;
 	c->last_ooo_seq = seq;
 }
@@ -832,7 +836,11 @@ static void tcp_segment_arrives(struct sl_engine *eng, struct sl_conn *c, struct
 	/* first: check the sequence number */
 	if (!seq_acceptable(c, p->seq, len)) {
 		eng->ctr.drop_out_of_window++;
-		if (!(p->flags & TH_RST)) {
+		if (p->flags & TH_SYN) {
+			/* RFC 5961 §4.2: a SYN, whatever its sequence number,
+			 * gets a (throttled) challenge ACK */
+			challenge_ack(eng, c);
+		} else if (!(p->flags & TH_RST)) {
 			c->ack_now = true;
 			conn_dirty(eng, c);
 		}

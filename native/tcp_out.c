@@ -106,9 +106,9 @@ static uint32_t build_packet(struct sl_engine *eng, uint8_t *buf, const uint8_t 
  * move the right edge only by a useful amount; §3.8.6: never shrink it).
  * Updates rcv_adv.  SYN segments carry it unscaled (RFC 7323 §2.2).
  */
-static uint16_t window_field(struct sl_conn *c, bool syn)
+static uint16_t window_field(const struct sl_engine *eng, struct sl_conn *c, bool syn)
 {
-	uint32_t avail = conn_rcv_window(c);
+	uint32_t avail = conn_rcv_window(eng, c);
 	uint32_t cur = seq_gt(c->rcv_adv, c->rcv_nxt) ? c->rcv_adv - c->rcv_nxt : 0;
 	uint32_t step = c->rcvbuf / 2 < c->mss ? c->rcvbuf / 2 : c->mss;
 	uint32_t wnd = avail, field, ws = syn ? 0 : c->rcv_wscale;
@@ -212,7 +212,7 @@ void tcp_send_ack(struct sl_engine *eng, struct sl_conn *c)
 {
 	uint8_t opts[40];
 	uint32_t optlen = 0;
-	uint16_t wnd = window_field(c, false);
+	uint16_t wnd = window_field(eng, c, false);
 
 	if (c->ts_on)
 		optlen += put_ts(eng, c, opts);
@@ -262,7 +262,7 @@ void tcp_send_synack(struct sl_engine *eng, struct sl_conn *c)
 		o[n++] = 3;
 		o[n++] = c->rcv_wscale;
 	}
-	wnd = window_field(c, true);
+	wnd = window_field(eng, c, true);
 	if (send_ctl(eng, c->peer_mac, c->peer_ip, c->local_port, c->peer_port,
 		     c->iss, c->rcv_nxt, TH_SYN | TH_ACK, wnd, o, n) == 0)
 		ack_sent(eng, c);
@@ -314,7 +314,7 @@ void tcp_send_probe(struct sl_engine *eng, struct sl_conn *c)
 {
 	uint8_t opts[12];
 	uint32_t optlen = c->ts_on ? put_ts(eng, c, opts) : 0;
-	uint16_t wnd = window_field(c, false);
+	uint16_t wnd = window_field(eng, c, false);
 
 	if (send_ctl(eng, c->peer_mac, c->peer_ip, c->local_port, c->peer_port,
 		     c->snd_una - 1, c->rcv_nxt, TH_ACK, wnd, opts, optlen) == 0)
@@ -862,7 +862,7 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 		flags |= TH_FIN;
 	if (s->len && (s->next == SL_NONE || s->len < c->mss))
 		flags |= TH_PSH;
-	wnd = window_field(c, false);
+	wnd = window_field(eng, c, false);
 	len = build_packet(eng, buf, c->peer_mac, c->peer_ip, c->local_port,
 			   c->peer_port, s->seq, c->rcv_nxt, flags, wnd, opts, optlen,
 			   s->len, s->csum);

@@ -53,6 +53,8 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("max_conns", int, 16384, _int_rule(16, 1 << 20), "TCP connection table size"),
     _Setting("sndbuf", int, 1 << 20, _int_rule(4096, 1 << 28), "send buffer bytes per connection"),
     _Setting("rcvbuf", int, 1 << 20, _int_rule(4096, 1 << 28), "receive window bytes per connection"),
+    _Setting("rx_budget", int, 256 << 20, _int_rule(0, 1 << 40),
+             "bytes all connections may hold unread before windows close (0: no limit)"),
     _Setting("time_wait", float, 60.0, None, "TIME-WAIT seconds (2*MSL)"),
     _Setting("rto_min", float, 0.2, None, "minimum retransmission timeout, seconds"),
     _Setting("rto_max", float, 120.0, None, "maximum retransmission timeout, seconds"),
@@ -123,6 +125,7 @@ class Config:
     max_conns: int = 16384
     sndbuf: int = 1 << 20
     rcvbuf: int = 1 << 20
+    rx_budget: int = 256 << 20
     time_wait: float = 60.0
     rto_min: float = 0.2
     rto_max: float = 120.0

@@ -521,3 +521,29 @@ def test_malformed_frames_are_counted(h, frame, counter):
     assert h.flush() == []
     assert h.counters()[counter] == before + 1
     assert h.counters()["conns"] == 0
+
+
+def test_receive_budget_closes_windows_of_holders():
+    """Engine-wide: when readers hold more than rx_budget, connections that
+    hold data offer no new window (backpressure, not memory)."""
+    h = Harness(rcvbuf=16384, rx_budget=20000)
+    h.listen(PORT)
+    a, b = Peer(h, PORT, sport=40001, ws=None), Peer(h, PORT, sport=40002, ws=None)
+    a.connect()
+    b.connect()
+    for p in (a, b):
+        lib.sl_conn_pause_reading(h.ptr, p.conn)
+    for _ in range(16):
+        a.deliver(b"a" * 1024)
+    assert h.info(a.conn)["rcv_wnd"] == 0
+    for _ in range(4):
+        b.deliver(b"b" * 1024)
+    # b holds 4 KiB with 12 KiB of its own buffer free, but the engine is
+    # over budget (20 KiB held): b's window closes too
+    assert h.counters()["rx_held"] == 20480
+    assert h.info(b.conn)["rcv_wnd"] == 0
+    lib.sl_conn_resume_reading(h.ptr, a.conn)
+    h.advance(0)
+    assert h.counters()["rx_held"] == 4096
+    assert h.info(b.conn)["rcv_wnd"] == 16384 - 4096
+    h.close()
