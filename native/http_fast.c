@@ -558,6 +558,9 @@ static bool respond(struct sl_engine *eng, struct sl_conn *c, const struct http_
 int fast_conn_new(struct sl_engine *eng, struct sl_conn *c)
 {
 	c->fast = calloc(1, sizeof(*c->fast));
+	/* a response is a whole: its last, short segment must not wait for
+	 * the ACK of the others (Nagle against the peer's delayed ACK) */
+	c->nodelay = true;
 	return c->fast ? 0 : -ENOMEM;
 }
 
