@@ -41,9 +41,11 @@ def lab(request: pytest.FixtureRequest) -> Iterator[netlab.Lab]:
         if request.config.getoption("--require-lab"):
             pytest.fail(f"--require-lab: {reason}")
         pytest.skip(reason)
+    was_up = netlab.is_up()
     lab = netlab.up()
     yield lab
-    netlab.down()
+    if not was_up:  # leave the machine as we found it
+        netlab.down()
 
 
 @pytest.fixture
