@@ -95,7 +95,8 @@ def machine_info() -> dict[str, Any]:
 
 
 def build(*, command: str, started: _dt.datetime, elapsed: float, mode: str, lab: "Lab",
-          run: "Run", files: dict[str, int]) -> dict[str, Any]:
+          run: "Run", files: dict[str, int],
+          background: dict[str, float] | None = None) -> dict[str, Any]:
     """Everything the run found, as one JSON-able dict (ratios included)."""
     _add_ratios(run.results, "requests_per_s", ("workload", "connections"))
     _add_ratios(run.bulk, "mb_per_s", ("workload",))
@@ -106,6 +107,8 @@ def build(*, command: str, started: _dt.datetime, elapsed: float, mode: str, lab
         "mode": mode,
         "elapsed_s": round(elapsed, 1),
         "machine": machine_info(),
+        # percent of one CPU busy with other work, sampled 1 s with nothing of ours running
+        "background_load": background or {},
         "settings": {
             "warmup_s": run.warmup, "duration_s": run.duration,
             "connections": list(run.connections), "bulk_bytes": run.bulk_bytes,
@@ -216,15 +219,18 @@ def cell_table(data: dict[str, Any], wid: str, c: int) -> str:
     rows = []
     for r in _cells(data, wid, c):
         if r["status"] != "ok":
-            rows.append([labels[r["server"]]] + ["—"] * 9 + [_note(r)])
+            rows.append([labels[r["server"]]] + ["—"] * 10 + [_note(r)])
             continue
         lat, cpu = r["latency_us"], r["cpu_us_per_request"]
+        client = r.get("cpu_pct", {}).get("client")
         rows.append([labels[r["server"]], f"{r['requests_per_s']:,.0f}",
                      _ratio(r["ratio"]["nginx"]), _ratio(r["ratio"]["uvloop"]),
                      _ms(lat["p50"]), _ms(lat["p99"]), _ms(lat["p999"]),
-                     sig(cpu["server"]), sig(cpu["machine"]), sig(r["rss_mib"]), _note(r)])
+                     sig(cpu["server"]), sig(cpu["machine"]),
+                     "—" if client is None else f"{client:.0f}", sig(r["rss_mib"]), _note(r)])
     return md_table(["server", "req/s", "×nginx", "×uvloop", "p50 ms", "p99 ms", "p99.9 ms",
-                     "server CPU µs/req", "machine CPU µs/req", "RSS MiB", "note"], rows)
+                     "server CPU µs/req", "machine CPU µs/req", "client busy %", "RSS MiB",
+                     "note"], rows)
 
 
 def bulk_table(data: dict[str, Any]) -> str:
@@ -309,7 +315,11 @@ def header_lines(data: dict[str, Any]) -> list[str]:
         f"{st['client']}; bulk: one {st['bulk_bytes'] >> 20} MiB download with curl "
         f"after the same warm-up",
     ] + ([f"- **other apps** (hello only): at {', '.join(map(str, extra))} connections"]
-         if (extra := st.get("extra_app_connections")) and extra != st["connections"] else [])
+         if (extra := st.get("extra_app_connections")) and extra != st["connections"] else []) \
+      + ([f"- **background load:** {bg['before_pct']:.0f}% of one CPU busy with other work "
+          f"before the run, {bg.get('after_pct', float('nan')):.0f}% after (1 s samples with "
+          "nothing of this run going; the machine is shared, and such load disturbs the "
+          "numbers)"] if (bg := data.get("background_load")) and "before_pct" in bg else [])
 
 
 def markdown(data: dict[str, Any], img_prefix: str = "", full: bool = True) -> str:
@@ -319,7 +329,8 @@ def markdown(data: dict[str, Any], img_prefix: str = "", full: bool = True) -> s
             "aiohttp-on-uvloop's in the same cell; above 1 is faster. Server CPU: the server "
             "processes' own utime+stime (/proc/PID/stat) per request. Machine CPU: all non-idle "
             "time of every CPU (/proc/stat: client, kernel, server and anything else running) "
-            "per request. RSS: the "
+            "per request. Client busy: wrk's own CPU time over the run, in percent of its one "
+            "CPU (near 100, the client is the limit). RSS: the "
             "server's VmRSS (summed over its processes) after the run. Absolute numbers wander "
             "10–25% between runs on this shared machine; compare inside one run.", ""]
     out += ["## Summary", "", summary_table(data), ""]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import pathlib
 import shutil
 import signal
@@ -86,6 +87,20 @@ def tree_cpu_ticks(pids: list[int]) -> int:
     return total
 
 
+def background_busy(seconds: float = 1.0) -> float:
+    """How busy the machine is (percent of one CPU) over ``seconds`` while
+    this suite runs nothing: other users' work on a shared machine."""
+    m0, t0 = machine_busy_ticks(), time.monotonic()
+    time.sleep(seconds)
+    m1, t1 = machine_busy_ticks(), time.monotonic()
+    return round((m1 - m0) / CLK_TCK / (t1 - t0) * 100, 1)
+
+
+def _children_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def tree_rss_kib(pids: list[int]) -> int:
     """Sum of VmRSS of these processes (KiB)."""
     total = 0
@@ -127,10 +142,14 @@ def wrk(port: int, path: str, connections: int, seconds: int) -> dict[str, Any]:
     """One wrk run (-t1, --latency, our done() hook); its summary as a dict."""
     argv = client_argv("wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
                        "--timeout", WRK_TIMEOUT, "-s", str(WRK_LUA), url(port, path))
+    c0 = _children_cpu_s()
     p = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    client_cpu = _children_cpu_s() - c0   # wrk's own (ip netns exec and taskset exec it)
     for line in p.stdout.splitlines():
         if line.startswith("SPECLOOP_WRK "):
-            return json.loads(line[len("SPECLOOP_WRK "):])
+            out = json.loads(line[len("SPECLOOP_WRK "):])
+            out["client_cpu_s"] = client_cpu
+            return out
     raise RuntimeError(f"wrk gave no summary (rc {p.returncode}): "
                        f"{(p.stderr or p.stdout).strip()[-300:]}")
 

@@ -246,9 +246,9 @@ class Run:
             if self.warmup:
                 runner.wrk(sp.port, wl.path, c, self.warmup)
             sp.refresh_pids()
-            m0, s0 = runner.machine_busy_ticks(), sp.cpu_ticks()
+            m0, s0, t0 = runner.machine_busy_ticks(), sp.cpu_ticks(), time.monotonic()
             r = runner.wrk(sp.port, wl.path, c, self.duration)
-            m1, s1 = runner.machine_busy_ticks(), sp.cpu_ticks()
+            m1, s1, t1 = runner.machine_busy_ticks(), sp.cpu_ticks(), time.monotonic()
             rss = sp.rss_kib()
         except (RuntimeError, OSError, ValueError) as exc:
             rec.update(status="failed", reason=f"client failed: {exc}")
@@ -272,7 +272,14 @@ class Run:
                                                          "mean", "max")},
             cpu_us_per_request={
                 "server": round((s1 - s0) / runner.CLK_TCK * 1e6 / n, 2),
-                "machine": round((m1 - m0) / runner.CLK_TCK * 1e6 / n, 2)},
+                "machine": round((m1 - m0) / runner.CLK_TCK * 1e6 / n, 2),
+                "client": round(r["client_cpu_s"] * 1e6 / n, 2)},
+            # percent of one CPU over the run: wrk, and what neither wrk nor the
+            # server processes account for (kernel softirq work, other users)
+            cpu_pct={
+                "client": round(r["client_cpu_s"] / (t1 - t0) * 100, 1),
+                "other": round(((m1 - m0 - (s1 - s0)) / runner.CLK_TCK - r["client_cpu_s"])
+                               / (t1 - t0) * 100, 1)},
             rss_mib=round(rss / 1024, 1))
         return rec
 
@@ -384,8 +391,12 @@ def main(argv: Sequence[str]) -> int:
     try:
         files = content.ensure(args.static_dir,
                                run.bulk_bytes if matrix.BULK in run.workloads else None)
+        background = {"before_pct": runner.background_busy()}
+        progress(f"background load: {background['before_pct']:.0f}% of one CPU busy with "
+                 "other work before the run")
         with tempfile.TemporaryDirectory(prefix="specloop-bench-") as tmp:
             run.execute(args.static_dir, pathlib.Path(tmp))
+        background["after_pct"] = runner.background_busy()
     finally:
         if built:
             netlab.down()
@@ -393,7 +404,8 @@ def main(argv: Sequence[str]) -> int:
 
     data = report.build(
         command="specloop bench" + "".join(" " + shlex.quote(a) for a in argv),
-        started=started, elapsed=elapsed, mode=mode.name, lab=lab, run=run, files=files)
+        started=started, elapsed=elapsed, mode=mode.name, lab=lab, run=run, files=files,
+        background=background)
     md = report.write(data, out, json_path=args.json)
     print(md)
     progress(f"done in {fmt_clock(elapsed)}: {out / 'report.md'}, {out / 'results.json'}"

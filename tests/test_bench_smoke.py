@@ -21,8 +21,8 @@ from specloop import netlab
 
 pytestmark = pytest.mark.lab
 
-TOP_KEYS = {"schema", "date", "command", "mode", "elapsed_s", "machine", "settings",
-            "servers", "workloads", "results", "bulk", "constant_rate", "plots"}
+TOP_KEYS = {"schema", "date", "command", "mode", "elapsed_s", "machine", "background_load",
+            "settings", "servers", "workloads", "results", "bulk", "constant_rate", "plots"}
 CELL_OK_KEYS = {"server", "workload", "connections", "status", "requests", "seconds",
                 "requests_per_s", "errors", "error_count", "latency_us",
                 "cpu_us_per_request", "rss_mib", "ratio"}
@@ -90,7 +90,8 @@ def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
             assert r["requests"] > 0 and _number(r["requests_per_s"])
             assert {"p50", "p99", "p999"} <= r["latency_us"].keys()
             assert all(_number(v) for v in r["latency_us"].values())
-            assert set(r["cpu_us_per_request"]) == {"server", "machine"}
+            assert {"server", "machine", "client"} <= r["cpu_us_per_request"].keys()
+            assert all(_number(v) for v in r["cpu_us_per_request"].values())
     fast = [r for r in data["results"] if r["server"] == "aiohttp-specloop-fastpath"]
     assert fast and all(r["status"] == "ok" or r["reason"] for r in fast)
     assert isinstance(data["constant_rate"]["measured"], bool)
