@@ -178,6 +178,18 @@ int sl_engine_fd(const struct sl_engine *eng)
 	return eng->xsk.fd;
 }
 
+/* Busy polling: is anything in the RX ring (or due for a poll)?  One
+ * acquire load, no system call. */
+int sl_engine_rx_ready(const struct sl_engine *eng)
+{
+	const struct sl_xsk *x = &eng->xsk;
+
+	if (x->test)
+		return 0;
+	/* acquire: pairs with the kernel's release of the RX producer */
+	return __atomic_load_n(x->rx.producer, __ATOMIC_ACQUIRE) != x->rx.cached_cons;
+}
+
 int sl_engine_xdp_mode(const struct sl_engine *eng)
 {
 	return eng->steer.mode;

@@ -201,6 +201,8 @@ int sl_engine_set_clock(struct sl_engine *eng, uint64_t now_us);
 
 /* The xsk file descriptor: readable when RX has frames. */
 int sl_engine_fd(const struct sl_engine *eng);
+/* Non-zero when the RX ring has frames (for busy polling; no syscall). */
+int sl_engine_rx_ready(const struct sl_engine *eng);
 /* The XDP attach mode in use: SL_XDP_NATIVE or SL_XDP_GENERIC. */
 int sl_engine_xdp_mode(const struct sl_engine *eng);
 

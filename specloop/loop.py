@@ -15,7 +15,9 @@ import threading
 from asyncio import constants
 from typing import Any
 
+from .busypoll import BusyPollSelector
 from .config import Config
+from .engine import lib
 from .stack import Stack
 from .transports import BypassListenSocket, BypassTransport
 
@@ -61,6 +63,10 @@ class Loop(asyncio.SelectorEventLoop):
                 raise
             finally:
                 _building.depth -= 1
+            if cfg.busy_poll_us:
+                ptr = self._stack.engine.ptr
+                self._selector = BusyPollSelector(
+                    self._selector, lambda: lib.sl_engine_rx_ready(ptr), cfg.busy_poll_us)
 
     @property
     def config(self) -> Config:

@@ -161,3 +161,40 @@ def test_sigkill_leaves_no_xdp_program(lab):
     assert not xdp_attached()
     # and the port is the kernel's again: nothing blackholes it
     assert connect_from_client(9107) == "refused"
+
+
+def test_busy_poll_loop_serves(lab):
+    """busy_poll_us wraps the selector: the loop spins on the RX ring before
+    sleeping, and still serves and idles correctly."""
+    import asyncio
+    from specloop.busypoll import BusyPollSelector
+
+    with netlab.inside(lab.server_ns):
+        loop = specloop.new_event_loop(interface=lab.server_if, busy_poll_us=200)
+    try:
+        assert isinstance(loop._selector, BusyPollSelector)
+
+        class Echo(asyncio.Protocol):
+            def connection_made(self, t):
+                self.t = t
+
+            def data_received(self, data):
+                self.t.write(data)
+
+        async def main():
+            server = await loop.create_server(Echo, netlab.SERVER_IP, 9108)
+            code = ("import socket; s = socket.create_connection(('%s', 9108), timeout=5)\n"
+                    "for i in range(200):\n s.sendall(b'ping'); assert s.recv(4) == b'ping'\n"
+                    "print('ok')" % netlab.SERVER_IP)
+            proc = await asyncio.create_subprocess_exec(*python_in_client(code),
+                                                        stdout=subprocess.PIPE)
+            out, _ = await proc.communicate()
+            server.close()
+            t0 = loop.time()
+            await asyncio.sleep(0.05)  # an idle loop still sleeps the right time
+            return out.strip(), loop.time() - t0
+
+        out, slept = loop.run_until_complete(main())
+        assert out == b"ok" and 0.045 < slept < 0.5
+    finally:
+        loop.close()
