@@ -47,6 +47,7 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 {
 	struct sl_engine *eng;
 	int ifindex, rc;
+	uint32_t i;
 
 	if (!out)
 		return -EINVAL;
@@ -79,10 +80,13 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 		      err, errlen);
 	if (rc)
 		goto out_steer;
-	rc = steer_add_socket(&eng->steer, cfg->queue_id, eng->xsk.fd);
-	if (rc) {
-		sl_errf(err, errlen, "adding the XDP socket to the XSKMAP");
-		goto out_xsk;
+	for (i = 0; i < eng->xsk.nq; i++) {
+		rc = steer_add_socket(&eng->steer, eng->xsk.q[i].queue_id, eng->xsk.q[i].fd);
+		if (rc) {
+			sl_errf(err, errlen, "adding the XDP socket of queue %u to the XSKMAP",
+				eng->xsk.q[i].queue_id);
+			goto out_xsk;
+		}
 	}
 	rc = tcp_init(eng, err, errlen);
 	if (rc)
@@ -178,16 +182,29 @@ int sl_engine_fd(const struct sl_engine *eng)
 	return eng->xsk.fd;
 }
 
+int sl_engine_fds(const struct sl_engine *eng, int *fds, int max)
+{
+	int n;
+
+	for (n = 0; n < (int)eng->xsk.nq && n < max; n++)
+		fds[n] = eng->xsk.q[n].fd;
+	return n;
+}
+
 /* Busy polling: is anything in the RX ring (or due for a poll)?  One
  * acquire load, no system call. */
 int sl_engine_rx_ready(const struct sl_engine *eng)
 {
 	const struct sl_xsk *x = &eng->xsk;
 
-	if (x->test)
-		return 0;
-	/* acquire: pairs with the kernel's release of the RX producer */
-	return __atomic_load_n(x->rx.producer, __ATOMIC_ACQUIRE) != x->rx.cached_cons;
+	uint32_t q;
+
+	for (q = 0; q < x->nq; q++)
+		/* acquire: pairs with the kernel's release of the RX producer */
+		if (__atomic_load_n(x->q[q].rx.producer, __ATOMIC_ACQUIRE) !=
+		    x->q[q].rx.cached_cons)
+			return 1;
+	return 0;
 }
 
 int sl_engine_xdp_mode(const struct sl_engine *eng)
@@ -249,7 +266,7 @@ static void handle_desc(struct sl_engine *eng, const struct xdp_desc *d)
 int sl_engine_poll(struct sl_engine *eng, int budget)
 {
 	struct sl_xsk *x = &eng->xsk;
-	uint32_t idx, n, i;
+	uint32_t idx, n, i, q, idle;
 
 	eng->now_us = monotonic_us(eng);
 	xsk_release_held(x);
@@ -262,17 +279,25 @@ int sl_engine_poll(struct sl_engine *eng, int budget)
 		impair_release_rx(eng);
 	if (budget <= 0)
 		budget = SL_RX_BATCH;
-	/* a frame makes at most a few events (ACCEPT, DATA, EOF, WRITABLE) */
-	while (!x->test && budget > 0 && eng->nevents + 4 * SL_RX_BATCH <= SL_MAX_EVENTS) {
-		n = xsk_ring_cons__peek(&x->rx, budget < SL_RX_BATCH ?
-					(uint32_t)budget : SL_RX_BATCH, &idx);
-		if (!n)
-			break;
+	/* a frame makes at most a few events (ACCEPT, DATA, EOF, WRITABLE);
+	 * the queues take turns, a batch each */
+	for (q = 0, idle = 0; x->nq && idle < x->nq && budget > 0 &&
+	     eng->nevents + 4 * SL_RX_BATCH <= SL_MAX_EVENTS; q = (q + 1) % x->nq) {
+		struct xsk_ring_cons *rx = &x->q[q].rx;
+
+		n = xsk_ring_cons__peek(rx, budget < SL_RX_BATCH ? (uint32_t)budget : SL_RX_BATCH,
+					&idx);
+		if (!n) {
+			idle++;
+			continue;
+		}
+		idle = 0;
 		eng->ctr.rx_batches++;
+		eng->ctr.rx_queue_packets[q] += n;
 		for (i = 0; i < n; i++)
-			handle_desc(eng, xsk_ring_cons__rx_desc(&x->rx, idx + i));
+			handle_desc(eng, xsk_ring_cons__rx_desc(rx, idx + i));
 		/* release: we are done reading these descriptors */
-		xsk_ring_cons__release(&x->rx, n);
+		xsk_ring_cons__release(rx, n);
 		budget -= (int)n;
 		xsk_refill(eng);
 	}

@@ -36,7 +36,21 @@ struct frame_meta {
 	uint8_t keep;		/* a send queue still needs it after TX */
 };
 
-/* The AF_XDP side: UMEM, its rings and the frame allocator (xsk.c). */
+#define SL_MAX_QUEUES 16
+
+/* One queue's AF_XDP socket and its four rings. */
+struct sl_xq {
+	struct xsk_socket *socket;
+	struct xsk_ring_prod fill;
+	struct xsk_ring_cons comp;
+	struct xsk_ring_cons rx;
+	struct xsk_ring_prod tx;
+	uint32_t queue_id;
+	int fd;
+};
+
+/* The AF_XDP side: UMEM, its rings and the frame allocator (xsk.c).  All
+ * queues share one UMEM; TX goes out on the first queue's socket. */
 struct sl_xsk {
 	void *area;
 	size_t area_len;
@@ -45,12 +59,10 @@ struct sl_xsk {
 	uint32_t frame_count;
 	uint32_t ring_size;
 	struct xsk_umem *umem;
-	struct xsk_socket *socket;
-	struct xsk_ring_prod fill;
-	struct xsk_ring_cons comp;
-	struct xsk_ring_cons rx;
-	struct xsk_ring_prod tx;
-	int fd;
+	struct sl_xq q[SL_MAX_QUEUES];
+	uint32_t nq;
+	struct xsk_ring_prod tx;	/* q[0]'s, copied here for the hot path */
+	int fd;				/* q[0]'s */
 	uint32_t *free_stack;	/* indices of free frames */
 	uint32_t free_top;
 	struct frame_meta *meta;

@@ -30,7 +30,8 @@ enum sl_xdp_mode {
 
 struct sl_config {
 	const char *ifname;
-	uint32_t queue_id;
+	uint32_t queues[16];	/* RX queue ids, one AF_XDP socket each */
+	uint32_t nqueues;	/* 1..16 */
 	uint32_t xdp_mode;	/* enum sl_xdp_mode */
 	uint32_t frame_size;	/* 2048 or 4096 */
 	uint32_t frame_count;	/* UMEM frames */
@@ -103,6 +104,7 @@ struct sl_counters {
 	uint64_t kernel_rx_ring_full;
 	uint64_t kernel_rx_fill_ring_empty;
 	uint64_t kernel_tx_ring_empty;
+	uint64_t rx_queue_packets[16];	/* by socket, in the order of cfg.queues */
 	/* frames by owner; they always add up to frame_count */
 	uint64_t frames_total;
 	uint64_t frames_free;
@@ -201,6 +203,8 @@ int sl_engine_set_clock(struct sl_engine *eng, uint64_t now_us);
 
 /* The xsk file descriptor: readable when RX has frames. */
 int sl_engine_fd(const struct sl_engine *eng);
+/* Every queue's xsk fd (up to max) into fds; returns how many. */
+int sl_engine_fds(const struct sl_engine *eng, int *fds, int max);
 /* Non-zero when the RX ring has frames (for busy polling; no syscall). */
 int sl_engine_rx_ready(const struct sl_engine *eng);
 /* The XDP attach mode in use: SL_XDP_NATIVE or SL_XDP_GENERIC. */

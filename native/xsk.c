@@ -151,18 +151,27 @@ int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
 {
 	struct xsk_umem_config ucfg;
 	struct xsk_socket_config scfg;
-	uint32_t i;
+	uint32_t i, q;
 	int rc = open_area(x, cfg, err, errlen);
 
 	if (rc)
 		return rc;
+	if (cfg->nqueues < 1 || cfg->nqueues > SL_MAX_QUEUES) {
+		sl_errf(err, errlen, "%u queues: must be 1 to %d", cfg->nqueues, SL_MAX_QUEUES);
+		xsk_close(x);
+		return -EINVAL;
+	}
+	/* each queue's fill ring gets a share; half the frames stay for TX */
+	x->fill_target = cfg->frame_count / 2 / cfg->nqueues;
+	if (x->fill_target > cfg->ring_size)
+		x->fill_target = cfg->ring_size;
 	memset(&ucfg, 0, sizeof(ucfg));
 	ucfg.fill_size = cfg->ring_size;
 	ucfg.comp_size = cfg->ring_size;
 	ucfg.frame_size = cfg->frame_size;
 	ucfg.frame_headroom = 0;
-	rc = xsk_umem__create(&x->umem, x->area, x->area_len, &x->fill,
-			      &x->comp, &ucfg);
+	rc = xsk_umem__create(&x->umem, x->area, x->area_len, &x->q[0].fill,
+			      &x->q[0].comp, &ucfg);
 	if (rc) {
 		x->umem = NULL;
 		sl_errf(err, errlen, "registering UMEM (xsk_umem__create)");
@@ -175,32 +184,44 @@ int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
 	scfg.tx_size = cfg->ring_size;
 	scfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
 	scfg.bind_flags = (uint16_t)bind_flags;
-	/*
-	 * The kernel frees a closed socket's claim on its queue from a
-	 * workqueue, so a queue closed a moment ago can still say EBUSY: give
-	 * it half a second before calling the queue taken.
-	 */
-	for (i = 0; i < 50; i++) {
-		struct timespec pause = { 0, 10 * 1000 * 1000 };
+	for (q = 0; q < cfg->nqueues; q++) {
+		struct sl_xq *xq = &x->q[q];
 
-		rc = xsk_socket__create(&x->socket, cfg->ifname, cfg->queue_id,
-					x->umem, &x->rx, &x->tx, &scfg);
-		if (rc != -EBUSY)
-			break;
-		nanosleep(&pause, NULL);
+		xq->queue_id = cfg->queues[q];
+		/*
+		 * The kernel frees a closed socket's claim on its queue from a
+		 * workqueue, so a queue closed a moment ago can still say
+		 * EBUSY: give it half a second before calling the queue taken.
+		 */
+		for (i = 0; i < 50; i++) {
+			struct timespec pause = { 0, 10 * 1000 * 1000 };
+
+			if (q == 0)
+				rc = xsk_socket__create(&xq->socket, cfg->ifname, xq->queue_id,
+							x->umem, &xq->rx, &xq->tx, &scfg);
+			else	/* the same UMEM, a fill/completion pair of its own */
+				rc = xsk_socket__create_shared(&xq->socket, cfg->ifname,
+							       xq->queue_id, x->umem, &xq->rx,
+							       &xq->tx, &xq->fill, &xq->comp,
+							       &scfg);
+			if (rc != -EBUSY)
+				break;
+			nanosleep(&pause, NULL);
+		}
+		if (rc) {
+			xq->socket = NULL;
+			sl_errf(err, errlen, "creating the XDP socket on %s queue %u",
+				cfg->ifname, xq->queue_id);
+			goto out_umem;
+		}
+		xq->fd = xsk_socket__fd(xq->socket);
+		x->nq = q + 1;
 	}
-	if (rc) {
-		x->socket = NULL;
-		sl_errf(err, errlen, "creating the XDP socket on %s queue %u",
-			cfg->ifname, cfg->queue_id);
-		goto out_umem;
-	}
-	x->fd = xsk_socket__fd(x->socket);
+	x->tx = x->q[0].tx;
+	x->fd = x->q[0].fd;
 	return 0;
 
 out_umem:
-	xsk_umem__delete(x->umem);
-	x->umem = NULL;
 	xsk_close(x);
 	return rc < 0 ? rc : -rc;
 }
@@ -215,8 +236,9 @@ void xsk_close(struct sl_xsk *x)
 		free(x->cap);
 		free(x->cap_len);
 	}
-	if (x->socket)
-		xsk_socket__delete(x->socket);
+	for (i = x->nq; i-- > 0;)
+		if (x->q[i].socket)
+			xsk_socket__delete(x->q[i].socket);
 	if (x->umem)
 		xsk_umem__delete(x->umem);
 	free(x->meta);
@@ -254,45 +276,52 @@ void xsk_frame_free(struct sl_xsk *x, uint32_t idx)
 	x->free_stack[x->free_top++] = idx;
 }
 
-/* Frames handed to the fill ring that the kernel has not returned yet. */
-static uint32_t fill_outstanding(const struct sl_xsk *x)
+/* Frames handed to a queue's fill ring that the kernel has not returned. */
+static uint32_t fill_outstanding(const struct sl_xq *xq)
 {
-	/* fill ring entries + RX ring entries we have not peeked */
-	uint32_t in_fill = x->fill.cached_prod - __atomic_load_n(x->fill.consumer, __ATOMIC_ACQUIRE);
-	uint32_t in_rx = __atomic_load_n(x->rx.producer, __ATOMIC_ACQUIRE) - x->rx.cached_cons;
+	/* acquire: the kernel's consumer/producer moves, fill ring entries +
+	 * RX ring entries we have not peeked */
+	uint32_t in_fill = xq->fill.cached_prod -
+			   __atomic_load_n(xq->fill.consumer, __ATOMIC_ACQUIRE);
+	uint32_t in_rx = __atomic_load_n(xq->rx.producer, __ATOMIC_ACQUIRE) -
+			 xq->rx.cached_cons;
 
 	return in_fill + in_rx;
 }
 
-/* Tops the fill ring up to fill_target frames, never touching the reserve. */
+/* Tops every queue's fill ring up to fill_target frames, never touching
+ * the reserve. */
 void xsk_refill(struct sl_engine *eng)
 {
 	struct sl_xsk *x = &eng->xsk;
-	uint32_t have, want, avail, idx, i;
+	uint32_t have, want, avail, idx, i, q;
 
 	if (x->test)
 		return;
-	have = fill_outstanding(x);
-	if (have >= x->fill_target)
-		return;
-	want = x->fill_target - have;
-	avail = x->free_top > SL_FRAME_RESERVE ? x->free_top - SL_FRAME_RESERVE : 0;
-	if (avail < want) {
-		eng->ctr.fill_ring_empty++;
-		want = avail;
-	}
-	if (!want)
-		return;
-	if (xsk_ring_prod__reserve(&x->fill, want, &idx) != want)
-		return;
-	for (i = 0; i < want; i++) {
-		uint32_t f = x->free_stack[--x->free_top];
+	for (q = 0; q < x->nq; q++) {
+		struct sl_xq *xq = &x->q[q];
 
-		x->meta[f].owner = FRAME_FILL;
-		*xsk_ring_prod__fill_addr(&x->fill, idx + i) = (uint64_t)f << x->frame_shift;
+		have = fill_outstanding(xq);
+		if (have >= x->fill_target)
+			continue;
+		want = x->fill_target - have;
+		avail = x->free_top > SL_FRAME_RESERVE ? x->free_top - SL_FRAME_RESERVE : 0;
+		if (avail < want) {
+			eng->ctr.fill_ring_empty++;
+			want = avail;
+		}
+		if (!want || xsk_ring_prod__reserve(&xq->fill, want, &idx) != want)
+			continue;
+		for (i = 0; i < want; i++) {
+			uint32_t f = x->free_stack[--x->free_top];
+
+			x->meta[f].owner = FRAME_FILL;
+			*xsk_ring_prod__fill_addr(&xq->fill, idx + i) =
+				(uint64_t)f << x->frame_shift;
+		}
+		/* release: the addresses are written before the kernel sees them */
+		xsk_ring_prod__submit(&xq->fill, want);
 	}
-	/* release: the addresses above are written before the kernel sees them */
-	xsk_ring_prod__submit(&x->fill, want);
 }
 
 /* Frames of the last poll's events are no longer referenced: free them. */
@@ -386,13 +415,14 @@ int xsk_tx_submit_raw(struct sl_engine *eng, uint32_t frame, uint32_t off, uint3
 
 void xsk_reap_completions(struct sl_xsk *x)
 {
+	struct xsk_ring_cons *comp = &x->q[0].comp;	/* TX is on queue 0 */
 	uint32_t idx, n, i;
 
 	if (x->test)
 		return;
-	n = xsk_ring_cons__peek(&x->comp, x->ring_size, &idx);
+	n = xsk_ring_cons__peek(comp, x->ring_size, &idx);
 	for (i = 0; i < n; i++) {
-		uint64_t addr = *xsk_ring_cons__comp_addr(&x->comp, idx + i);
+		uint64_t addr = *xsk_ring_cons__comp_addr(comp, idx + i);
 		uint32_t f = xsk_addr_frame(x, addr);
 		struct frame_meta *m;
 
@@ -408,7 +438,7 @@ void xsk_reap_completions(struct sl_xsk *x)
 	}
 	/* release: we are done reading the addresses above */
 	if (n)
-		xsk_ring_cons__release(&x->comp, n);
+		xsk_ring_cons__release(comp, n);
 }
 
 /*

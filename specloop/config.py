@@ -41,7 +41,8 @@ class _Setting:
 _SETTINGS: tuple[_Setting, ...] = (
     _Setting("interface", str, None, None,
              "interface whose traffic the bypass carries; None = kernel only"),
-    _Setting("queue", int, 0, _int_rule(0, 63), "RX/TX queue id of the AF_XDP socket"),
+    _Setting("queue", tuple, "all", None,
+             "RX queue ids for AF_XDP sockets: 'all' (every queue), 3, or '0,1,2'"),
     _Setting("xdp_mode", str, "auto", None, "auto, native or generic"),
     _Setting("frame_size", int, 4096, _int_rule(0, choices=(2048, 4096)),
              "UMEM frame size in bytes"),
@@ -83,6 +84,8 @@ def _convert(setting: _Setting, value: Any, source: str) -> Any:
             raise ValueError(f"specloop: {where}: not a valid interface name (at most 15 "
                              "characters, no '/' or spaces)")
         return value
+    if setting.name == "queue":
+        return _queues(value, where)
     if setting.name == "xdp_mode":
         if value not in XDP_MODES:
             raise ValueError(f"specloop: {where}: xdp_mode must be one of {', '.join(XDP_MODES)}")
@@ -111,12 +114,41 @@ def _convert(setting: _Setting, value: Any, source: str) -> Any:
     raise AssertionError(setting)  # pragma: no cover
 
 
+MAX_QUEUES = 16
+
+
+def _queues(value: Any, where: str) -> Any:
+    """'all', an int, 'a,b,c' or a sequence of ints -> 'all' or a tuple."""
+    allowed = (f"specloop: {where}: queue must be 'all', a queue id from 0 to 63, "
+               f"or up to {MAX_QUEUES} distinct ids ('0,1,2')")
+    if value == "all":
+        return "all"
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        if not all(p.isdigit() for p in parts):
+            raise ValueError(allowed)
+        ids = [int(p) for p in parts]
+    elif isinstance(value, bool):
+        raise ValueError(allowed)
+    elif isinstance(value, int):
+        ids = [value]
+    elif isinstance(value, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        ids = list(value)
+    else:
+        raise ValueError(allowed)
+    if not ids or len(ids) > MAX_QUEUES or len(set(ids)) != len(ids) or \
+            any(not 0 <= q <= 63 for q in ids):
+        raise ValueError(allowed)
+    return tuple(ids)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Resolved settings of one loop.  Build it with :meth:`resolve`."""
 
     interface: str | None = None
-    queue: int = 0
+    queue: Any = "all"
     xdp_mode: str = "auto"
     frame_size: int = 4096
     frame_count: int = 16384

@@ -67,11 +67,14 @@ def _engine_error(rc: int, detail: str, cfg: Config) -> BypassUnavailableError:
         code, f"specloop bypass on {cfg.interface!r}: {detail}: {hint}")
 
 
-def _native_config(cfg: Config, mac: str, ipv4: str, mtu: int) -> tuple[Any, Any]:
+def _native_config(cfg: Config, mac: str, ipv4: str, mtu: int,
+                   queues: tuple[int, ...] = (0,)) -> tuple[Any, Any]:
     c = ffi.new("struct sl_config *")
     ifname = ffi.new("char[]", (cfg.interface or "test").encode())
     c.ifname = ifname
-    c.queue_id = cfg.queue
+    for i, q in enumerate(queues):
+        c.queues[i] = q
+    c.nqueues = len(queues)
     c.xdp_mode = _XDP_MODES[cfg.xdp_mode]
     c.frame_size = cfg.frame_size
     c.frame_count = cfg.frame_count
@@ -98,9 +101,9 @@ class Engine:
     interface queue, and the TCP connections over them."""
 
     def __init__(self, cfg: Config, *, mac: str, ipv4: str, mtu: int,
-                 _test: bool = False) -> None:
+                 queues: tuple[int, ...] = (0,), _test: bool = False) -> None:
         self._ptr: Any = None
-        c, _ifname = _native_config(cfg, mac, ipv4, mtu)
+        c, _ifname = _native_config(cfg, mac, ipv4, mtu, queues)
         out = ffi.new("struct sl_engine **")
         err = ffi.new("char[256]")
         opener = lib.sl_engine_open_test if _test else lib.sl_engine_open
@@ -109,6 +112,9 @@ class Engine:
             raise _engine_error(rc, ffi.string(err).decode(errors="replace"), cfg)
         self._ptr = out[0]
         self.fd: int = lib.sl_engine_fd(self._ptr)
+        fds = ffi.new("int[16]")
+        self.fds: list[int] = list(fds[0:lib.sl_engine_fds(self._ptr, fds, 16)])
+        self.queues = tuple(queues)
         self.xdp_mode: str = _XDP_MODE_NAMES.get(lib.sl_engine_xdp_mode(self._ptr), "none")
         self.events = lib.sl_engine_events(self._ptr)
         self.ipv4 = ipv4
@@ -158,7 +164,9 @@ class Engine:
         """The engine's counters by name (drops by reason, frames by owner)."""
         out = ffi.new("struct sl_counters *")
         check(lib.sl_engine_counters(self.ptr, out), "sl_engine_counters")
-        return {name: getattr(out, name) for name, _ in ffi.typeof(out[0]).fields}
+        c = {name: getattr(out, name) for name, _ in ffi.typeof(out[0]).fields}
+        c["rx_queue_packets"] = list(c["rx_queue_packets"])[:max(1, len(self.queues))]
+        return c
 
     def steer_port(self, port: int) -> None:
         """Sends TCP ``port`` on this interface to the engine."""

@@ -70,8 +70,15 @@ class Stack:
         self.loop = loop
         self.config = config
         self.interface = ifname
+        n = int(info["queues"])
+        queues = tuple(range(min(n, 16))) if config.queue == "all" else config.queue
+        missing = [q for q in queues if q >= n]
+        if missing:
+            raise BypassUnavailableError(
+                errno.EINVAL, f"specloop bypass on {ifname!r}: queue(s) {missing} do not exist "
+                f"(the interface has {n} queue(s))")
         self.engine = Engine(config, mac=str(info["mac"]), ipv4=str(info["ipv4"][0]),
-                             mtu=int(info["mtu"]))
+                             mtu=int(info["mtu"]), queues=queues)
         self.address: str = str(info["ipv4"][0])
         self.addresses: tuple[str, ...] = tuple(str(a) for a in info["ipv4"])
         # kernel sockets of this stack (placeholders) live in its namespace
@@ -86,7 +93,8 @@ class Stack:
         self._events = self.engine.events
         self.static = StaticRegistry(self)
         self._static_routes: dict[int | None, list[StaticRoute]] = {}
-        loop._add_reader(self.engine.fd, self._on_readable)
+        for fd in self.engine.fds:
+            loop._add_reader(fd, self._on_readable)
 
     # ---- information -------------------------------------------------------
 
@@ -537,7 +545,8 @@ class Stack:
         for tr in conns.values():
             tr._gone = True
         try:
-            self.loop._remove_reader(self.engine.fd)
+            for fd in self.engine.fds:
+                self.loop._remove_reader(fd)
         finally:
             self.engine.close()
             os.close(self._netns_fd)

@@ -29,7 +29,15 @@ def test_environment_is_read():
 def test_arguments_win_over_environment():
     cfg = Config.resolve({"interface": "eth1", "queue": 3},
                          environ={"SPECLOOP_INTERFACE": "eth7", "SPECLOOP_QUEUE": "1"})
-    assert cfg.interface == "eth1" and cfg.queue == 3
+    assert cfg.interface == "eth1" and cfg.queue == (3,)
+
+
+def test_queues():
+    env = {}
+    assert Config.resolve({}, environ=env).queue == "all"
+    assert Config.resolve({"queue": 2}, environ=env).queue == (2,)
+    assert Config.resolve({"queue": "0, 3"}, environ=env).queue == (0, 3)
+    assert Config.resolve({}, environ={"SPECLOOP_QUEUE": "1,2"}).queue == (1, 2)
 
 
 def test_empty_interface_means_none():
@@ -46,6 +54,9 @@ def test_empty_interface_means_none():
     ("ring_size", 1000, "power of two"),
     ("ring_size", 32, "from 64"),
     ("queue", -1, "from 0 to 63"),
+    ("queue", "0,0", "distinct"),
+    ("queue", "a", "'all'"),
+    ("queue", list(range(17)), "up to 16"),
     ("busy_poll_us", -5, "from 0"),
     ("max_conns", 1.5, "integer"),
     ("sndbuf", True, "integer"),

@@ -198,3 +198,48 @@ def test_busy_poll_loop_serves(lab):
         assert out == b"ok" and 0.045 < slept < 0.5
     finally:
         loop.close()
+
+
+def test_every_queue_of_a_multi_queue_interface(lab):
+    """queue="all" (the default) opens one AF_XDP socket per RX queue on one
+    UMEM: flows the sender puts on either queue are all served."""
+    import asyncio
+
+    netlab.up(queues=2)
+    try:
+        with netlab.inside(lab.server_ns):
+            loop = specloop.new_event_loop(interface=lab.server_if, xdp_mode="native")
+        try:
+            assert len(loop.stack.engine.fds) == 2
+
+            class Echo(asyncio.Protocol):
+                def connection_made(self, t):
+                    self.t = t
+
+                def data_received(self, data):
+                    self.t.write(data)
+
+            code = ("import socket\nfor i in range(20):\n"
+                    " s = socket.create_connection(('%s', 9109), timeout=3)\n"
+                    " s.sendall(b'q'); assert s.recv(1) == b'q'; s.close()\n"
+                    "print('ok')" % netlab.SERVER_IP)
+
+            async def main():
+                server = await loop.create_server(Echo, netlab.SERVER_IP, 9109)
+                outs = []
+                for cpu in ("0", "1"):  # XPS: the client's CPU picks its queue
+                    proc = await asyncio.create_subprocess_exec(
+                        *netlab.in_ns(netlab.CLIENT_NS, "taskset", "-c", cpu, sys.executable,
+                                      "-c", code), stdout=subprocess.PIPE)
+                    outs.append((await proc.communicate())[0].strip())
+                server.close()
+                return outs
+
+            import sys
+            assert loop.run_until_complete(main()) == [b"ok", b"ok"]
+            per_queue = loop.stack.counters()["rx_queue_packets"]
+            assert len(per_queue) == 2 and all(n > 0 for n in per_queue), per_queue
+        finally:
+            loop.close()
+    finally:
+        netlab.up(queues=1)
