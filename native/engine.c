@@ -76,8 +76,8 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 			err, errlen);
 	if (rc)
 		goto out_engine;
-	rc = xsk_open(&eng->xsk, &eng->cfg, XDP_COPY | XDP_USE_NEED_WAKEUP,
-		      err, errlen);
+	rc = xsk_open(&eng->xsk, &eng->cfg, XDP_COPY | XDP_USE_NEED_WAKEUP |
+		      (cfg->tx_multibuffer ? XDP_USE_SG : 0), err, errlen);
 	if (rc)
 		goto out_steer;
 	for (i = 0; i < eng->xsk.nq; i++) {
@@ -373,11 +373,11 @@ int sl_engine_flush(struct sl_engine *eng)
 int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out)
 {
 	struct sl_xsk *x = &eng->xsk;
-	uint64_t by_owner[5] = { 0 };
+	uint64_t by_owner[FRAME_OWNERS] = { 0 };
 	uint32_t i;
 
 	for (i = 0; i < x->frame_count; i++)
-		by_owner[x->meta[i].owner < 5 ? x->meta[i].owner : 0]++;
+		by_owner[x->meta[i].owner < FRAME_OWNERS ? x->meta[i].owner : 0]++;
 	if (x->test)
 		by_owner[FRAME_FILL] = 0;
 	eng->ctr.frames_free = by_owner[FRAME_FREE];
@@ -385,6 +385,7 @@ int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out)
 	eng->ctr.frames_rx_held = by_owner[FRAME_RX_HELD];
 	eng->ctr.frames_tx = by_owner[FRAME_TX];
 	eng->ctr.frames_sndq = by_owner[FRAME_SNDQ];
+	eng->ctr.frames_static = by_owner[FRAME_STATIC];
 	eng->ctr.conns = eng->tcp->nconns;
 	eng->ctr.segs_in_use = eng->tcp->segs_used;
 	eng->ctr.timers_armed = eng->tcp->heap_len;

@@ -754,7 +754,7 @@ bool http_fast_fill(struct sl_engine *eng, struct sl_conn *c)
 
 		if (b > mss)
 			b = mss;
-		if (tcp_queue_static(eng, c, fr->e, fr->body_next, b,
+		if (tcp_queue_static(eng, c, fr->e, fr->body_next, b, first,
 				     static_chunk_csum(fr->e, first, mss, fr->body_next, b)) < 0)
 			return false;
 		fr->body_next += b;

@@ -34,6 +34,9 @@ struct static_entry {
 	uint32_t csum_mss, csum_first;
 	uint64_t *csums;	/* bit 32 set: computed */
 	uint32_t ncsums;
+	/* multi-buffer TX: the chunks of that same cut, each in a UMEM frame */
+	uint32_t *chunk_frames;	/* SL_NO_FRAME where not (yet) placed */
+	uint32_t nchunk_frames;
 };
 
 struct sl_static {
@@ -75,6 +78,8 @@ void static_entry_put(struct sl_engine *eng, struct static_entry *e);
 const char *static_date(struct sl_engine *eng);
 uint32_t static_chunk_csum(struct static_entry *e, uint32_t first, uint32_t mss,
 			   uint32_t off, uint32_t len);
+uint32_t static_chunk_frame(struct sl_engine *eng, struct static_entry *e, uint32_t first,
+			    uint32_t mss, uint32_t off, uint32_t len);
 
 /* http_fast.c */
 int fast_conn_new(struct sl_engine *eng, struct sl_conn *c);

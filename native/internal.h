@@ -28,12 +28,15 @@ enum frame_owner {
 	FRAME_RX_HELD,		/* received; an event may point into it */
 	FRAME_TX,		/* in the TX ring until its completion */
 	FRAME_SNDQ,		/* a send queue keeps it for retransmission */
+	FRAME_STATIC,		/* a static file's payload chunk (multi-buffer TX) */
+	FRAME_OWNERS,
 };
 
 struct frame_meta {
 	uint8_t owner;		/* enum frame_owner */
 	uint8_t tx_pending;	/* submissions without a completion yet */
 	uint8_t keep;		/* a send queue still needs it after TX */
+	uint8_t dead;		/* FRAME_STATIC of a freed file: free when TX is done */
 };
 
 #define SL_MAX_QUEUES 16
@@ -72,6 +75,7 @@ struct sl_xsk {
 	uint32_t fill_target;	/* frames we try to keep in the fill ring */
 	/* test mode (sl_engine_open_test): no socket; transmitted frames are
 	 * copied here for the caller to read and complete at once */
+	bool sg;		/* bound with XDP_USE_SG: multi-buffer TX */
 	bool test;
 	uint8_t **cap;
 	uint32_t *cap_len;
@@ -126,6 +130,8 @@ void xsk_refill(struct sl_engine *eng);
 void xsk_release_held(struct sl_xsk *x);
 int xsk_tx_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len);
 int xsk_tx_submit_raw(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len);
+int xsk_tx_submit_sg(struct sl_engine *eng, uint32_t hdr_frame, uint32_t hdr_len,
+		     uint32_t payload_frame, uint32_t payload_len);
 void xsk_reap_completions(struct sl_xsk *x);
 int xsk_kick(struct sl_engine *eng);
 int xsk_read_kernel_stats(struct sl_engine *eng);

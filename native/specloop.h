@@ -51,6 +51,8 @@ struct sl_config {
 	uint32_t fin_timeout_ms;/* FIN-WAIT-2 after close(), as tcp_fin_timeout */
 	uint64_t seed;		/* ISN/SYN-cookie secret seed; 0 = from getrandom */
 	uint64_t rx_budget;	/* bytes all connections may hold unread */
+	uint32_t tx_multibuffer;	/* static segments as header + shared payload
+					 * frame (XDP_USE_SG); 0 = one copied frame */
 };
 
 /* What happened on a connection; read by Python after sl_engine_poll(). */
@@ -112,6 +114,8 @@ struct sl_counters {
 	uint64_t frames_rx_held;	/* received, referenced by an event */
 	uint64_t frames_tx;		/* in the TX ring, awaiting completion */
 	uint64_t frames_sndq;		/* held by send queues (not in TX) */
+	uint64_t frames_static;		/* static payload kept in UMEM (multi-buffer TX) */
+	uint64_t tx_multibuffer_segments;	/* sent as header + shared payload frame */
 	/* TCP */
 	uint64_t conns;			/* connections in the table now */
 	uint64_t conns_time_wait;	/* of which in TIME-WAIT */

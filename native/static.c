@@ -47,6 +47,27 @@ int static_init(struct sl_engine *eng)
 	return 0;
 }
 
+/* Gives a file's UMEM chunks back (at their TX completion if in flight). */
+static void chunks_release(struct sl_engine *eng, struct static_entry *e)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t k;
+
+	for (k = 0; k < e->nchunk_frames; k++) {
+		uint32_t f = e->chunk_frames[k];
+
+		if (f == SL_NO_FRAME)
+			continue;
+		if (x->meta[f].tx_pending)
+			x->meta[f].dead = 1;
+		else
+			xsk_frame_free(x, f);
+	}
+	free(e->chunk_frames);
+	e->chunk_frames = NULL;
+	e->nchunk_frames = 0;
+}
+
 static void entry_free(struct static_entry *e)
 {
 	free(e->body);
@@ -65,6 +86,7 @@ void static_entry_put(struct sl_engine *eng, struct static_entry *e)
 		return;
 	if (eng->stat)
 		eng->stat->bytes -= e->size;
+	chunks_release(eng, e);
 	entry_free(e);
 }
 
@@ -296,6 +318,8 @@ uint32_t static_chunk_csum(struct static_entry *e, uint32_t first, uint32_t mss,
 	uint32_t k, n;
 
 	if (e->csum_mss != mss || e->csum_first != first) {
+		if (e->chunk_frames)
+			return csum_partial(e->body + off, len, 0);	/* another cut is placed */
 		free(e->csums);
 		e->csums = NULL;
 		e->ncsums = 0;
@@ -316,4 +340,51 @@ uint32_t static_chunk_csum(struct static_entry *e, uint32_t first, uint32_t mss,
 		}
 	}
 	return csum_partial(e->body + off, len, 0);
+}
+
+/*
+ * Multi-buffer TX: the UMEM frame holding body[off, off+len) when it is a
+ * chunk of the cut (first, mss), placing it there on first use; or
+ * SL_NO_FRAME (another cut, no frame to spare: the caller copies instead).
+ * A file keeps one cut in UMEM, the one its first response used.
+ */
+uint32_t static_chunk_frame(struct sl_engine *eng, struct static_entry *e, uint32_t first,
+			    uint32_t mss, uint32_t off, uint32_t len)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t k, n, f;
+
+	if (!x->sg || !mss || off < first || (off - first) % mss || mss > x->frame_size)
+		return SL_NO_FRAME;
+	if (!e->chunk_frames) {
+		if (e->csum_mss != mss || e->csum_first != first)
+			(void)static_chunk_csum(e, first, mss, off, len);	/* sets the cut */
+		if (e->csum_mss != mss || e->csum_first != first || first >= e->size)
+			return SL_NO_FRAME;
+		n = 1 + (e->size - first + mss - 1) / mss;
+		e->chunk_frames = malloc(n * sizeof(*e->chunk_frames));
+		if (!e->chunk_frames)
+			return SL_NO_FRAME;
+		for (k = 0; k < n; k++)
+			e->chunk_frames[k] = SL_NO_FRAME;
+		e->nchunk_frames = n;
+	}
+	if (e->csum_mss != mss || e->csum_first != first)
+		return SL_NO_FRAME;
+	k = 1 + (off - first) / mss;
+	if (k >= e->nchunk_frames || (len != mss && off + len != e->size))
+		return SL_NO_FRAME;
+	f = e->chunk_frames[k];
+	if (f != SL_NO_FRAME)
+		return f;
+	/* keep half the UMEM for the rings and the send queues */
+	if (x->free_top < x->frame_count / 2)
+		return SL_NO_FRAME;
+	f = xsk_frame_alloc(x, false);
+	if (f == SL_NO_FRAME)
+		return SL_NO_FRAME;
+	x->meta[f].owner = FRAME_STATIC;
+	memcpy(xsk_frame_data(x, f), e->body + off, len);
+	e->chunk_frames[k] = f;
+	return f;
 }

@@ -84,6 +84,7 @@ struct tcp_seg {
 	uint64_t xmit_us;	/* last transmission */
 	struct static_entry *sentry;	/* SEG_STATIC: body[soff, soff+len) */
 	uint32_t soff;
+	uint32_t sfirst;		/* the cut it belongs to (see static.c) */
 };
 
 /* Out-of-order data, copied out of the RX frame (RFC 9293 §3.10.7.4). */
@@ -301,7 +302,7 @@ int tcp_queue_fin(struct sl_engine *eng, struct sl_conn *c);
 int tcp_queue_segment(struct sl_engine *eng, struct sl_conn *c, const uint8_t *a,
 		      uint32_t alen, const uint8_t *b, uint32_t blen);
 int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct static_entry *e,
-		     uint32_t off, uint32_t len, uint32_t csum);
+		     uint32_t off, uint32_t len, uint32_t first, uint32_t csum);
 int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t offset,
 		   uint32_t len);
 void tcp_output(struct sl_engine *eng, struct sl_conn *c);

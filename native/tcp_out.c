@@ -472,7 +472,7 @@ int tcp_queue_segment(struct sl_engine *eng, struct sl_conn *c, const uint8_t *a
 /* A segment of a stored file: no frame until it is sent, the body itself
  * is the retransmission buffer; csum is its payload's partial sum. */
 int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct static_entry *e,
-		     uint32_t off, uint32_t len, uint32_t csum)
+		     uint32_t off, uint32_t len, uint32_t first, uint32_t csum)
 {
 	uint32_t si = seg_alloc(eng);
 	struct tcp_seg *s;
@@ -486,6 +486,7 @@ int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct static_ent
 	s->sentry = e;
 	e->refs++;
 	s->soff = off;
+	s->sfirst = first;
 	s->seq = c->write_seq;
 	s->len = len;
 	s->csum = csum;
@@ -833,9 +834,22 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 	uint32_t optlen = 0, len;
 	uint16_t wnd;
 
-	uint32_t frame = s->frame;
+	uint32_t frame = s->frame, chunk = SL_NO_FRAME;
 
-	if (s->flags & SEG_STATIC) {
+	if ((s->flags & SEG_STATIC) && x->sg && !eng->impair)
+		chunk = static_chunk_frame(eng, s->sentry, s->sfirst, c->mss, s->soff, s->len);
+	if (chunk != SL_NO_FRAME) {
+		/* multi-buffer: a frame for the headers only, the payload
+		 * stays in the file's shared chunk frame */
+		frame = xsk_frame_alloc(x, false);
+		if (frame == SL_NO_FRAME) {
+			eng->ctr.tx_no_frame++;
+			conn_starved(eng, c);
+			return -ENOBUFS;
+		}
+		x->meta[frame].keep = 0;
+		buf = xsk_frame_data(x, frame);
+	} else if (s->flags & SEG_STATIC) {
 		/* one copy of stored bytes into a frame that goes when sent; the
 		 * checksum sum came precomputed with the segment */
 		frame = xsk_frame_alloc(x, false);
@@ -866,6 +880,13 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 	len = build_packet(eng, buf, c->peer_mac, c->peer_ip, c->local_port,
 			   c->peer_port, s->seq, c->rcv_nxt, flags, wnd, opts, optlen,
 			   s->len, s->csum);
+	if (chunk != SL_NO_FRAME) {
+		if (xsk_tx_submit_sg(eng, frame, len - s->len, chunk, s->len)) {
+			xsk_frame_free(x, frame);
+			return -EAGAIN;
+		}
+		goto sent;
+	}
 	if (!(s->flags & SEG_STATIC))
 		x->meta[frame].keep = 1;
 	if (xsk_tx_submit(eng, frame, 0, len)) {
@@ -873,6 +894,7 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 			xsk_frame_free(x, frame);
 		return -EAGAIN;
 	}
+sent:
 	s->xmits++;
 	s->xmit_us = eng->now_us;
 	s->flags |= SEG_SENT;

@@ -219,6 +219,7 @@ int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
 	}
 	x->tx = x->q[0].tx;
 	x->fd = x->q[0].fd;
+	x->sg = (bind_flags & XDP_USE_SG) != 0;
 	return 0;
 
 out_umem:
@@ -273,6 +274,7 @@ void xsk_frame_free(struct sl_xsk *x, uint32_t idx)
 {
 	x->meta[idx].owner = FRAME_FREE;
 	x->meta[idx].keep = 0;
+	x->meta[idx].dead = 0;
 	x->free_stack[x->free_top++] = idx;
 }
 
@@ -413,6 +415,46 @@ int xsk_tx_submit_raw(struct sl_engine *eng, uint32_t frame, uint32_t off, uint3
 	return 0;
 }
 
+#ifndef XDP_PKT_CONTD
+#define XDP_PKT_CONTD (1 << 0)	/* this descriptor's packet continues in the next */
+#endif
+
+/*
+ * Multi-buffer TX (XDP_USE_SG): a header frame, continued by a payload
+ * frame that stays where it is (a static file's chunk, shared by every
+ * connection).  Both descriptors are reserved together.
+ */
+int xsk_tx_submit_sg(struct sl_engine *eng, uint32_t hdr_frame, uint32_t hdr_len,
+		     uint32_t payload_frame, uint32_t payload_len)
+{
+	struct sl_xsk *x = &eng->xsk;
+	struct xdp_desc *d;
+	uint32_t idx;
+
+	if (xsk_ring_prod__reserve(&x->tx, 2, &idx) != 2) {
+		eng->ctr.tx_ring_full++;
+		xsk_kick(eng);
+		if (xsk_ring_prod__reserve(&x->tx, 2, &idx) != 2)
+			return -EAGAIN;
+	}
+	d = xsk_ring_prod__tx_desc(&x->tx, idx);
+	d->addr = (uint64_t)hdr_frame << x->frame_shift;
+	d->len = hdr_len;
+	d->options = XDP_PKT_CONTD;
+	d = xsk_ring_prod__tx_desc(&x->tx, idx + 1);
+	d->addr = (uint64_t)payload_frame << x->frame_shift;
+	d->len = payload_len;
+	d->options = 0;
+	x->meta[hdr_frame].tx_pending++;
+	x->meta[hdr_frame].owner = FRAME_TX;
+	x->meta[payload_frame].tx_pending++;
+	x->tx_queued += 2;
+	eng->ctr.tx_packets++;
+	eng->ctr.tx_bytes += hdr_len + payload_len;
+	eng->ctr.tx_multibuffer_segments++;
+	return 0;
+}
+
 void xsk_reap_completions(struct sl_xsk *x)
 {
 	struct xsk_ring_cons *comp = &x->q[0].comp;	/* TX is on queue 0 */
@@ -431,6 +473,11 @@ void xsk_reap_completions(struct sl_xsk *x)
 		m = &x->meta[f];
 		if (m->tx_pending && --m->tx_pending)
 			continue;
+		if (m->owner == FRAME_STATIC) {
+			if (m->dead)	/* its file went while the chunk was out */
+				xsk_frame_free(x, f);
+			continue;
+		}
 		if (m->keep)
 			m->owner = FRAME_SNDQ;
 		else

@@ -49,6 +49,8 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("frame_count", int, 16384, _int_rule(256, 1 << 20), "UMEM frames"),
     _Setting("ring_size", int, 2048, _int_rule(64, 1 << 15, power_of_two=True),
              "descriptors per AF_XDP ring"),
+    _Setting("tx_multibuffer", int, 0, _int_rule(0, 1),
+             "1: static payload sent from shared UMEM frames (XDP_USE_SG), 0: copied"),
     _Setting("busy_poll_us", int, 0, _int_rule(0, 1_000_000),
              "microseconds to spin on RX before sleeping in epoll"),
     _Setting("max_conns", int, 16384, _int_rule(16, 1 << 20), "TCP connection table size"),
@@ -153,6 +155,7 @@ class Config:
     frame_size: int = 4096
     frame_count: int = 16384
     ring_size: int = 2048
+    tx_multibuffer: int = 0
     busy_poll_us: int = 0
     max_conns: int = 16384
     sndbuf: int = 1 << 20

@@ -86,6 +86,7 @@ def _native_config(cfg: Config, mac: str, ipv4: str, mtu: int,
     c.sndbuf = cfg.sndbuf
     c.rcvbuf = cfg.rcvbuf
     c.rx_budget = cfg.rx_budget
+    c.tx_multibuffer = cfg.tx_multibuffer
     c.time_wait_ms = int(cfg.time_wait * 1000)
     c.rto_min_ms = int(cfg.rto_min * 1000)
     c.rto_max_ms = int(cfg.rto_max * 1000)

@@ -433,3 +433,33 @@ def test_add_static_route_for_any_protocol(in_server_ns, files):
         loop.close()
     with pytest.raises(RuntimeError, match="no bypass"):
         specloop.new_event_loop().add_static_route("/x", files)
+
+
+def test_multibuffer_tx_serves_the_same_bytes(in_server_ns, files):
+    """tx_multibuffer=1 (XDP_USE_SG): body segments leave as a header frame
+    plus the file's shared payload frame; the bytes are the same, and the
+    UMEM chunks go back when the file goes."""
+    import hashlib
+
+    loop = specloop.new_event_loop(interface=in_server_ns.server_if, tx_multibuffer=1)
+    asyncio.set_event_loop(loop)
+    counter = Counter()
+    runner = web.AppRunner(fast_app(files, counter))
+    try:
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, netlab.SERVER_IP, FAST_PORT).start())
+        want = hashlib.sha256((files / "mib.js").read_bytes()).hexdigest()
+        rc, out, err = loop.run_until_complete(arun_client(
+            "sh", "-c", " ; ".join([f"curl -s http://{netlab.SERVER_IP}:{FAST_PORT}"
+                                    f"/static/mib.js | sha256sum"] * 3)))
+        assert [line.split()[0] for line in out.decode().splitlines()] == [want] * 3
+        c = loop.stack.counters()
+        assert c["tx_multibuffer_segments"] > 1000 and c["frames_static"] > 700
+        assert counter.python_requests == 0
+    finally:
+        loop.run_until_complete(runner.cleanup())
+        asyncio.set_event_loop(None)
+        c = loop.stack.counters()
+        loop.close()
+    # the listener closed: its files left the store, their frames came back
+    assert c["frames_static"] == 0 and c["static_files"] == 0
