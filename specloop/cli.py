@@ -108,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_cmd_bench)
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        # everything after "bench" is the suite's own (its --help too)
+        return _cmd_bench(argparse.Namespace(rest=argv[1:]))
     args = p.parse_args(argv)
     try:
         return int(args.func(args))

@@ -455,9 +455,10 @@ class BypassTransport(transports._FlowControlMixin, transports.Transport):
                 else:
                     server._detach()
                 self._server = None
-            if self._empty_waiter is not None and not self._empty_waiter.done():
-                self._empty_waiter.set_exception(
-                    ConnectionError("Connection is closed by peer"))
+            lost = ConnectionError("Connection is closed by peer")
+            for waiter in (self._empty_waiter, self._write_waiter):
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(lost)
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if self._stack is not None and not self._gone:

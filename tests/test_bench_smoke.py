@@ -55,9 +55,7 @@ def _number(x: object) -> bool:
 def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
     out = tmp_path / "out"
     json_path = tmp_path / "r.json"
-    # "--" first: specloop/cli.py's REMAINDER argument does not take an
-    # option right after "bench"; the suite drops a leading "--"
-    cmd = [sys.executable, "-m", "specloop", "bench", "--", "--quick", "--smoke",
+    cmd = [sys.executable, "-m", "specloop", "bench", "--quick", "--smoke",
            "--out", str(out), "--json", str(json_path)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=dict(os.environ))
     assert p.returncode == 0, f"rc {p.returncode}\n{p.stderr[-4000:]}"
