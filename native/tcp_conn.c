@@ -773,11 +773,10 @@ static uint32_t send_space(const struct sl_engine *eng, const struct sl_conn *c)
 	return c->sq_bytes >= eng->cfg.sndbuf ? 0 : eng->cfg.sndbuf - c->sq_bytes;
 }
 
-int sl_conn_write(struct sl_engine *eng, uint32_t id, const uint8_t *data, size_t len)
+/* The connection Python may write to now: 0 and *out, or -errno. */
+static int writable_conn(struct sl_engine *eng, uint32_t id, struct sl_conn **out)
 {
 	struct sl_conn *c = api_conn(eng, id);
-	uint32_t want;
-	int n;
 
 	if (!c)
 		return -ENOTCONN;
@@ -785,6 +784,18 @@ int sl_conn_write(struct sl_engine *eng, uint32_t id, const uint8_t *data, size_
 		return -EPIPE;
 	if (c->state != TCP_ESTABLISHED && c->state != TCP_CLOSE_WAIT)
 		return -ENOTCONN;
+	*out = c;
+	return 0;
+}
+
+int sl_conn_write(struct sl_engine *eng, uint32_t id, const uint8_t *data, size_t len)
+{
+	struct sl_conn *c;
+	uint32_t want;
+	int n = writable_conn(eng, id, &c);
+
+	if (n)
+		return n;
 	if (!len)
 		return 0;
 	if (!data)
@@ -813,16 +824,12 @@ int sl_conn_write(struct sl_engine *eng, uint32_t id, const uint8_t *data, size_
 int sl_conn_sendfile(struct sl_engine *eng, uint32_t id, int fd, uint64_t offset,
 		     uint32_t count)
 {
-	struct sl_conn *c = api_conn(eng, id);
+	struct sl_conn *c;
 	uint32_t want;
-	int n;
+	int n = writable_conn(eng, id, &c);
 
-	if (!c)
-		return -ENOTCONN;
-	if (c->fin_queued)
-		return -EPIPE;
-	if (c->state != TCP_ESTABLISHED && c->state != TCP_CLOSE_WAIT)
-		return -ENOTCONN;
+	if (n)
+		return n;
 	if (fd < 0)
 		return -EBADF;
 	if (!count)

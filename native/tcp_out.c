@@ -836,11 +836,14 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 
 	uint32_t frame = s->frame, chunk = SL_NO_FRAME;
 
-	if ((s->flags & SEG_STATIC) && x->sg && !eng->impair)
-		chunk = static_chunk_frame(eng, s->sentry, s->sfirst, c->mss, s->soff, s->len);
-	if (chunk != SL_NO_FRAME) {
-		/* multi-buffer: a frame for the headers only, the payload
-		 * stays in the file's shared chunk frame */
+	if (s->flags & SEG_STATIC) {
+		/* a frame that goes when sent: headers only if the payload can
+		 * stay in the file's shared chunk frame (multi-buffer), else
+		 * headers and one copy of the stored bytes; the checksum sum
+		 * came precomputed with the segment either way */
+		if (x->sg && !eng->impair)
+			chunk = static_chunk_frame(eng, s->sentry, s->sfirst, c->mss, s->soff,
+						   s->len);
 		frame = xsk_frame_alloc(x, false);
 		if (frame == SL_NO_FRAME) {
 			eng->ctr.tx_no_frame++;
@@ -849,18 +852,8 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 		}
 		x->meta[frame].keep = 0;
 		buf = xsk_frame_data(x, frame);
-	} else if (s->flags & SEG_STATIC) {
-		/* one copy of stored bytes into a frame that goes when sent; the
-		 * checksum sum came precomputed with the segment */
-		frame = xsk_frame_alloc(x, false);
-		if (frame == SL_NO_FRAME) {
-			eng->ctr.tx_no_frame++;
-			conn_starved(eng, c);
-			return -ENOBUFS;
-		}
-		x->meta[frame].keep = 0;
-		buf = xsk_frame_data(x, frame);
-		memcpy(buf + s->hdr_len, s->sentry->body + s->soff, s->len);
+		if (chunk == SL_NO_FRAME)
+			memcpy(buf + s->hdr_len, s->sentry->body + s->soff, s->len);
 	} else {
 		if (x->meta[frame].tx_pending) {
 			eng->ctr.tx_frame_busy++;
