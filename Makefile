@@ -15,7 +15,7 @@ APT_PACKAGES := clang llvm libxdp-dev libbpf-dev libelf-dev zlib1g-dev \
 
 NATIVE := $(wildcard native/*.c native/*.h native/bpf/*.c native/build.py)
 
-.PHONY: all demo test test-fast system setup asan bench soak lab-down clean
+.PHONY: all demo test test-fast system setup asan fuzz fuzz-build bench soak lab-down clean
 
 all: setup
 
@@ -48,14 +48,63 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -x --require-lab -p no:cacheprovider -m "not slow"
 
-# the native engine with AddressSanitizer + UBSan, then the tests under it
+# The native engine with AddressSanitizer + UBSan, built into build/asan/
+# (the package's .py files beside the sanitized _native, so PYTHONPATH picks
+# it; specloop/_native*.so is not touched), then tests under it.  Python
+# leaks by design, so LeakSanitizer is off here (make fuzz has it on).
+ASAN_DIR := build/asan
+ASAN_TESTS ?= tests/test_fuzz.py tests/test_tcp_unit.py tests/test_config.py tests/test_kernel_path.py
+ASAN_ENV = PYTHONPATH=$(ASAN_DIR) \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)"
+
 asan: system $(VENV)/bin/python
-	SPECLOOP_SANITIZE=1 $(PIP) install -q -e '.[dev]'
-	rm -f $(STAMP)
-	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
-	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-		$(PY) -m pytest -q --require-lab -p no:cacheprovider -m "not slow"
-	$(PIP) install -q -e '.[dev]' && touch $(STAMP)
+	rm -rf $(ASAN_DIR)/specloop
+	SPECLOOP_SANITIZE=1 $(PY) setup.py -q build_ext --force -b $(ASAN_DIR) -t $(ASAN_DIR)/tmp
+	cp specloop/*.py $(ASAN_DIR)/specloop/
+	printf '%s\n' '"""Loaded first by Python under make asan: child processes (curl, nginx,' \
+		'other Pythons) must not inherit the sanitizer runtime or this build."""' \
+		'import os' 'for _k in ("LD_PRELOAD", "PYTHONPATH"):' '    os.environ.pop(_k, None)' \
+		> $(ASAN_DIR)/sitecustomize.py
+	$(ASAN_ENV) $(PY) -P -c 'import specloop._native as n; \
+		assert n.__file__.startswith("$(CURDIR)/$(ASAN_DIR)/"), n.__file__'
+	$(ASAN_ENV) $(PY) -P -m pytest -q --capture=sys -p no:cacheprovider $(ASAN_TESTS)
+
+# libFuzzer on the input path (native/fuzz/): the engine's C with ASan +
+# UBSan + coverage, a generated seed corpus, FUZZ_SECONDS of fuzzing.
+# Crashes are written to build/fuzz/ (crash-*, leak-*); rerun one with
+# build/fuzz/fuzz_input build/fuzz/crash-...
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 1
+FUZZ_FLAGS ?=
+FUZZ_DIR := build/fuzz
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -fno-strict-aliasing -fno-omit-frame-pointer \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_SOURCES = $(shell $(PY) -c 'import ast, re; \
+	src = open("native/build.py").read(); \
+	m = re.search(r"^SOURCES = (\[.*?\])", src, re.S | re.M); \
+	print(" ".join("native/" + s for s in ast.literal_eval(m.group(1))))')
+
+native/_gen/steer_bpf_obj.h: native/bpf/steer.bpf.c native/build.py
+	cd native && ../$(PY) -c 'import build'
+
+$(FUZZ_DIR)/fuzz_input: native/fuzz/fuzz_input.c native/_gen/steer_bpf_obj.h $(NATIVE)
+	mkdir -p $(FUZZ_DIR)
+	clang $(FUZZ_CFLAGS) -Inative -Inative/_gen -o $@ native/fuzz/fuzz_input.c \
+		$(FUZZ_SOURCES) -lxdp -lbpf
+
+fuzz-build: $(VENV)/bin/python $(FUZZ_DIR)/fuzz_input
+
+fuzz: fuzz-build
+	rm -rf $(FUZZ_DIR)/seeds && $(PY) native/fuzz/make_corpus.py $(FUZZ_DIR)/seeds
+	mkdir -p $(FUZZ_DIR)/corpus
+	cd $(FUZZ_DIR) && UBSAN_OPTIONS=print_stacktrace=1 \
+		ASAN_OPTIONS=abort_on_error=1$(if $(findstring -detect_leaks=0,$(FUZZ_FLAGS)),:detect_leaks=0) \
+		./fuzz_input -max_total_time=$(FUZZ_SECONDS) \
+		$(if $(filter-out 1,$(FUZZ_JOBS)),-jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS)) \
+		-max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+		-dict=../../native/fuzz/http.dict -print_final_stats=1 $(FUZZ_FLAGS) corpus seeds
 
 bench: setup
 	$(VENV)/bin/specloop bench
