@@ -43,6 +43,7 @@
  *   - every frame the engine sends is IPv4/TCP from our address, within
  *     the MTU, with correct IP and TCP checksums;
  *   - frames by owner add up to frames_total; drop counters never shrink;
+ *     rx_held (the engine-wide account) is what the connections hold;
  *   - every DATA event's bytes are readable (ASan checks the pointer).
  * Around each injected frame the rest of its UMEM frame is poisoned, so
  * that a read past the frame's end is reported although UMEM is one big
@@ -280,6 +281,8 @@ static void check_counters(struct world *w)
 	if (c.frames_free + c.frames_fill + c.frames_rx_held + c.frames_tx + c.frames_sndq !=
 	    c.frames_total)
 		fail("frames by owner do not add up to frames_total");
+	if (c.rx_held != c.rxq_bytes + c.ooo_bytes)
+		fail("rx_held is not the sum of what the connections hold");
 	/* the drop_* fields, from drop_short to drop_bad_tcp_flags, and the
 	 * later ones, never go down */
 	for (i = offsetof(struct sl_counters, drop_short) / 8;
