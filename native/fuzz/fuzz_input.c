@@ -8,7 +8,10 @@
  * files registered) and on PLAIN_PORT (connections go to "Python": this
  * file plays Python, reading every event and calling the sl_conn_* API).
  *
- * The input is a program of operations.  Each starts with one byte, op % 12:
+ * The input is a configuration byte (bits 0-1 receive buffer, 2 MTU 576,
+ * 3 eight connections, 4 fast-path keep-alive, 5 a small rx_budget, 7 peer
+ * 3 to the plain listener instead of a closed port), then a program of
+ * operations.  Each starts with one byte, op % 12:
  *
  *   0 RAW    len:u16 bytes[len]          a frame exactly as given
  *   1 SYN    peer:u8 opt:u8 mss:u16 ws:u8 isn:u32
@@ -24,8 +27,10 @@
  *                                        optm bits: 1 TS, 2 SACK blocks
  *                                        (n = 1 + (optm >> 2) % 3), 0x80
  *                                        raw options)
- *   3 MUT    as SEG, then how:u8 at:u16 val:u8: a byte changed, the frame
- *            cut, IHL/fragment/total length set, checksums left wrong
+ *   3 MUT    as SEG, then how:u8 at:u16 val:u8: a byte flipped, the
+ *            frame cut, IHL / fragment / total length set, padding added
+ *            (checksums left as they fall), or the data offset or a TCP
+ *            header byte set (TCP checksum made right again)
  *   4 FLUSH                              end of a loop iteration; what the
  *                                        engine sent updates the peers
  *   5 HTTP   peer:u8 which:u8 cut:u8     a canned request (see REQUESTS),
@@ -816,6 +821,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg.delack_ms = 40;
 	cfg.fin_timeout_ms = 60000;
 	cfg.seed = 0x5eed;	/* the same ISNs and cookies every run */
+	cfg.rx_budget = (conf & 32) ? 16384 : 0;	/* engine-wide backpressure */
 	w->mtu = cfg.mtu;
 	if (sl_engine_open_test(&cfg, &w->eng, err, sizeof(err)))
 		fail(err);
