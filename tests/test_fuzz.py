@@ -640,6 +640,42 @@ def finish(h: Stack, conn: int) -> None:
     assert c["ooo_bytes"] == 0 and c["rxq_bytes"] == 0, c
 
 
+@pytest.mark.parametrize("flags", range(256))
+def test_every_flag_combination_in_an_established_connection(flags):
+    """RFC 9293 §3.10.7.4 in order, for a segment at exactly RCV.NXT with
+    two bytes of data: SYN with FIN/RST is malformed; RST resets (second
+    check); SYN gets a challenge ACK (fourth, RFC 5961 §4.2); no ACK
+    drops it (fifth); else the data is delivered and a FIN ends the input."""
+    with stack() as h:
+        p = Peer(h, PORT)
+        p.connect()
+        conn = p.conn
+        before = h.counters()
+        f = frame(tcp_bytes(sport=p.sport, dport=PORT, seq=p.snd_nxt, ack=p.rcv_nxt,
+                            flags=flags, options=p.options(), payload=b"hi"))
+        why, out, _ = inject_judged(h, f)
+        delta = deltas(before, h.counters())
+        data = b"".join(e.data for e in conn_events(h, conn, DATA))
+        gone = lib.sl_conn_info(h.ptr, conn, ffi.new("struct sl_conn_info *")) != 0
+        if flags & S and flags & (F | R):
+            assert why == {"drop_bad_tcp_flags"} and not gone
+        elif flags & R:
+            assert gone and delta["rst_received"] == 1 and data == b""
+            assert [e.err for e in conn_events(h, conn, lib.SL_EV_CLOSED)] == [-errno.ECONNRESET]
+        elif flags & S:
+            assert not gone and data == b"" and delta["challenge_acks"] == 1
+            assert [s.flag_text for s in out] == ["A"] and out[0].ack == p.snd_nxt % M32
+        elif not flags & A:
+            assert not gone and data == b"" and delta["drop_no_ack"] == 1 and out == []
+        else:
+            assert not gone and data == b"hi"
+            assert len(conn_events(h, conn, EOF)) == (1 if flags & F else 0)
+            if flags & F:
+                assert out and out[-1].ack == (p.snd_nxt + 3) % M32
+        if not gone:
+            finish(h, conn)
+
+
 @examples(400)
 @given(isn=u32, iss=st.one_of(st.none(), st.sampled_from([M32 - 1, M32 - 700, 0x7FFFFFFF])),
        written=st.sampled_from([0, 0, 3000, 20000]),
