@@ -666,11 +666,16 @@ bool http_fast_input(struct sl_engine *eng, struct sl_conn *c, const uint8_t *da
 		memmove(f->req.buf, f->req.buf + used, blen - used);
 		f->req.len = blen - used;
 	} else if (used < blen) {
-		f->req.buf = malloc(blen - used);
-		if (!f->req.buf)
-			return false;
+		if (f->req.cap < blen - used) {
+			uint8_t *nb = realloc(f->req.buf, blen - used);
+
+			if (!nb)
+				return false;
+			f->req.buf = nb;
+			f->req.cap = blen - used;
+		}
 		memcpy(f->req.buf, buf + used, blen - used);
-		f->req.len = f->req.cap = blen - used;
+		f->req.len = blen - used;
 	}
 	if (eng->stat && eng->stat->keepalive_ms)
 		timer_set(eng, c, T_KEEPALIVE,

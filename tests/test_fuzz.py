@@ -34,8 +34,7 @@ A frame the parser must drop is judged by ``must_drop``, an independent
 reading of RFC 791/9293 for the header checks: the engine has to count
 exactly one of the reasons that apply, send nothing and emit no event.
 
-Bugs found by these tests that are not fixed yet are reproduced by tests
-marked ``xfail(strict=True)`` at the end of the file.
+Bugs these tests found keep their reproductions at the end of the file.
 """
 
 from __future__ import annotations
@@ -1442,14 +1441,8 @@ def test_heap_in_use_sees_a_malloc():
         proc.free(ctypes.c_void_p(ptr))
 
 
-# ---- bugs found: reproductions (strict xfail until the C is fixed) ------------------
+# ---- bugs the fuzzers found, fixed: their reproductions stay as tests --------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "native/http_fast.c close_when_done() marks the connection detached as soon as a "
-    "request with `Connection: close` (or HTTP/1.0 without keep-alive) is parsed, so "
-    "native/tcp_in.c tcp_data() treats any later segment with data as 'data after "
-    "close()': it sends a RST and frees the connection while the response is still "
-    "being sent (RFC 9112 §9.6 asks for a lingering half-close instead)"))
 @pytest.mark.parametrize("first", [
     b"GET /static/big.bin HTTP/1.1\r\nConnection: close\r\n\r\n",
     b"GET /static/big.bin HTTP/1.0\r\n\r\n"], ids=["close", "http10"])
@@ -1476,12 +1469,6 @@ def test_more_bytes_after_connection_close_do_not_cut_the_response(first):
         assert h.counters()["drop_data_after_close"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "native/http_fast.c http_fast_input: after a request that arrived in two or more "
-    "segments is answered, f->req.len is 0 but f->req.buf is kept; the next request "
-    "that arrives incomplete takes the `else if (used < blen)` branch, which assigns "
-    "f->req.buf = malloc(...) over the old buffer: the old buffer leaks, once per such "
-    "request, for the life of the engine"))
 def test_fast_path_held_request_buffers_do_not_leak():
     """A keep-alive client whose every request arrives in two segments (the
     first ends before the blank line): the heap must not grow per request."""
