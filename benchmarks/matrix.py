@@ -89,6 +89,7 @@ class Server:
     static: bool = True        # serves files under /static/
     core: bool = True          # runs every workload by default
     unavailable: str | None = None   # why it cannot run at all
+    env: tuple[tuple[str, str], ...] = ()   # extra environment (SPECLOOP_* settings)
 
     def cannot(self, workload_id: str) -> str | None:
         """Why this server cannot run ``workload_id``, or None."""
@@ -117,8 +118,9 @@ def _constants(script: pathlib.Path) -> dict[str, object]:
 
 
 def discover(servers_dir: pathlib.Path = SERVERS_DIR) -> list[Server]:
-    """Every server row: aiohttp's five, nginx, then two per other app
-    script (on uvloop and on specloop's bypass), in a fixed order."""
+    """Every server row: aiohttp's, nginx, then three per other app script
+    (on asyncio's default loop, uvloop and specloop's bypass), in a fixed
+    order."""
     rows: list[Server] = []
     scripts = sorted(servers_dir.glob("*_app.py"))
     by_app = {p.name[:-len("_app.py")]: p for p in scripts}
@@ -138,6 +140,12 @@ def discover(servers_dir: pathlib.Path = SERVERS_DIR) -> list[Server]:
             Server("aiohttp-specloop-fastpath", "specloop static fast path", "app", "aiohttp",
                    aio, "specloop", bypass=True, fast_path=True, static=static,
                    unavailable=fast_path_unavailable()),
+            # issue 4: multi-buffer TX (header frame + shared payload frame)
+            # against one copied frame per packet, side by side
+            Server("aiohttp-specloop-fastpath-mb", "specloop static fast path · multi-buffer TX",
+                   "app", "aiohttp", aio, "specloop", bypass=True, fast_path=True,
+                   static=static, unavailable=fast_path_unavailable(),
+                   env=(("SPECLOOP_TX_MULTIBUFFER", "1"),)),
         ]
     rows.append(Server("nginx", "nginx (1 worker, sendfile)", "nginx"))
     for app, script in by_app.items():
@@ -145,7 +153,8 @@ def discover(servers_dir: pathlib.Path = SERVERS_DIR) -> list[Server]:
         loops = c.get("LOOPS", ALL_LOOPS)
         loops = tuple(loops) if isinstance(loops, (tuple, list)) else ALL_LOOPS
         static = bool(c.get("STATIC", False))
-        wanted = [lp for lp in ("uvloop", "specloop") if lp in loops] or list(loops[:1])
+        # issue 7: each server on the default loop, uvloop and specloop
+        wanted = [lp for lp in ("asyncio", "uvloop", "specloop") if lp in loops] or list(loops[:1])
         for lp in wanted:
             bypass = lp == "specloop"
             suffix = "specloop-bypass" if bypass else lp

@@ -236,6 +236,7 @@ class ServerProcess:
                 argv.append("--fast-path")
             if s.bypass:
                 env["SPECLOOP_INTERFACE"] = netlab.SERVER_IF
+            env.update(s.env)
         return netlab.in_ns(netlab.SERVER_NS, "taskset", "-c", str(SERVER_CPU), *argv), env
 
     def start(self, timeout: float = 30) -> None:
