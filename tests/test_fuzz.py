@@ -50,7 +50,7 @@ import socket
 import struct
 
 import pytest
-from hypothesis import HealthCheck, assume, event, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from specloop.engine import ffi, lib
@@ -1397,12 +1397,6 @@ def composed_request(draw) -> bytes:
 def test_hostile_http_is_answered_correctly_or_handed_over(req, seg, mss):
     seg = max(seg, len(req) // 40 + 1)
     pieces = [req[i:i + seg] for i in range(0, len(req), seg)]
-    # known bug (test_more_bytes_after_connection_close_do_not_cut_the_response):
-    # drop this assume once it is fixed
-    end = req.find(b"\r\n\r\n") + 4
-    first = req[:end].lower()
-    assume(not (end > 3 and len(req) > end and len(pieces) > 1
-                and (b"close" in first or b"http/1.0" in first)))
     with stack(fast=True) as h:
         got, _ = http_exchange(h, pieces, sport=44000, mss=mss)
         event(judge_http(h, req, got, 44000))
