@@ -359,6 +359,13 @@ int sl_engine_flush(struct sl_engine *eng)
 
 	eng->now_us = monotonic_us(eng);
 	xsk_reap_completions(x);
+	/*
+	 * What one flush sends is bounded by what the fill rings can take
+	 * back: the peer's ACKs to it arrive while we transmit (on veth, in
+	 * our very sendto), and an empty fill ring would drop them.  The rest
+	 * waits for the next iteration, after those ACKs are read.
+	 */
+	eng->tx_budget = x->test ? UINT32_MAX : (x->fill_target / 4 > 64 ? x->fill_target / 4 : 64);
 	tcp_output_dirty(eng);
 	if (eng->impair)
 		impair_release_tx(eng);

@@ -109,6 +109,7 @@ struct sl_engine {
 	uint32_t nevents;
 	uint64_t now_us;	/* CLOCK_MONOTONIC, refreshed per poll/flush */
 	uint64_t fake_now_us;	/* test engines: a clock the caller sets */
+	uint32_t tx_budget;	/* data segments this flush may still send */
 	struct tcp_state_all *tcp;
 	struct sl_impair_state *impair;	/* NULL unless a test impairs the link */
 	struct sl_static *stat;		/* files the HTTP fast path serves */

@@ -581,10 +581,12 @@ void conn_writable_later(struct sl_engine *eng, struct sl_conn *c)
 	deliver_later(eng, c);
 }
 
-/* Something waits for the next poll (Python should poll soon). */
+/* Something waits for the next poll or flush (Python should iterate soon):
+ * events to hand over, or output the last flush's budget left queued. */
 int sl_engine_pending(const struct sl_engine *eng)
 {
-	return eng->tcp && eng->tcp->deliver_head != SL_NONE;
+	return eng->tcp && (eng->tcp->deliver_head != SL_NONE ||
+			    eng->tcp->dirty_head != SL_NONE);
 }
 
 /* Hands held data (resume, accept) to Python: one DATA event per queue. */

@@ -888,6 +888,8 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 		return -EAGAIN;
 	}
 sent:
+	if (eng->tx_budget)
+		eng->tx_budget--;
 	s->xmits++;
 	s->xmit_us = eng->now_us;
 	s->flags |= SEG_SENT;
@@ -986,6 +988,10 @@ static void retransmit_lost(struct sl_engine *eng, struct sl_conn *c)
 			continue;
 		if (tcp_in_flight(c) >= c->cwnd && !c->force_rexmit)
 			break;
+		if (!eng->tx_budget) {
+			conn_dirty(eng, c);	/* the next flush goes on */
+			break;
+		}
 		c->force_rexmit = false;
 		if (xmit_seg(eng, c, s) == -EBUSY) {
 			conn_dirty(eng, c);	/* try again at the next flush */
@@ -1036,6 +1042,10 @@ static bool send_new(struct sl_engine *eng, struct sl_conn *c)
 	bool sent = false;
 
 	while (c->sq_send != SL_NONE && tcp_in_flight(c) < c->cwnd) {
+		if (!eng->tx_budget) {
+			conn_dirty(eng, c);	/* the next flush goes on */
+			break;
+		}
 		if (!send_new_one(eng, c))
 			break;
 		sent = true;
@@ -1057,9 +1067,11 @@ void tcp_output(struct sl_engine *eng, struct sl_conn *c)
 		send_new(eng, c);
 		/* the fast path's responses, one segment at a time, as far as
 		 * the windows let them go */
-		while (fast_pending(c) && c->sq_send == SL_NONE &&
+		while (fast_pending(c) && c->sq_send == SL_NONE && eng->tx_budget &&
 		       tcp_in_flight(c) < c->cwnd && http_fast_fill(eng, c))
 			send_new(eng, c);
+		if (fast_pending(c) && !eng->tx_budget)
+			conn_dirty(eng, c);
 		if (c->fin_queued && !c->fin_in_queue && !fast_pending(c)) {
 			make_fin(eng, c);
 			send_new(eng, c);

@@ -161,12 +161,14 @@ int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
 		xsk_close(x);
 		return -EINVAL;
 	}
-	/* each queue's fill ring gets a share; half the frames stay for TX */
+	/* each queue's fill ring gets a share; half the frames stay for TX.
+	 * The fill ring is twice the RX ring: on veth the peer's ACKs to a TX
+	 * burst arrive inside our own sendto(), before we read RX again */
 	x->fill_target = cfg->frame_count / 2 / cfg->nqueues;
-	if (x->fill_target > cfg->ring_size)
-		x->fill_target = cfg->ring_size;
+	if (x->fill_target > 2 * cfg->ring_size)
+		x->fill_target = 2 * cfg->ring_size;
 	memset(&ucfg, 0, sizeof(ucfg));
-	ucfg.fill_size = cfg->ring_size;
+	ucfg.fill_size = 2 * cfg->ring_size;
 	ucfg.comp_size = cfg->ring_size;
 	ucfg.frame_size = cfg->frame_size;
 	ucfg.frame_headroom = 0;
@@ -180,7 +182,7 @@ int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
 	}
 
 	memset(&scfg, 0, sizeof(scfg));
-	scfg.rx_size = cfg->ring_size;
+	scfg.rx_size = 2 * cfg->ring_size;	/* room for the ACKs of a TX burst */
 	scfg.tx_size = cfg->ring_size;
 	scfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
 	scfg.bind_flags = (uint16_t)bind_flags;
@@ -312,6 +314,9 @@ void xsk_refill(struct sl_engine *eng)
 			eng->ctr.fill_ring_empty++;
 			want = avail;
 		}
+		/* no more than the fill ring has room for now */
+		if (want > xsk_prod_nb_free(&xq->fill, want))
+			want = xsk_prod_nb_free(&xq->fill, want);
 		if (!want || xsk_ring_prod__reserve(&xq->fill, want, &idx) != want)
 			continue;
 		for (i = 0; i < want; i++) {
@@ -508,8 +513,10 @@ int xsk_kick(struct sl_engine *eng)
 		if (sendto(x->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 &&
 		    errno != EAGAIN && errno != EBUSY && errno != ENOBUFS)
 			return -errno;
-		/* a full completion ring also stops the kernel: drain it */
+		/* a full completion ring also stops the kernel: drain it; and
+		 * keep the fill rings full for what this burst brings back */
 		xsk_reap_completions(x);
+		xsk_refill(eng);
 		/* acquire: pairs with the kernel's release of the consumer */
 		if (__atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE) == *x->tx.producer)
 			break;

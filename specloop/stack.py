@@ -36,8 +36,8 @@ __all__ = ["Stack"]
 
 logger = logging.getLogger("specloop")
 
-RX_BUDGET = 256   # frames per poll
-POLLS_PER_WAKEUP = 4
+RX_BUDGET = 512   # frames per poll
+POLLS_PER_WAKEUP = 8  # a wakeup empties the RX ring (up to 4096 frames)
 
 EV_ACCEPT = lib.SL_EV_ACCEPT
 EV_DATA = lib.SL_EV_DATA
