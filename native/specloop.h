@@ -287,12 +287,17 @@ struct sl_conn_info {
 	uint32_t rxq_bytes;
 	uint32_t ooo_bytes;
 	uint32_t retransmits;
-	uint32_t flags;		/* 1 ts, 2 sack, 4 wscale */
+	uint32_t flags;		/* 1 ts, 2 sack, 4 wscale, 8 fast path, 16 detached, 32 accepted */
 	uint32_t snd_una, snd_nxt, rcv_nxt, rcv_adv;
 	uint32_t packets_out, sacked_out, lost_out, retrans_out;
 	uint32_t ooo_count, ts_recent, last_ack_sent, backoff;
+	uint32_t idle_ms;	/* since the last segment received */
+	uint32_t timer_ms;	/* until its next timer, UINT32_MAX if none */
 };
 int sl_conn_info(struct sl_engine *eng, uint32_t conn, struct sl_conn_info *out);
+/* The ids of every connection in the table (any state, fast-path ones too),
+ * as `ss -t` lists them: up to max into ids; returns how many there are. */
+uint32_t sl_conn_list(struct sl_engine *eng, uint32_t *ids, uint32_t max);
 
 /*
  * Fault injection at the RX/TX boundary, for tests (this kernel has no

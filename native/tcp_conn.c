@@ -1019,6 +1019,24 @@ int sl_conn_getopt(struct sl_engine *eng, uint32_t id, int opt)
 	}
 }
 
+uint32_t sl_conn_list(struct sl_engine *eng, uint32_t *ids, uint32_t max)
+{
+	uint32_t i, n = 0;
+
+	if (!eng || !eng->tcp)
+		return 0;
+	for (i = 0; i < eng->tcp->max_conns; i++) {
+		const struct sl_conn *c = &eng->tcp->conns[i];
+
+		if (!c->id)
+			continue;
+		if (ids && n < max)
+			ids[n] = c->id;
+		n++;
+	}
+	return n;
+}
+
 int sl_conn_info(struct sl_engine *eng, uint32_t id, struct sl_conn_info *out)
 {
 	struct sl_conn *c = conn_by_id(eng, id);
@@ -1041,7 +1059,8 @@ int sl_conn_info(struct sl_engine *eng, uint32_t id, struct sl_conn_info *out)
 	out->rcv_wnd = conn_rcv_window(eng, c);
 	out->rxq_bytes = c->rxq.len;
 	out->ooo_bytes = c->ooo_bytes;
-	out->flags = (c->ts_on ? 1u : 0) | (c->sack_on ? 2u : 0) | (c->ws_on ? 4u : 0);
+	out->flags = (c->ts_on ? 1u : 0) | (c->sack_on ? 2u : 0) | (c->ws_on ? 4u : 0) |
+		     (c->fast ? 8u : 0) | (c->detached ? 16u : 0) | (c->accepted ? 32u : 0);
 	out->snd_una = c->snd_una;
 	out->snd_nxt = c->snd_nxt;
 	out->rcv_nxt = c->rcv_nxt;
@@ -1054,6 +1073,14 @@ int sl_conn_info(struct sl_engine *eng, uint32_t id, struct sl_conn_info *out)
 	out->ts_recent = c->ts_recent;
 	out->last_ack_sent = c->last_ack_sent;
 	out->backoff = c->backoff;
+	out->idle_ms = eng->now_us > c->last_rx_us ?
+		(uint32_t)((eng->now_us - c->last_rx_us) / 1000) : 0;
+	if (!c->deadline)
+		out->timer_ms = UINT32_MAX;
+	else if (c->deadline <= eng->now_us)
+		out->timer_ms = 0;
+	else
+		out->timer_ms = (uint32_t)((c->deadline - eng->now_us) / 1000);
 	return 0;
 }
 

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Stack"]
 
+# enum tcp_state of native/tcp.h, in order (RFC 9293 §3.3.2)
+TCP_STATE_NAMES = ("CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
+                   "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT")
+
 logger = logging.getLogger("specloop")
 
 RX_BUDGET = 512   # frames per poll
@@ -116,6 +120,26 @@ class Stack:
         out = ffi.new("struct sl_conn_info *")
         check(lib.sl_conn_info(self._ptr, conn, out), "sl_conn_info")
         return {name: getattr(out, name) for name, _ in ffi.typeof(out[0]).fields}
+
+    def tcp_connections(self) -> list[dict[str, Any]]:
+        """Every connection in the TCP table, as ``ss -tn`` lists them: the
+        ``conn_info`` fields plus ``id``, ``state_name`` and ``peer``."""
+        n = lib.sl_conn_list(self._ptr, ffi.NULL, 0)
+        ids = ffi.new("uint32_t[]", max(n, 1) + 64)
+        n = min(lib.sl_conn_list(self._ptr, ids, len(ids)), len(ids))
+        out = []
+        for conn in ids[0:n]:
+            info = ffi.new("struct sl_conn_info *")
+            if lib.sl_conn_info(self._ptr, conn, info) < 0:
+                continue
+            row: dict[str, Any] = {name: getattr(info, name)
+                                   for name, _ in ffi.typeof(info[0]).fields}
+            row["id"] = conn
+            row["state_name"] = TCP_STATE_NAMES[info.state] if info.state < len(
+                TCP_STATE_NAMES) else str(info.state)
+            row["peer"] = f"{_ip_str(info.peer_ip)}:{info.peer_port}"
+            out.append(row)
+        return out
 
     def steer_port(self, port: int) -> None:
         """Steers TCP ``port`` to this loop's engine (without a listener its

@@ -177,6 +177,32 @@ def test_window_scaling_is_applied(h, peer):
     assert h.info(peer.conn)["snd_wnd"] == 100 << 7
 
 
+# ---- the connection table, as `ss -t` shows it -------------------------------
+
+def list_conns(h) -> list[int]:
+    n = lib.sl_conn_list(h.ptr, ffi.NULL, 0)
+    ids = ffi.new("uint32_t[]", n + 1)
+    assert lib.sl_conn_list(h.ptr, ids, n + 1) == n
+    return list(ids[0:n])
+
+
+def test_conn_list_names_every_connection_with_its_state(h, peer):
+    other = Peer(h, PORT, sport=40001)
+    other.connect()
+    assert sorted(list_conns(h)) == sorted([peer.conn, other.conn])
+    short = ffi.new("uint32_t[]", 1)
+    assert lib.sl_conn_list(h.ptr, short, 1) == 2  # how many there are, not how many fit
+    info = h.info(peer.conn)
+    assert info["state"] == 4 and info["peer_port"] == 40000  # ESTABLISHED
+    assert info["flags"] & 32 and not info["flags"] & 16  # accepted, not detached
+    h.advance(1.5)
+    assert 1400 <= h.info(peer.conn)["idle_ms"] <= 1600
+    assert h.info(peer.conn)["timer_ms"] == 0xFFFFFFFF  # idle, nothing armed
+    h.write(peer.conn, b"x" * 10)
+    h.flush()
+    assert 0 < h.info(peer.conn)["timer_ms"] <= 1000  # the RTO (or tail loss probe)
+
+
 # ---- RST, SYN, ACK checks: RFC 5961 -------------------------------------------
 
 def test_second_rst_exact_sequence_resets(h, peer):

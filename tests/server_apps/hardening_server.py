@@ -1,13 +1,16 @@
 """An aiohttp app on specloop's bypass for the hardening tests, run the way
 users run one (web.run_app: SIGINT/SIGTERM shut it down gracefully).
 
-argv: host port static_dir.  /_state answers the engine's counters and
-the process's RSS, so that a test can see the server come back to idle.
+argv: host port static_dir [backlog]; HARDENING_KEEPALIVE: the idle
+keep-alive timeout in seconds (aiohttp's and the fast path's).  /_state
+answers the engine's counters, the connections not in TIME-WAIT and the
+process's RSS, so that a test can see the server come back to idle.
 """
 
 import asyncio
 import hashlib
 import json
+import os
 import sys
 
 from aiohttp import web
@@ -42,8 +45,11 @@ async def nbytes(request: web.Request) -> web.Response:
 
 async def state(request: web.Request) -> web.Response:
     stack = asyncio.get_running_loop().stack
+    live = [{k: c[k] for k in ("peer", "state_name", "flags", "idle_ms", "timer_ms", "backoff",
+                               "send_queued", "packets_out", "rxq_bytes", "snd_wnd")}
+            for c in stack.tcp_connections() if c["state_name"] != "TIME-WAIT"]
     return web.json_response({"counters": stack.counters(), "rss_kib": rss_kib(),
-                              "transports": stack.connections()})
+                              "transports": stack.connections(), "live": live})
 
 
 def main() -> None:
@@ -54,6 +60,7 @@ def main() -> None:
     specloop.aiohttp.add_static(app, "/static", static)
     specloop.install()  # the interface and settings come from SPECLOOP_*
     web.run_app(app, host=host, port=port, backlog=int(sys.argv[4]) if len(sys.argv) > 4 else 128,
+                keepalive_timeout=float(os.environ.get("HARDENING_KEEPALIVE", "75")),
                 print=lambda *a: print("READY", flush=True), shutdown_timeout=5)
 
 
