@@ -27,12 +27,17 @@ README_BEGIN = "<!-- specloop-bench:begin -->"
 README_END = "<!-- specloop-bench:end -->"
 PLOTS = ("throughput.png", "latency.png", "bulk.png")
 
-CONSTANT_RATE_WHY = (
-    "not measured: a constant-rate (wrk2-style, coordinated-omission-corrected) run needs "
-    "wrk2, which Debian 12 does not package (`apt-cache policy wrk2`: no such package); "
-    "wrk 4.1's Lua hooks cannot tie a response to its connection's send schedule, so the "
-    "correction cannot be made honestly with it. Latencies below are wrk's closed-loop "
-    "ones (each connection sends its next request when the previous answer is in).")
+CONSTANT_RATE_METHOD = (
+    "Open loop, wrk2's idea with wrk 4.1 (Debian 12 has no wrk2): {rate:,} requests/s in "
+    "all over {conns} connections, one wrk thread each, so that benchmarks/wrk_rate.lua "
+    "keeps each connection's send schedule whatever the server does. A request's latency "
+    "counts from the moment its slot came: when the answer to the previous one was late "
+    "and the slot had passed, that wait is part of it (the coordinated omission a "
+    "closed-loop client hides); late %: requests sent after their slot. The first quarter "
+    "of each cell (at most 1 s) lets the new connections settle and is not counted. The "
+    "latencies above are wrk's closed-loop ones (each connection sends when the previous "
+    "answer is in).")
+CONSTANT_RATE_NONE = "not measured in this run (--rate 0, or no workload with a constant-rate cell)."
 
 
 # ---- what the run was, on what -------------------------------------------------------
@@ -134,9 +139,27 @@ def build(*, command: str, started: _dt.datetime, elapsed: float, mode: str, lab
                         if matrix.BULK in run.workloads else []),
         "results": run.results,
         "bulk": run.bulk,
-        "constant_rate": {"measured": False, "reason": CONSTANT_RATE_WHY},
+        "constant_rate": _constant_rate(run),
         "plots": [],
     }
+
+
+def _constant_rate(run: "Run") -> dict[str, Any]:
+    from .suite import RATE_CONNECTIONS
+    # p50 latency over the reference's, per workload (below 1: lower latency)
+    refs = {(r["workload"], r["server"]): r["latency_us"]["p50"] for r in run.rate_results
+            if r["status"] == "ok" and r["server"] in (matrix.REF_NGINX, matrix.REF_UVLOOP)}
+    for r in run.rate_results:
+        r["ratio"] = {name: (round(r["latency_us"]["p50"] / refs[(r["workload"], ref)], 3)
+                             if r["status"] == "ok" and refs.get((r["workload"], ref))
+                             else None)
+                      for name, ref in (("nginx", matrix.REF_NGINX),
+                                        ("uvloop", matrix.REF_UVLOOP))}
+    measured = any(r["status"] == "ok" for r in run.rate_results)
+    return {"measured": measured, "rate": run.rate, "connections": RATE_CONNECTIONS,
+            "reason": (CONSTANT_RATE_METHOD.format(rate=run.rate, conns=RATE_CONNECTIONS)
+                       if run.rate_results else CONSTANT_RATE_NONE),
+            "results": run.rate_results}
 
 
 def _bulk_file(run: "Run") -> str:
@@ -252,6 +275,29 @@ def bulk_table(data: dict[str, Any]) -> str:
                      "machine CPU s/GiB", "RSS MiB", "note"], rows)
 
 
+def rate_table(data: dict[str, Any]) -> str:
+    """The constant-rate cells: achieved rate and corrected latency."""
+    labels = _labels(data)
+    rows = []
+    for wl in data["workloads"]:
+        by = {r["server"]: r for r in data["constant_rate"]["results"]
+              if r["workload"] == wl["id"]}
+        for sid in _order(data):
+            r = by.get(sid)
+            if r is None:
+                continue
+            name = f"{labels[sid]} · {_short(wl['id'])}"
+            if r["status"] != "ok":
+                rows.append([name] + ["—"] * 7 + [_note(r)])
+                continue
+            lat = r["latency_us"]
+            rows.append([name, f"{r['requests_per_s']:,.0f}", sig(r["late_pct"]),
+                         sig(lat["p50"] / 1000), sig(lat["p90"] / 1000), sig(lat["p99"] / 1000),
+                         sig(lat["p999"] / 1000), _ratio(r["ratio"]["nginx"]), _note(r)])
+    return md_table(["server", "req/s", "late %", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
+                     "p50 ×nginx", "note"], rows)
+
+
 def summary_table(data: dict[str, Any]) -> str:
     """One row per server: req/s (×nginx) per workload at the most connections,
     and bulk MB/s."""
@@ -350,6 +396,8 @@ def markdown(data: dict[str, Any], img_prefix: str = "", full: bool = True) -> s
                 "MB/s = 10^6 bytes/s, curl's `%{speed_download}`, client in the client "
                 "namespace writing to /dev/null.", "", bulk_table(data), ""]
     out += ["## Constant-rate latency", "", data["constant_rate"]["reason"], ""]
+    if data["constant_rate"].get("results"):
+        out += [rate_table(data), ""]
     if data["plots"]:
         out += ["## Plots", ""] + [f"![{p[:-4]}]({img_prefix}{p})" for p in data["plots"]] + [""]
     elif data.get("plots_error"):

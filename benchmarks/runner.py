@@ -26,6 +26,7 @@ from . import matrix
 
 HERE = pathlib.Path(__file__).resolve().parent
 WRK_LUA = HERE / "wrk_report.lua"
+WRK_RATE_LUA = HERE / "wrk_rate.lua"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
 SERVER_CPU = 1 if NCPU > 1 else 0
@@ -151,6 +152,24 @@ def wrk(port: int, path: str, connections: int, seconds: int) -> dict[str, Any]:
             out["client_cpu_s"] = client_cpu
             return out
     raise RuntimeError(f"wrk gave no summary (rc {p.returncode}): "
+                       f"{(p.stderr or p.stdout).strip()[-300:]}")
+
+
+def wrk_rate(port: int, path: str, rate: int, connections: int, seconds: int,
+             settle: float = 0.0) -> dict[str, Any]:
+    """One constant-rate run: ``rate`` requests/s over ``connections``
+    connections (one wrk thread each, so that wrk_rate.lua can keep each
+    one's send schedule); latencies corrected for coordinated omission, of
+    the requests after the first ``settle`` seconds."""
+    argv = client_argv("env", f"SPECLOOP_RATE={rate}", f"SPECLOOP_RATE_CONNS={connections}",
+                       f"SPECLOOP_RATE_SETTLE_US={int(settle * 1e6)}",
+                       "wrk", f"-t{connections}", f"-c{connections}", f"-d{seconds}s",
+                       "--timeout", WRK_TIMEOUT, "-s", str(WRK_RATE_LUA), url(port, path))
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    for line in p.stdout.splitlines():
+        if line.startswith("SPECLOOP_RATE "):
+            return json.loads(line[len("SPECLOOP_RATE "):])
+    raise RuntimeError(f"wrk (constant rate) gave no summary (rc {p.returncode}): "
                        f"{(p.stderr or p.stdout).strip()[-300:]}")
 
 

@@ -48,6 +48,14 @@ class Mode:
     bulk_bytes: int
     budget_s: float             # the whole run must fit in this
     extra_connections: tuple[int, ...] | None = None   # other apps' hello, if not the same
+    rate_workloads: tuple[str, ...] = ("static-8k",)   # with a constant-rate cell
+
+
+# the constant-rate cell: requests/s that every server here sustains (aiohttp's
+# FileResponse on asyncio makes ~3,000 8 KiB responses/s on one connection),
+# over this many connections
+RATE = 2000
+RATE_CONNECTIONS = 8
 
 
 MODES = {
@@ -80,6 +88,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="measured seconds per cell (default: the longest that fits the budget)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up seconds per cell")
     p.add_argument("--bulk-mib", type=int, default=None, help="bulk file size in MiB")
+    p.add_argument("--rate", type=int, default=RATE,
+                   help=f"requests/s of the constant-rate latency cell (default {RATE}, "
+                        f"over {RATE_CONNECTIONS} connections; 0: none)")
     p.add_argument("--static-dir", type=pathlib.Path, default=DEFAULT_STATIC,
                    help=f"where the served files are made once (default {DEFAULT_STATIC})")
     p.add_argument("--readme", action="store_true",
@@ -116,11 +127,16 @@ class Run:
                                  explicit_servers=bool(args.servers),
                                  extra_connections=None if args.connections
                                  else mode.extra_connections)
+        self.rate = args.rate
+        if self.rate < 0:
+            raise ValueError("--rate must be >= 0")
+        self.rate_workloads = mode.rate_workloads if self.rate else ()
         self.duration = args.duration if args.duration is not None else self._fit_duration()
         if self.duration < 1 or self.warmup < 0:
             raise ValueError("--duration must be >= 1 and --warmup >= 0")
         self.results: list[dict[str, Any]] = []
         self.bulk: list[dict[str, Any]] = []
+        self.rate_results: list[dict[str, Any]] = []
         self.port = PORT_BASE
 
     # ---- the plan's cost -----------------------------------------------------------
@@ -132,7 +148,8 @@ class Run:
         warm = self.warmup + WRK_OVERHEAD_S if self.warmup else 0
         if step.workload == matrix.BULK:
             return START_S + warm + self.bulk_bytes / BULK_RATE + 0.5
-        return START_S + len(step.connections) * (warm + d + WRK_OVERHEAD_S)
+        cells = len(step.connections) + (step.workload in self.rate_workloads)
+        return START_S + cells * (warm + d + WRK_OVERHEAD_S)
 
     def estimate(self, duration: int | None = None) -> float:
         return sum(self.step_cost(s, duration) for s in self.steps)
@@ -145,7 +162,8 @@ class Run:
         return lo
 
     def cells(self) -> int:
-        return sum(len(s.connections) or 1 for s in self.steps if not s.skip)
+        return sum((len(s.connections) or 1) + (s.workload in self.rate_workloads)
+                   for s in self.steps if not s.skip)
 
     # ---- execution -------------------------------------------------------------------------
 
@@ -180,7 +198,7 @@ class Run:
                 except (runner.ServerError, OSError, RuntimeError) as exc:
                     reason = f"did not start: {exc}"
                     self._record_skip(step, "failed", reason)
-                    k += len(step.connections) or 1
+                    k += (len(step.connections) or 1) + (step.workload in self.rate_workloads)
                     done_est += self.step_cost(step) - START_S
                     progress(f"[{k:4d}/{n_cells:3d}] {step.workload:<9} {s.label}: {reason}")
                     continue
@@ -197,6 +215,12 @@ class Run:
                         k += 1
                         done_est += self.cell_cost()
                         progress(self._line(k, n_cells, t0, done_est, total_est, step, c, rec))
+                    if wl.id in self.rate_workloads:
+                        rec = self._measure_rate(sp, wl)
+                        self.rate_results.append(rec)
+                        k += 1
+                        done_est += self.cell_cost()
+                        progress(self._rate_line(k, n_cells, t0, done_est, total_est, step, rec))
             finally:
                 note = sp.stop()
             if note:   # on the step's last record: the run just before it
@@ -222,6 +246,20 @@ class Run:
             tail += f"  ({rec['reason']})"
         return head + tail
 
+    def _rate_line(self, k: int, n: int, t0: float, done_est: float, total_est: float,
+                   step: matrix.Step, rec: dict[str, Any]) -> str:
+        elapsed = time.monotonic() - t0
+        scale = elapsed / done_est if done_est > 0 else 1.0
+        left = max(0.0, (total_est - done_est) * scale)
+        head = (f"[{k:4d}/{n:3d} {fmt_clock(elapsed)} elapsed, ~{fmt_clock(left)} left] "
+                f"{step.workload:<9} {'@' + str(self.rate):<6} {step.server.label:<32}")
+        if rec["status"] != "ok":
+            return head + f" {rec['status']}: {rec['reason']}"
+        lat = rec["latency_us"]
+        return head + (f" {rec['requests_per_s']:>10,.0f} req/s  p50 "
+                       f"{report.sig(lat['p50'] / 1000)} ms  p99 "
+                       f"{report.sig(lat['p99'] / 1000)} ms (constant rate)")
+
     def _base(self, step: matrix.Step, c: int | None) -> dict[str, Any]:
         rec: dict[str, Any] = {"server": step.server.id, "workload": step.workload}
         if c is not None:
@@ -238,6 +276,11 @@ class Run:
             rec = self._base(step, c)
             rec.update(status=status, reason=reason)
             self.results.append(rec)
+        if step.workload in self.rate_workloads:
+            rec = self._base(step, None)
+            rec.update(rate=self.rate, connections=RATE_CONNECTIONS, status=status,
+                       reason=reason)
+            self.rate_results.append(rec)
 
     def _measure_cell(self, sp: runner.ServerProcess, wl: matrix.Workload,
                       c: int) -> dict[str, Any]:
@@ -281,6 +324,36 @@ class Run:
                 "other": round(((m1 - m0 - (s1 - s0)) / runner.CLK_TCK - r["client_cpu_s"])
                                / (t1 - t0) * 100, 1)},
             rss_mib=round(rss / 1024, 1))
+        return rec
+
+    def _measure_rate(self, sp: runner.ServerProcess, wl: matrix.Workload) -> dict[str, Any]:
+        rec: dict[str, Any] = {"server": sp.server.id, "workload": wl.id, "rate": self.rate,
+                               "connections": RATE_CONNECTIONS}
+        try:
+            if self.warmup:
+                runner.wrk_rate(sp.port, wl.path, self.rate, RATE_CONNECTIONS, self.warmup)
+            settle = min(1.0, self.duration / 4)
+            r = runner.wrk_rate(sp.port, wl.path, self.rate, RATE_CONNECTIONS, self.duration,
+                                settle)
+        except (RuntimeError, OSError, ValueError) as exc:
+            rec.update(status="failed", reason=f"client failed: {exc}")
+            return rec
+        if not sp.alive():
+            rec.update(status="failed", reason=f"server died during the run: {sp.last_error()}")
+            return rec
+        n = int(r["responses"])
+        errs = r["errors"]
+        error_count = sum(int(v) for v in errs.values())
+        if n == 0:
+            rec.update(status="failed", reason="no responses (" + _errors_text(errs) + ")",
+                       errors=errs, error_count=error_count)
+            return rec
+        seconds = r["duration_us"] / 1e6 - settle
+        late = int(r["late"])
+        rec.update(status="ok", reason=_errors_text(errs) if error_count else None,
+                   requests=n, seconds=round(seconds, 3), requests_per_s=round(n / seconds, 1),
+                   late_pct=round(100 * late / n, 2), errors=errs, error_count=error_count,
+                   latency_us={k: round(float(v), 1) for k, v in r["latency_us"].items()})
         return rec
 
     def _measure_bulk(self, sp: runner.ServerProcess) -> dict[str, Any]:

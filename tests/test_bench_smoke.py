@@ -92,14 +92,30 @@ def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
             assert all(_number(v) for v in r["cpu_us_per_request"].values())
     fast = [r for r in data["results"] if r["server"] == "aiohttp-specloop-fastpath"]
     assert fast and all(r["status"] == "ok" or r["reason"] for r in fast)
-    assert isinstance(data["constant_rate"]["measured"], bool)
-    assert data["constant_rate"]["reason"]
+    # the constant-rate cell of 8 KiB: every server that serves it, at the rate asked
+    cr = data["constant_rate"]
+    assert cr["measured"] is True and cr["reason"] and cr["rate"] > 0
+    rate_rows = cr["results"]
+    assert {r["server"] for r in rate_rows} == {
+        r["server"] for r in data["results"] if r["workload"] == "static-8k"}
+    for r in rate_rows:
+        assert r["workload"] == "static-8k" and r["rate"] == cr["rate"]
+        if r["status"] != "ok":
+            assert isinstance(r["reason"], str) and r["reason"], r
+            continue
+        assert r["requests"] > 0 and 0 <= r["late_pct"] <= 100
+        # open loop: the client never sends ahead of the schedule
+        assert r["requests_per_s"] <= 1.2 * cr["rate"], r
+        lat = r["latency_us"]
+        assert {"p50", "p90", "p99", "p999", "max"} <= lat.keys()
+        assert all(_number(v) and v > 0 for v in lat.values())
+        assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
 
     # the report: on stdout and in report.md, every table well formed
     md = (out / "report.md").read_text()
     assert md.strip() in p.stdout
     tables = _tables(md)
-    assert len(tables) >= 3      # summary, hello, 8 KiB, bulk
+    assert len(tables) >= 3      # summary, hello, 8 KiB, bulk, constant rate
     for t in tables:
         assert len(t) >= 3, t
         ncol = len(_split_row(t[0]))
