@@ -243,7 +243,9 @@ struct tcp_state_all {
 	uint16_t *port_refs;		/* listeners + conns per local port */
 	uint32_t *heap;			/* conn indices, min-heap on deadline */
 	uint32_t heap_len;
-	uint32_t dirty_head;
+	uint32_t dirty_head, dirty_tail;	/* output list, FIFO: no conn starves
+					 * behind newer ones when a flush's
+					 * budget runs out */
 	uint32_t deliver_head;		/* conns with rxq to deliver */
 	uint32_t starved_head;		/* conns whose write found no frame */
 	uint64_t key[2];		/* SipHash key: ISN, hash */

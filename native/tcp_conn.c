@@ -76,6 +76,7 @@ int tcp_init(struct sl_engine *eng, char *err, size_t errlen)
 		t->segs[i].next = i + 1 < t->nsegs ? i + 1 : SL_NONE;
 	t->seg_free = 0;
 	t->dirty_head = SL_NONE;
+	t->dirty_tail = SL_NONE;
 	t->deliver_head = SL_NONE;
 	t->starved_head = SL_NONE;
 	t->gen = 1;
@@ -314,8 +315,12 @@ void conn_dirty(struct sl_engine *eng, struct sl_conn *c)
 	if (c->in_dirty)
 		return;
 	c->in_dirty = true;
-	c->dirty_next = eng->tcp->dirty_head;
-	eng->tcp->dirty_head = conn_index(eng, c);
+	c->dirty_next = SL_NONE;
+	if (eng->tcp->dirty_tail == SL_NONE)
+		eng->tcp->dirty_head = conn_index(eng, c);
+	else
+		eng->tcp->conns[eng->tcp->dirty_tail].dirty_next = conn_index(eng, c);
+	eng->tcp->dirty_tail = conn_index(eng, c);
 }
 
 /* Held data or EOF to hand over at the next poll (after resume/accept). */

@@ -1094,6 +1094,7 @@ void tcp_output_dirty(struct sl_engine *eng)
 	uint32_t i = t->dirty_head;
 
 	t->dirty_head = SL_NONE;
+	t->dirty_tail = SL_NONE;
 	while (i != SL_NONE) {
 		struct sl_conn *c = &t->conns[i];
 

@@ -203,6 +203,18 @@ def test_conn_list_names_every_connection_with_its_state(h, peer):
     assert 0 < h.info(peer.conn)["timer_ms"] <= 1000  # the RTO (or tail loss probe)
 
 
+def test_output_serves_connections_in_the_order_they_became_ready(h):
+    """First ready, first sent: a connection never waits behind ones that
+    became ready after it (a flush with a TX budget then starves nobody)."""
+    peers = [Peer(h, PORT, sport=41000 + i) for i in range(4)]
+    for p in peers:
+        p.connect()
+    for p in (peers[2], peers[0], peers[3], peers[1]):
+        h.write(p.conn, b"y" * 100)
+    out = [s.dport for s in h.flush() if s.payload]
+    assert out == [41002, 41000, 41003, 41001]
+
+
 # ---- RST, SYN, ACK checks: RFC 5961 -------------------------------------------
 
 def test_second_rst_exact_sequence_resets(h, peer):
