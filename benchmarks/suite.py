@@ -220,7 +220,7 @@ class Run:
                         self.rate_results.append(rec)
                         k += 1
                         done_est += self.cell_cost()
-                        progress(self._rate_line(k, n_cells, t0, done_est, total_est, step, rec))
+                        progress(self._line(k, n_cells, t0, done_est, total_est, step, None, rec))
             finally:
                 note = sp.stop()
             if note:   # on the step's last record: the run just before it
@@ -230,35 +230,27 @@ class Run:
 
     def _line(self, k: int, n: int, t0: float, done_est: float, total_est: float,
               step: matrix.Step, c: int | None, rec: dict[str, Any]) -> str:
+        """One progress line; ``c`` None for bulk; a constant-rate record
+        (it has ``rate``) shows its rate instead of connections."""
         elapsed = time.monotonic() - t0
         scale = elapsed / done_est if done_est > 0 else 1.0
         left = max(0.0, (total_est - done_est) * scale)
+        rate = "rate" in rec
+        col = f"@{rec['rate']}" if rate else f"c={c}" if c else "bulk"
         head = (f"[{k:4d}/{n:3d} {fmt_clock(elapsed)} elapsed, ~{fmt_clock(left)} left] "
-                f"{step.workload:<9} {'c=' + str(c) if c else 'bulk':<6} {step.server.label:<32}")
+                f"{step.workload:<9} {col:<6} {step.server.label:<32}")
         if rec["status"] != "ok":
             return head + f" {rec['status']}: {rec['reason']}"
-        if c is None:
+        if c is None and not rate:
             return head + f" {rec['mb_per_s']:9.1f} MB/s"
         lat = rec["latency_us"]
         tail = (f" {rec['requests_per_s']:>10,.0f} req/s  p50 {report.sig(lat['p50'] / 1000)} ms"
                 f"  p99 {report.sig(lat['p99'] / 1000)} ms")
+        if rate:
+            tail += " (constant rate)"
         if rec["error_count"]:
             tail += f"  ({rec['reason']})"
         return head + tail
-
-    def _rate_line(self, k: int, n: int, t0: float, done_est: float, total_est: float,
-                   step: matrix.Step, rec: dict[str, Any]) -> str:
-        elapsed = time.monotonic() - t0
-        scale = elapsed / done_est if done_est > 0 else 1.0
-        left = max(0.0, (total_est - done_est) * scale)
-        head = (f"[{k:4d}/{n:3d} {fmt_clock(elapsed)} elapsed, ~{fmt_clock(left)} left] "
-                f"{step.workload:<9} {'@' + str(self.rate):<6} {step.server.label:<32}")
-        if rec["status"] != "ok":
-            return head + f" {rec['status']}: {rec['reason']}"
-        lat = rec["latency_us"]
-        return head + (f" {rec['requests_per_s']:>10,.0f} req/s  p50 "
-                       f"{report.sig(lat['p50'] / 1000)} ms  p99 "
-                       f"{report.sig(lat['p99'] / 1000)} ms (constant rate)")
 
     def _base(self, step: matrix.Step, c: int | None) -> dict[str, Any]:
         rec: dict[str, Any] = {"server": step.server.id, "workload": step.workload}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import textwrap
@@ -39,6 +40,17 @@ async def arun_client(*argv: str, timeout: float = 60,
         await proc.wait()
         raise
     return proc.returncode or 0, out, err
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM (a server's graceful shutdown), SIGKILL if it outlives ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
 
 
 def nft_loss(percent: int):

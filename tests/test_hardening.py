@@ -24,7 +24,7 @@ import pytest
 
 from specloop import netlab
 
-from labtools import client_argv, nft_loss, run_client
+from labtools import client_argv, nft_loss, run_client, stop_server
 
 pytestmark = pytest.mark.lab
 
@@ -50,13 +50,7 @@ def server(tmp_path: Path, port: int, *, backlog: int = 128, keepalive: float = 
         assert line.strip() == "READY", (line, proc.stderr.read() if proc.poll() else "")
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_server(proc)
         err = proc.stderr.read()
         assert "Traceback" not in err, err[-3000:]
 

@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +36,8 @@ import pytest
 from specloop import netlab
 from specloop.transports import BypassTransport
 
-from labtools import arun_client, client_argv, kernel_conns_in_server_ns, listeners_in_server_ns
+from labtools import (arun_client, client_argv, kernel_conns_in_server_ns,
+                      listeners_in_server_ns, stop_server)
 
 pytestmark = pytest.mark.lab
 
@@ -79,16 +79,6 @@ def _readline(proc: subprocess.Popen, timeout: float) -> str:
     return buf.decode(errors="replace")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 @contextlib.contextmanager
 def server_process(*argv: str, ready: str | None = None,
                    timeout: float = 30) -> Iterator[subprocess.Popen]:
@@ -120,7 +110,7 @@ def server_process(*argv: str, ready: str | None = None,
                 time.sleep(0.05)
         yield proc
     finally:
-        _stop(proc)
+        stop_server(proc, 10)
         final.append(text())
         log.close()
 

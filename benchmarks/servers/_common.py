@@ -16,6 +16,15 @@ from typing import Awaitable, Callable
 
 LOOPS = ("asyncio", "uvloop", "specloop")
 HELLO = b"Hello, world!"  # 13 bytes, text/plain
+_ASGI_HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
+
+
+async def asgi_hello(scope: dict, receive: Callable, send: Callable) -> None:
+    """The hello app in ASGI, for every ASGI server's row."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": _ASGI_HEADERS})
+    await send({"type": "http.response.body", "body": HELLO})
 BACKLOG = 1024
 
 

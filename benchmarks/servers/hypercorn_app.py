@@ -20,14 +20,7 @@ import _common
 STATIC = False                     # serves no static files (--static is ignored)
 LOOPS = ("asyncio", "uvloop", "specloop")   # runs on every loop
 
-_HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
-
-
-async def app(scope, receive, send) -> None:
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
-    await send({"type": "http.response.body", "body": _common.HELLO})
+app = _common.asgi_hello
 
 
 class _Listening(logging.Handler):

@@ -22,14 +22,7 @@ LOOPS = ("asyncio", "uvloop", "specloop")   # runs on every loop
 UVICORN_LOOP = {"asyncio": "asyncio", "uvloop": "uvloop",
                 "specloop": "specloop:new_event_loop"}
 
-_HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
-
-
-async def app(scope, receive, send) -> None:
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
-    await send({"type": "http.response.body", "body": _common.HELLO})
+app = _common.asgi_hello
 
 
 class _Server(uvicorn.Server):
