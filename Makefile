@@ -13,7 +13,7 @@ APT_PACKAGES := clang llvm libxdp-dev libbpf-dev libelf-dev zlib1g-dev \
 	pkg-config gcc make iproute2 ethtool nftables curl wrk nginx \
 	iputils-ping tcpdump xdp-tools bpftool util-linux libcap2-bin
 
-NATIVE := $(wildcard native/*.c native/*.h native/bpf/*.c native/build.py)
+NATIVE := $(wildcard native/*.c native/*.h native/py/*.c native/py/*.h native/bpf/*.c native/build.py)
 
 .PHONY: all demo test test-fast system setup asan fuzz fuzz-build bench soak lab-down clean
 

@@ -23,6 +23,7 @@ from cffi import FFI
 HERE = pathlib.Path(__file__).resolve().parent
 GEN = HERE / "_gen"
 SOURCES = [
+    "api.c",
     "engine.c",
     "http_fast.c",
     "impair.c",

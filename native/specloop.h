@@ -332,6 +332,25 @@ int sl_listen_set_fast(struct sl_engine *eng, uint32_t listener, int on);
 /* The earliest TCP timer, CLOCK_MONOTONIC microseconds; 0 if none. */
 uint64_t sl_engine_next_timer(struct sl_engine *eng);
 
+/*
+ * The engine's hot functions as a table, for the CPython extension that
+ * runs the loop core (native/py/): it is handed this table's address once
+ * and calls the engine through it, so the engine's code exists once, in
+ * this library.  Fields are only ever appended; `size` says how many.
+ */
+struct sl_api {
+	uint32_t size;		/* sizeof(struct sl_api) of the library */
+	int (*engine_poll)(struct sl_engine *eng, int budget);
+	const struct sl_event *(*engine_events)(const struct sl_engine *eng);
+	int (*engine_flush)(struct sl_engine *eng);
+	int (*engine_pending)(const struct sl_engine *eng);
+	uint64_t (*engine_next_timer)(struct sl_engine *eng);
+	int (*engine_rx_ready)(const struct sl_engine *eng);
+	int (*conn_write)(struct sl_engine *eng, uint32_t conn, const uint8_t *data,
+			  size_t len);
+};
+const struct sl_api *sl_api_get(void);
+
 /* cdef-end */
 
 #endif /* SPECLOOP_H */

@@ -11,9 +11,10 @@ import dataclasses
 import os
 from typing import Any, Callable, Mapping
 
-__all__ = ["Config", "XDP_MODES"]
+__all__ = ["Config", "XDP_MODES", "CORES"]
 
 XDP_MODES = ("auto", "native", "generic")
+CORES = ("c", "asyncio")
 
 
 def _int_rule(lo: int, hi: int | None = None, *, power_of_two: bool = False,
@@ -41,6 +42,8 @@ class _Setting:
 _SETTINGS: tuple[_Setting, ...] = (
     _Setting("interface", str, None, None,
              "interface whose traffic the bypass carries; None = kernel only"),
+    _Setting("core", str, "c", None,
+             "loop core: 'c' (specloop._core) or 'asyncio' (asyncio's Python methods)"),
     _Setting("queue", tuple, "all", None,
              "RX queue ids for AF_XDP sockets: 'all' (every queue), 3, or '0,1,2'"),
     _Setting("xdp_mode", str, "auto", None, "auto, native or generic"),
@@ -88,6 +91,10 @@ def _convert(setting: _Setting, value: Any, source: str) -> Any:
         return value
     if setting.name == "queue":
         return _queues(value, where)
+    if setting.name == "core":
+        if value not in CORES:
+            raise ValueError(f"specloop: {where}: core must be one of {', '.join(CORES)}")
+        return value
     if setting.name == "xdp_mode":
         if value not in XDP_MODES:
             raise ValueError(f"specloop: {where}: xdp_mode must be one of {', '.join(XDP_MODES)}")
@@ -150,6 +157,7 @@ class Config:
     """Resolved settings of one loop.  Build it with :meth:`resolve`."""
 
     interface: str | None = None
+    core: str = "c"
     queue: Any = "all"
     xdp_mode: str = "auto"
     frame_size: int = 4096

@@ -147,6 +147,16 @@ class Engine:
         check(lib.sl_engine_set_clock(self.ptr, now_us), "sl_engine_set_clock")
 
     @property
+    def address(self) -> int:
+        """The ``struct sl_engine *`` as an integer, for specloop._core."""
+        return int(ffi.cast("uintptr_t", self.ptr))
+
+    @property
+    def api_address(self) -> int:
+        """The address of the engine's function table (``struct sl_api``)."""
+        return int(ffi.cast("uintptr_t", lib.sl_api_get()))
+
+    @property
     def ptr(self) -> Any:
         """The ``struct sl_engine *``; raises once the engine is closed."""
         if self._ptr is None:

@@ -1,9 +1,17 @@
-"""The specloop event loop: asyncio's selector loop plus the bypass.
+"""The specloop event loop: asyncio's selector loop on a C core, plus the bypass.
 
-Without an interface configured this *is* ``asyncio.SelectorEventLoop``:
-nothing is overridden that changes behaviour.  With one, the loop owns a
-:class:`~specloop.stack.Stack` (one native engine), created with the loop
-and closed with it, and every iteration ends with one TX kick.
+``Loop`` is ``asyncio.SelectorEventLoop`` with its hot methods (call_soon,
+call_at, call_later, time, _run_once) in C (``specloop._core.LoopCore``,
+native/py/loopcore.c), working on asyncio's own Handle objects, so every
+other method of asyncio's loop runs unchanged.  ``core="asyncio"`` keeps
+asyncio's Python methods instead.
+
+With an interface configured, the loop owns a :class:`~specloop.stack.Stack`
+(one native engine), created with the loop and closed with it.  The loop's
+blocking wait is then the engine's (``specloop._core.Pump``): it waits in C
+on the engine's sockets and the selector's epoll fd, answers fast-path
+traffic and runs TCP timers there, and returns to Python only when Python
+has work; every iteration ends with one TX kick.
 """
 
 from __future__ import annotations
@@ -12,12 +20,11 @@ import asyncio
 import selectors
 import socket
 import threading
-from asyncio import constants
+from asyncio import base_events, constants, events, format_helpers, log
 from typing import Any
 
-from .busypoll import BusyPollSelector
+from . import _core
 from .config import Config
-from .engine import lib
 from .stack import Stack
 from .transports import BypassListenSocket, BypassTransport
 
@@ -34,17 +41,48 @@ def building_bypass() -> bool:
     return getattr(_building, "depth", 0) > 0
 
 
-class Loop(asyncio.SelectorEventLoop):
+def _report_error(handle: events.Handle, exc: BaseException) -> None:
+    """What Handle._run does when its callback raises (the C core calls it)."""
+    try:
+        cb = format_helpers._format_callback_source(  # type: ignore[call-arg]
+            handle._callback, handle._args, debug=handle._loop.get_debug())
+    except TypeError:  # Python < 3.13: no debug argument
+        cb = format_helpers._format_callback_source(handle._callback, handle._args)
+    context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
+
+
+def _log_slow(handle: events.Handle, seconds: float) -> None:
+    """asyncio's debug-mode warning for a slow callback."""
+    log.logger.warning("Executing %s took %.3f seconds",
+                       base_events._format_handle(handle), seconds)
+
+
+_core.configure(_report_error, _log_slow)
+
+
+class Loop(_core.LoopCore, asyncio.SelectorEventLoop):
     """An asyncio event loop whose sockets on ``interface`` bypass the kernel.
 
     Settings are keyword arguments (see :class:`specloop.config.Config`);
     those not given come from ``SPECLOOP_*`` environment variables.
     """
 
-    # Seen by BaseEventLoop.__del__ when __init__ raised before asyncio's
-    # own __init__ ran (a bad setting): such a loop was never open.
-    _closed = True
+    # A loop whose __init__ raised before asyncio's own __init__ ran (a bad
+    # setting) was never open: LoopCore starts with _closed true.
     _stack: Stack | None = None
+
+    def __new__(cls, selector: selectors.BaseSelector | None = None, *,
+                config: Config | None = None, **settings: Any) -> "Loop":
+        core = config.core if config is not None else settings.get("core")
+        if cls is Loop and core is not None and core != "c":
+            if config is None:
+                core = Config.resolve({"core": core}).core  # a bad value says so
+            if core == "asyncio":
+                cls = AsyncioCoreLoop
+        return super().__new__(cls)
 
     def __init__(self, selector: selectors.BaseSelector | None = None, *,
                  config: Config | None = None, **settings: Any) -> None:
@@ -63,10 +101,10 @@ class Loop(asyncio.SelectorEventLoop):
                 raise
             finally:
                 _building.depth -= 1
-            if cfg.busy_poll_us:
-                ptr = self._stack.engine.ptr
-                self._selector = BusyPollSelector(
-                    self._selector, lambda: lib.sl_engine_rx_ready(ptr), cfg.busy_poll_us)
+            self._attach_pump(self._stack.pump)
+
+    def _attach_pump(self, pump: Any) -> None:
+        self._core_attach(pump)
 
     @property
     def config(self) -> Config:
@@ -157,23 +195,94 @@ class Loop(asyncio.SelectorEventLoop):
                                "configured); the fast path lives in the engine")
         return self._stack.add_static_route(prefix, directory, port=port, **options)
 
-    def _run_once(self) -> None:
-        super()._run_once()
-        stack = self._stack
-        if stack is not None:
-            stack.end_of_iteration()
-
     def close(self) -> None:
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
         stack, self._stack = self._stack, None
         try:
             if stack is not None and not self.is_closed():
+                self._attach_pump(None)
                 stack.close()
         finally:
             super().close()
 
+    @property
+    def core(self) -> str:
+        """Which loop core runs: "c" (specloop._core) or "asyncio"."""
+        return self._core_kind
+
     def __repr__(self) -> str:
         bypass = f" bypass={self._stack!r}" if self._stack is not None else ""
-        return (f"<specloop.Loop running={self.is_running()} "
+        return (f"<specloop.Loop core={self.core} running={self.is_running()} "
                 f"closed={self.is_closed()}{bypass}>")
+
+
+class EngineSelector(selectors.BaseSelector):
+    """The asyncio core's selector on a bypass loop: ``select`` is the
+    engine's wait (the same C wait as the C core's), and when the engine has
+    events for Python it adds one ready key whose reader dispatches them."""
+
+    def __init__(self, inner: selectors.BaseSelector, pump: Any, loop: "Loop") -> None:
+        self._inner = inner
+        self._pump = pump
+        reader = events.Handle(pump.dispatch, (), loop, None)
+        self._key = selectors.SelectorKey(-1, -1, selectors.EVENT_READ, (reader, None))
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._inner.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._inner.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._inner.modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self._inner.select(0) if self._pump.wait(timeout) else []
+        if self._pump.has_events():
+            ready.append((self._key, selectors.EVENT_READ))
+        return ready
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._inner.get_key(fileobj)
+
+    def get_map(self) -> Any:
+        return self._inner.get_map()
+
+    @property
+    def inner(self) -> selectors.BaseSelector:
+        """The selector the kernel's fds are registered in."""
+        return self._inner
+
+
+class AsyncioCoreLoop(Loop):
+    """``Loop(core="asyncio")``: asyncio's own Python loop core (for
+    comparison and debugging); the engine's wait through EngineSelector."""
+
+    call_soon = base_events.BaseEventLoop.call_soon
+    _call_soon = base_events.BaseEventLoop._call_soon
+    call_at = base_events.BaseEventLoop.call_at
+    call_later = base_events.BaseEventLoop.call_later
+    time = base_events.BaseEventLoop.time
+
+    @property
+    def _core_kind(self) -> str:  # type: ignore[override]
+        return "asyncio"
+
+    def _attach_pump(self, pump: Any) -> None:
+        sel = self._selector
+        if pump is not None:
+            self._selector = EngineSelector(sel, pump, self)
+            self._pump = pump
+        elif isinstance(sel, EngineSelector):
+            self._selector = sel.inner
+            self._pump = None
+
+    def _run_once(self) -> None:
+        base_events.BaseEventLoop._run_once(self)
+        pump = getattr(self, "_pump", None)
+        if pump is not None:
+            pump.flush()

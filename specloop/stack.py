@@ -1,10 +1,13 @@
 """One native engine per loop, and the glue between it and the loop.
 
-The xsk fd sits in the loop's selector for reading only.  When it is
-readable, ``_poll`` drains RX in batches and dispatches the engine's events
-to transports in one pass; at the end of every loop iteration
-``end_of_iteration`` sends what the iteration wrote, all in one TX kick,
-and arms one loop timer at the engine's earliest TCP timer.
+The engine sits in the loop through a ``specloop._core.Pump``: the loop's
+blocking wait is the pump's (native/py/pump.c), which waits in C on the
+engine's AF_XDP sockets and the selector's epoll fd, runs RX, the fast
+path, TCP timers and TX there, and returns to Python only when transports
+have events; it dispatches them to transports (data straight into the
+protocol), and every loop iteration ends with one TX kick.  What is left
+here in Python is what happens per connection, not per packet: accepting,
+listeners, static routes, and kernel sockets that bypass servers take over.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import selectors
 import socket
 import sys
 from asyncio import base_events
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from pyroute2 import netns as _netns
 
-from . import doctor, netlab
+from . import _core, doctor, netlab
 from .config import Config
 from .engine import BypassUnavailableError, Engine, check, ffi, lib
 from .static import StaticRegistry, StaticRoute, route_providers
@@ -39,15 +43,6 @@ TCP_STATE_NAMES = ("CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED"
                    "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT")
 
 logger = logging.getLogger("specloop")
-
-RX_BUDGET = 512   # frames per poll
-POLLS_PER_WAKEUP = 8  # a wakeup empties the RX ring (up to 4096 frames)
-
-EV_ACCEPT = lib.SL_EV_ACCEPT
-EV_DATA = lib.SL_EV_DATA
-EV_EOF = lib.SL_EV_EOF
-EV_CLOSED = lib.SL_EV_CLOSED
-EV_WRITABLE = lib.SL_EV_WRITABLE
 
 _WILDCARDS = (None, "", "0.0.0.0")
 
@@ -71,6 +66,11 @@ class Stack:
                     + (f" (fix: {finding.fix})" if finding.fix else ""))
         info = netlab.interface_info(ifname)
         assert info is not None
+        selector = loop._selector
+        if not isinstance(selector, selectors.EpollSelector):
+            raise BypassUnavailableError(
+                errno.EINVAL, f"specloop bypass on {ifname!r}: the loop's selector must be "
+                f"an epoll selector (the engine waits beside it), not {type(selector).__name__}")
         self.loop = loop
         self.config = config
         self.interface = ifname
@@ -89,16 +89,19 @@ class Stack:
         self._netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._conns: dict[int, BypassTransport] = {}
         self._listeners: dict[int, BypassListenSocket] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = 0.0
-        self._poll_scheduled = False
         self._closed = False
         self._ptr = self.engine.ptr
-        self._events = self.engine.events
+        try:
+            self.pump = _core.Pump(engine=self.engine.address, api=self.engine.api_address,
+                                   stack=self, selector_fd=selector.fileno(),
+                                   xsk_fds=self.engine.fds, max_conns=config.max_conns,
+                                   busy_poll_us=config.busy_poll_us)
+        except BaseException:
+            self.engine.close()
+            os.close(self._netns_fd)
+            raise
         self.static = StaticRegistry(self)
         self._static_routes: dict[int | None, list[StaticRoute]] = {}
-        for fd in self.engine.fds:
-            loop._add_reader(fd, self._on_readable)
 
     # ---- information -------------------------------------------------------
 
@@ -108,8 +111,11 @@ class Stack:
         return self.engine.xdp_mode
 
     def counters(self) -> dict[str, int]:
-        """The engine's counters (see ``struct sl_counters``)."""
-        return self.engine.counters()
+        """The engine's counters (see ``struct sl_counters``) and the loop's
+        waits (``loop_*``: how often the wait returned to Python, and why)."""
+        c = self.engine.counters()
+        c.update(self.pump.stats())
+        return c
 
     def connections(self) -> int:
         """Transports open on this stack now."""
@@ -177,51 +183,11 @@ class Stack:
 
     # ---- the loop's side -------------------------------------------------------
 
-    def _on_readable(self) -> None:
-        self._poll()
-
-    def _poll(self) -> None:
-        self._poll_scheduled = False
-        if self._closed:
-            return
-        for _ in range(POLLS_PER_WAKEUP):
-            n = lib.sl_engine_poll(self._ptr, RX_BUDGET)
-            if n <= 0:
-                if n < 0:
-                    logger.error("specloop: engine poll failed: %s", os.strerror(-n))
-                break
-            self._dispatch(n)
-
     def poll_soon(self) -> None:
-        """Polls the engine in the next iteration (held data to hand over)."""
-        if not self._poll_scheduled and not self._closed:
-            self._poll_scheduled = True
-            self.loop.call_soon(self._poll)
-
-    def _dispatch(self, n: int) -> None:
-        evs = self._events
-        conns = self._conns
-        for i in range(n):
-            ev = evs[i]
-            typ = ev.type
-            if typ == EV_DATA:
-                tr = conns.get(ev.conn)
-                if tr is not None:
-                    tr._data_event(ev.data, ev.len)
-            elif typ == EV_ACCEPT:
-                self._accept(ev.conn, ev.arg)
-            elif typ == EV_WRITABLE:
-                tr = conns.get(ev.conn)
-                if tr is not None:
-                    tr._write_ready()
-            elif typ == EV_EOF:
-                tr = conns.get(ev.conn)
-                if tr is not None:
-                    tr._eof_event()
-            elif typ == EV_CLOSED:
-                tr = conns.pop(ev.conn, None)
-                if tr is not None:
-                    tr._closed_event(ev.err)
+        """Polls the engine at the next wait, without blocking (held data
+        to hand over after resume_reading)."""
+        if not self._closed:
+            self.pump.poll_soon()
 
     def _accept(self, conn: int, listener: int) -> None:
         lsock = self._listeners.get(listener)
@@ -234,35 +200,17 @@ class Stack:
         lsock.accept(conn, (lsock.address, info.local_port),
                      (_ip_str(info.peer_ip), info.peer_port))
 
-    def end_of_iteration(self) -> None:
-        """After each loop iteration: one TX kick, and the TCP timer armed."""
-        if self._closed:
-            return
-        rc = lib.sl_engine_flush(self._ptr)
-        if rc < 0:
-            logger.error("specloop: engine flush failed: %s", os.strerror(-rc))
-        if lib.sl_engine_pending(self._ptr):
-            self.poll_soon()
-        deadline = lib.sl_engine_next_timer(self._ptr)
-        if deadline:
-            when = deadline * 1e-6
-            if self._timer is None or when < self._timer_when:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer = self.loop.call_at(when, self._on_timer)
-                self._timer_when = when
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._poll()
-
     # ---- transports and listeners ----------------------------------------------
 
     def adopt(self, conn: int, transport: BypassTransport) -> None:
+        """The engine's events for ``conn`` go to ``transport`` from now on."""
         self._conns[conn] = transport
+        self.pump.adopt(conn, transport)
 
     def forget(self, conn: int) -> None:
         self._conns.pop(conn, None)
+        if not self._closed:
+            self.pump.forget(conn)
 
     def listen(self, lsock: BypassListenSocket) -> int:
         rc = lib.sl_listen(self._ptr, lsock.port, lsock._backlog, 1)
@@ -558,9 +506,7 @@ class Stack:
         if self._closed:
             return
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.pump.close()
         self.static.close()
         for lsock in list(self._listeners.values()):
             lsock._stack = None
@@ -569,10 +515,8 @@ class Stack:
         for tr in conns.values():
             tr._gone = True
         try:
-            for fd in self.engine.fds:
-                self.loop._remove_reader(fd)
-        finally:
             self.engine.close()
+        finally:
             os.close(self._netns_fd)
 
     def __repr__(self) -> str:

@@ -7,7 +7,10 @@ Where a kernel socket would be read or written, the native engine is:
 received bytes arrive as DATA events (one ``bytes`` copy for a Protocol;
 copied straight into ``get_buffer()`` for a BufferedProtocol), and writes
 are copied once into UMEM segments, leaving at the end of the loop
-iteration.
+iteration.  What runs per event or per write is its C base,
+``specloop._core.TransportCore`` (native/py/transport.c: delivery, write,
+writelines and the small queries); its state attributes (``_conn``,
+``_paused``, ``_held``, ``_buffer_size``, ...) are that base's fields.
 
 ``BypassListenSocket`` stands where a listening socket would in an
 ``asyncio.Server``, so the Server class of the running Python serves bypass
@@ -26,6 +29,7 @@ import warnings
 from asyncio import base_events, constants, futures, protocols, sslproto, transports
 from typing import TYPE_CHECKING, Any
 
+from . import _core
 from .engine import check, ffi, lib
 
 if TYPE_CHECKING:
@@ -109,8 +113,12 @@ class BypassSocket:
                 f"raddr={self._transport._extra.get('peername')}>")
 
 
-class BypassTransport(transports._FlowControlMixin, transports.Transport):
-    """An asyncio transport over one specloop TCP connection."""
+class BypassTransport(_core.TransportCore):
+    """An asyncio transport over one specloop TCP connection.
+
+    Its base, ``specloop._core.TransportCore``, is asyncio's
+    ``_FlowControlMixin`` (so a ``Transport``) with the hot path in C.
+    """
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
@@ -120,6 +128,7 @@ class BypassTransport(transports._FlowControlMixin, transports.Transport):
                  server: Any = None, waiter: Any = None) -> None:
         super().__init__(None, loop)
         self._stack: Stack | None = stack
+        self._pump = stack.pump  # the engine, for the C write path
         self._conn = conn
         self._extra["sockname"] = sockname
         self._extra["peername"] = peername
@@ -135,9 +144,9 @@ class BypassTransport(transports._FlowControlMixin, transports.Transport):
         self._eof = False       # set when write_eof() called
         self._gone = False      # the engine freed the connection
         self._made = False      # connection_made() has run
-        self._held: list[bytes] = []   # data not handed over yet (paused, early)
+        self._held = []         # data not handed over yet (paused, early)
         self._eof_held = False  # EOF not handed over yet
-        self._empty_waiter: futures.Future | None = None
+        self._empty_waiter = None
         self._write_waiter: futures.Future | None = None
         if self._server is not None:
             if _ATTACH_TAKES_TRANSPORT:
@@ -163,10 +172,7 @@ class BypassTransport(transports._FlowControlMixin, transports.Transport):
     # ---- the protocol ---------------------------------------------------
 
     def set_protocol(self, protocol: protocols.BaseProtocol) -> None:
-        if isinstance(protocol, protocols.BufferedProtocol):
-            self._deliver = self._deliver_buffered
-        else:
-            self._deliver = self._deliver_data
+        self._buffered = isinstance(protocol, protocols.BufferedProtocol)
         self._protocol = protocol
         self._protocol_connected = True
 
@@ -191,69 +197,14 @@ class BypassTransport(transports._FlowControlMixin, transports.Transport):
         if not self._paused:
             self._release_held()
 
-    # ---- reading (called by the stack's event dispatch) ----------------
-
-    def _data_event(self, ptr: Any, n: int) -> None:
-        if self._conn_lost:
-            return
-        if not self._made or self._paused or self._held:
-            self._held.append(ffi.buffer(ptr, n)[:])
-            return
-        self._deliver(ptr, n)
-
-    def _deliver_data(self, ptr: Any, n: int) -> None:
-        try:
-            self._protocol.data_received(ffi.buffer(ptr, n)[:])
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-
-    def _deliver_buffered(self, ptr: Any, n: int) -> None:
-        # straight from the packet into the protocol's buffer
-        offset = 0
-        while offset < n:
-            if self._conn_lost:
-                return
-            if self._paused:
-                self._held.append(ffi.buffer(ptr + offset, n - offset)[:])
-                return
-            try:
-                buf = self._protocol.get_buffer(n - offset)
-                if not len(buf):
-                    raise RuntimeError("get_buffer() returned an empty buffer")
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-                return
-            m = min(len(buf), n - offset)
-            ffi.memmove(buf, ptr + offset, m)
-            offset += m
-            try:
-                self._protocol.buffer_updated(m)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
-                return
+    # ---- reading: DATA and EOF events reach the C base (_core) ----------
 
     def _release_held(self) -> None:
         while self._held and not self._paused and not self._conn_lost:
-            data = self._held.pop(0)
-            buf = ffi.from_buffer(data)
-            self._deliver(buf, len(data))
+            self._deliver(self._held.pop(0))
         if self._eof_held and not self._held and not self._paused and not self._conn_lost:
             self._eof_held = False
             self._eof_received()
-
-    def _eof_event(self) -> None:
-        if self._conn_lost:
-            return
-        if not self._made or self._paused or self._held:
-            self._eof_held = True
-            return
-        self._eof_received()
 
     def _eof_received(self) -> None:
         if self._loop.get_debug():
@@ -281,9 +232,6 @@ class BypassTransport(transports._FlowControlMixin, transports.Transport):
             self._write_waiter.set_exception(exc)
         self._force_close(exc)
 
-    def is_reading(self) -> bool:
-        return not self._closing and not self._paused
-
     def pause_reading(self) -> None:
         if not self.is_reading():
             return
@@ -305,47 +253,25 @@ class BypassTransport(transports._FlowControlMixin, transports.Transport):
         if self._loop.get_debug():
             logger.debug("%r resumes reading", self)
 
-    # ---- writing ---------------------------------------------------------
+    # ---- writing: write() and writelines() are the C base's ----------------
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data argument must be a bytes-like object, "
-                            f"not {type(data).__name__!r}")
-        if self._eof:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if self._empty_waiter is not None:
-            raise RuntimeError("unable to write; sendfile is in progress")
-        if not data:
-            return
-        if self._conn_lost:
-            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                logger.warning("socket.send() raised exception.")
-            self._conn_lost += 1
-            return
+    def _write_more(self, data: bytes | bytearray | memoryview, sent: int) -> None:
+        """write()'s rest: what the engine did not take (from ``sent`` on)
+        waits in the buffer (the C write calls this)."""
         immutable = isinstance(data, bytes)
-        if not self._buffer:
-            n = lib.sl_conn_write(self._stack.engine.ptr, self._conn,  # type: ignore[union-attr]
-                                  ffi.from_buffer(data), len(data))
-            if n < 0:
-                self._fatal_error(OSError(-n, os.strerror(-n)),
-                                  "Fatal write error on socket transport")
-                return
-            if n == len(data):
-                return
-            data = memoryview(data)[n:]
+        if sent:
+            data = memoryview(data)[sent:]
         # a copy only if the caller may still change it; slices stay views
         view = memoryview(data if immutable else bytes(data)).cast("B")
         self._buffer.append(view)
         self._buffer_size += len(view)
         self._maybe_pause_protocol()
 
-    def writelines(self, list_of_data: Any) -> None:
-        if self._eof:
-            raise RuntimeError("Cannot call writelines() after write_eof()")
-        if self._empty_waiter is not None:
-            raise RuntimeError("unable to writelines; sendfile is in progress")
-        for data in list_of_data:
-            self.write(data)
+    def _write_lost(self) -> None:
+        """write() after the connection was lost (the C write calls this)."""
+        if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+            logger.warning("socket.send() raised exception.")
+        self._conn_lost += 1
 
     def _write_ready(self) -> None:
         """Room in the engine's send buffer (a WRITABLE event)."""
@@ -389,13 +315,7 @@ class BypassTransport(transports._FlowControlMixin, transports.Transport):
     def can_write_eof(self) -> bool:
         return True
 
-    def get_write_buffer_size(self) -> int:
-        return self._buffer_size
-
     # ---- closing ---------------------------------------------------------
-
-    def is_closing(self) -> bool:
-        return self._closing
 
     def close(self) -> None:
         if self._closing:
@@ -434,6 +354,7 @@ class BypassTransport(transports._FlowControlMixin, transports.Transport):
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         stack, self._stack = self._stack, None
+        self._pump = None
         try:
             if stack is not None and not self._gone:
                 self._gone = True
