@@ -163,6 +163,23 @@ def _lab_offloads() -> Finding:
     return Finding("lab", "ok", "slsrv/slcli up, client offloads off")
 
 
+def _loop_core() -> Finding:
+    """Which loop core specloop.Loop runs (core= / SPECLOOP_CORE)."""
+    try:
+        from . import _core  # noqa: F401
+    except ImportError as exc:
+        return Finding("loop core", "missing", f"specloop._core does not import: {exc}",
+                       "pip install . (a C compiler and the Python headers)")
+    from .config import Config
+    try:
+        core = Config.resolve({}).core
+    except ValueError as exc:
+        return Finding("loop core", "missing", str(exc), "SPECLOOP_CORE=c or asyncio")
+    what = {"c": "C (specloop._core: call_soon, timers, _run_once and the engine's wait in C)",
+            "asyncio": "asyncio's Python methods (SPECLOOP_CORE=asyncio)"}[core]
+    return Finding("loop core", "ok", what)
+
+
 def diagnose(ifname: str | None = None) -> list[Finding]:
     """Everything ``specloop doctor`` reports, in order."""
     out = [Finding("kernel", "ok", f"Linux {platform.release()}")]
@@ -172,6 +189,7 @@ def diagnose(ifname: str | None = None) -> list[Finding]:
     except ImportError as exc:
         out.append(Finding("native engine", "missing", str(exc),
                            "pip install . (needs clang, libxdp-dev, libbpf-dev)"))
+    out.append(_loop_core())
     out += [_privileges(), _xdp_sockets()]
     if ifname:
         out.append(_interface(ifname))

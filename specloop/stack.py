@@ -506,6 +506,7 @@ class Stack:
         if self._closed:
             return
         self._closed = True
+        self.loop._attach_pump(None)  # the loop waits on its selector alone again
         self.pump.close()
         self.static.close()
         for lsock in list(self._listeners.values()):

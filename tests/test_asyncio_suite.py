@@ -4,7 +4,9 @@ As uvloop does, the test mixins of ``test.test_asyncio`` are bound to a
 loop factory: here ``specloop.Loop`` without an interface (asyncio's
 selector loop must be what it is) and, with the lab, a loop whose bypass is
 up on sl-srv0 (everything these tests do is on 127.0.0.1 or pipes, which
-must stay on the kernel path untouched).
+must stay on the kernel path untouched).  Both on specloop's C loop core
+(the default) and on ``core="asyncio"`` (asyncio's Python methods, with the
+engine's wait as the selector).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ def _kernel_loop() -> specloop.Loop:
     return specloop.Loop(interface=None)
 
 
-def _bypass_loop() -> specloop.Loop:
-    return specloop.Loop(interface=netlab.SERVER_IF)
+def _bypass_loop(core: str = "c") -> specloop.Loop:
+    return specloop.Loop(interface=netlab.SERVER_IF, core=core)
 
 
 class _InServerNamespace:
@@ -109,3 +111,20 @@ class TestSpecloopEventsWithBypassUp(_InServerNamespace, _Watcher, test_events.E
 class TestSpecloopSendfileWithBypassUp(_InServerNamespace, test_sendfile.SendfileTestsBase, test_utils.TestCase):
     def create_event_loop(self):
         return _bypass_loop()
+
+
+class TestAsyncioCoreEvents(_Watcher, test_events.EventLoopTestsMixin,
+                            test_events.SubprocessTestsMixin, test_utils.TestCase):
+    def create_event_loop(self):
+        return specloop.Loop(interface=None, core="asyncio")
+
+
+@pytest.mark.usefixtures("lab")
+class TestAsyncioCoreEventsWithBypassUp(_InServerNamespace, _Watcher,
+                                        test_events.EventLoopTestsMixin,
+                                        test_events.SubprocessTestsMixin, test_utils.TestCase):
+    def create_event_loop(self):
+        loop = getattr(self, "loop", None)
+        if loop is not None and not loop.is_closed() and loop.stack is not None:
+            return specloop.Loop(interface=None, core="asyncio")
+        return _bypass_loop("asyncio")

@@ -224,6 +224,32 @@ def test_responses_equal_aiohttp_fileresponse(fast_server, reference, files):
     assert c["fast_handovers"] == 0
 
 
+def test_fast_path_traffic_runs_no_python(fast_server, files):
+    """The engine waits in C: while only fast-path requests arrive, the
+    loop's wait answers them there and does not come back to Python.  The
+    loop's iterations (wait calls) stay a handful (the client subprocess's
+    pipes and exit) while wrk sends thousands of requests."""
+    loop, counter = fast_server
+    before = loop.stack.counters()
+
+    async def main():
+        return await arun_client("wrk", "-t1", "-c4", "-d1s",
+                                 f"http://{netlab.SERVER_IP}:{FAST_PORT}/static/eight.css",
+                                 timeout=30)
+
+    rc, out, err = loop.run_until_complete(main())
+    assert rc == 0, err.decode()
+    after = loop.stack.counters()
+    served = after["fast_requests"] - before["fast_requests"]
+    waits = after["loop_waits"] - before["loop_waits"]
+    assert served > 1000, out.decode()
+    assert after["loop_returns_events"] == before["loop_returns_events"]
+    assert after["loop_engine_rounds"] - before["loop_engine_rounds"] > 100
+    print(f"\n{served} fast-path requests, {waits} loop iterations")
+    assert waits * 50 < served, (waits, served)
+    assert counter.python_requests == 0
+
+
 def test_what_the_fast_path_leaves_to_aiohttp(fast_server, reference, files):
     loop, counter = fast_server
     requests = [
