@@ -1,7 +1,7 @@
 """The specloop event loop: asyncio's selector loop on a C core, plus the bypass.
 
 ``Loop`` is ``asyncio.SelectorEventLoop`` with its hot methods (call_soon,
-call_at, call_later, time, _run_once) in C (``specloop._core.LoopCore``,
+call_at, call_later, time, create_future, create_task, _run_once) in C (``specloop._core.LoopCore``,
 native/py/loopcore.c), working on asyncio's own Handle objects, so every
 other method of asyncio's loop runs unchanged.  ``core="asyncio"`` keeps
 asyncio's Python methods instead.
@@ -267,6 +267,8 @@ class AsyncioCoreLoop(Loop):
     call_at = base_events.BaseEventLoop.call_at
     call_later = base_events.BaseEventLoop.call_later
     time = base_events.BaseEventLoop.time
+    create_future = base_events.BaseEventLoop.create_future
+    create_task = base_events.BaseEventLoop.create_task
 
     @property
     def _core_kind(self) -> str:  # type: ignore[override]

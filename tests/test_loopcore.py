@@ -219,3 +219,38 @@ def test_state_attributes_read_and_write_through(loop: specloop.Loop) -> None:
     loop.set_debug(True)
     assert loop._debug is True and loop.get_debug() is True
     loop.set_debug(False)
+
+
+def test_create_task_and_future(loop: specloop.Loop) -> None:
+    var = contextvars.ContextVar("v", default="outer")
+
+    async def read() -> str:
+        return var.get()
+
+    fut = loop.create_future()
+    assert type(fut) is asyncio.Future and fut.get_loop() is loop
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "inner")
+    t = loop.create_task(read(), name="reader", context=ctx)
+    assert isinstance(t, asyncio.Task) and t.get_name() == "reader"
+    assert loop.run_until_complete(t) == "inner"
+    made = []
+
+    def factory(lp, coro, **kw):
+        made.append(kw)
+        return asyncio.Task(coro, loop=lp, **kw)
+
+    loop.set_task_factory(factory)
+    t2 = loop.create_task(read(), name="via factory")
+    assert loop.run_until_complete(t2) == "outer" and made == [{}]
+    assert t2.get_name() == "via factory"
+    loop.set_task_factory(None)
+    coro = read()
+    with pytest.raises(TypeError):
+        loop.create_task(coro, bogus=1)
+    coro.close()
+    loop.close()
+    coro = read()
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.create_task(coro)
+    coro.close()

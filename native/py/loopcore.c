@@ -529,6 +529,54 @@ static PyObject *lc_call_later(LoopCore *self, PyObject *const *args, size_t nar
 	return t;
 }
 
+/* create_future(): asyncio.Future(loop=self) */
+static PyObject *lc_create_future(LoopCore *self, PyObject *unused)
+{
+	PyObject *args[1] = { (PyObject *)self };
+
+	return PyObject_Vectorcall(self->st->future_type, args, 0, self->st->kw_loop);
+}
+
+/* create_task(coro, *, name=None, context=None): asyncio.Task(coro,
+ * loop=self, name=name, context=context) when no task factory is set and
+ * the loop is not in debug mode; asyncio's method otherwise. */
+static PyObject *lc_create_task(LoopCore *self, PyObject *const *args, size_t nargsf,
+				PyObject *kwnames)
+{
+	struct core_state *st = self->st;
+	Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), i, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+	PyObject *name = Py_None, *context = Py_None, *factory, *call[4];
+
+	if (self->debug || nargs != 1)
+		goto python;
+	for (i = 0; i < nkw; i++) {
+		PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+
+		if (PyUnicode_Compare(k, st->s_name) == 0)
+			name = args[nargs + i];
+		else if (PyUnicode_Compare(k, st->s_context) == 0)
+			context = args[nargs + i];
+		else
+			goto python;
+	}
+	factory = PyObject_GetAttr((PyObject *)self, st->s_task_factory);
+	if (!factory)
+		return NULL;
+	Py_DECREF(factory);
+	if (factory != Py_None)
+		goto python;
+	if (check_closed(self))
+		return NULL;
+	call[0] = args[0];
+	call[1] = (PyObject *)self;
+	call[2] = name;
+	call[3] = context;
+	return PyObject_Vectorcall(st->task_type, call, 1, st->kw_task);
+
+python:
+	return core_call_with_self(st->base_create_task, (PyObject *)self, args, nargsf, kwnames);
+}
+
 static PyObject *lc_time(LoopCore *self, PyObject *unused)
 {
 	return PyFloat_FromDouble(core_monotonic());
@@ -851,6 +899,10 @@ static PyMethodDef lc_methods[] = {
 	{ "call_later", VC lc_call_later, METH_FASTCALL | METH_KEYWORDS,
 	  "asyncio's call_later, in C." },
 	{ "time", (PyCFunction)lc_time, METH_NOARGS, "time.monotonic(), the loop's clock." },
+	{ "create_future", (PyCFunction)lc_create_future, METH_NOARGS,
+	  "asyncio.Future(loop=self)." },
+	{ "create_task", VC lc_create_task, METH_FASTCALL | METH_KEYWORDS,
+	  "asyncio's create_task, in C when no task factory is set." },
 	{ "_run_once", (PyCFunction)lc_run_once, METH_NOARGS,
 	  "One iteration: timers, I/O (the engine's wait), ready callbacks, one flush." },
 	{ "_core_attach", (PyCFunction)lc_attach, METH_O, NULL },

@@ -117,9 +117,16 @@ static int look_up_asyncio(struct core_state *st)
 	st->base_call_at = PyObject_GetAttrString(base, "call_at");
 	st->base_call_later = PyObject_GetAttrString(base, "call_later");
 	st->base_call_soon_internal = PyObject_GetAttrString(base, "_call_soon");
+	st->base_create_task = PyObject_GetAttrString(base, "create_task");
 	Py_DECREF(base);
 	if (!st->base_call_soon || !st->base_call_at || !st->base_call_later ||
-	    !st->base_call_soon_internal)
+	    !st->base_call_soon_internal || !st->base_create_task)
+		return -1;
+	st->future_type = import_attr("asyncio.futures", "Future");
+	st->task_type = import_attr("asyncio.tasks", "Task");
+	st->kw_loop = Py_BuildValue("(s)", "loop");
+	st->kw_task = Py_BuildValue("(sss)", "loop", "name", "context");
+	if (!st->future_type || !st->task_type || !st->kw_loop || !st->kw_task)
 		return -1;
 	return 0;
 }
@@ -137,6 +144,7 @@ static int intern_names(struct core_state *st)
 		{ &st->s_accept, "_accept" }, { &st->s_write_more, "_write_more" },
 		{ &st->s_write_lost, "_write_lost" }, { &st->s_context, "context" },
 		{ &st->s_callback, "callback" }, { &st->s_release_held, "_release_held" },
+		{ &st->s_name, "name" }, { &st->s_task_factory, "_task_factory" },
 	};
 	size_t i;
 
@@ -190,7 +198,8 @@ static int core_exec(PyObject *module)
 	X(s_current_handle) X(s_append) X(s_popleft) X(s_data_received) X(s_get_buffer) \
 	X(s_buffer_updated) X(s_fatal_error) X(s_eof_received) X(s_write_ready) \
 	X(s_closed_event) X(s_accept) X(s_write_more) X(s_write_lost) X(s_context) \
-	X(s_callback) X(s_release_held)
+	X(s_callback) X(s_release_held) X(s_name) X(s_task_factory) X(base_create_task) \
+	X(future_type) X(task_type) X(kw_loop) X(kw_task)
 
 static int core_traverse(PyObject *module, visitproc visit, void *arg)
 {

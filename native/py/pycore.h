@@ -43,6 +43,9 @@ struct core_state {
 
 	/* asyncio.BaseEventLoop's Python methods, for debug mode and odd calls */
 	PyObject *base_call_soon, *base_call_at, *base_call_later, *base_call_soon_internal;
+	PyObject *base_create_task;
+	PyObject *future_type, *task_type;	/* asyncio.Future, asyncio.Task */
+	PyObject *kw_loop, *kw_task;		/* ("loop",), ("loop", "name", "context") */
 	/* Python helpers given by specloop.loop through configure() */
 	PyObject *report_error;		/* (handle, exc): Handle._run's except branch */
 	PyObject *log_slow;		/* (handle, seconds): debug slow-callback warning */
@@ -57,7 +60,7 @@ struct core_state {
 	PyObject *s_append, *s_popleft, *s_data_received, *s_get_buffer, *s_buffer_updated;
 	PyObject *s_fatal_error, *s_eof_received, *s_write_ready, *s_closed_event;
 	PyObject *s_accept, *s_write_more, *s_write_lost, *s_context, *s_callback;
-	PyObject *s_release_held;
+	PyObject *s_release_held, *s_name, *s_task_factory;
 };
 
 /* loopcore.c */
