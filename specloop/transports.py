@@ -481,6 +481,21 @@ class BypassListenSocket:
     def fileno(self) -> int:
         return self._placeholder.fileno() if self._placeholder is not None else -1
 
+    def _socket(self) -> socket.socket:
+        if self._placeholder is None:
+            raise OSError(errno.EBADF, "specloop listening port: its socket is closed")
+        return self._placeholder
+
+    def dup(self) -> socket.socket:
+        """A duplicate of the kernel socket that holds the port."""
+        return self._socket().dup()
+
+    def get_inheritable(self) -> bool:
+        return self._socket().get_inheritable()
+
+    def set_inheritable(self, inheritable: bool) -> None:
+        self._socket().set_inheritable(inheritable)
+
     def listen(self, backlog: int = 100) -> None:
         self._backlog = max(1, int(backlog))
         if self.kernel_listens:
