@@ -34,6 +34,7 @@ SOURCES = [
     "tcp_in.c",
     "tcp_out.c",
     "tcp_timer.c",
+    "tx_gso.c",
     "xsk.c",
 ]
 
