@@ -314,15 +314,20 @@ def test_byte_exact_under_loss_reordering_and_duplication(gso_loop, files):
     loop.stack.unimpair()
 
 
-SLOW_READER = """
+READER = """
 import hashlib, socket, sys, time
+slow = {slow}
 s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # a small window, scale 0
+if slow:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, scale 0
+if {mss}:
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, {mss})
 s.settimeout(120)
 s.connect(("{host}", {port}))
 for path in sys.argv[1:]:
     s.sendall(("GET " + path + " HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n").encode())
-    time.sleep(1.0)                  # the window closes: zero-window probes
+    if slow:
+        time.sleep(1.0)              # the window closes: zero-window probes
     head = b""
     while b"\\r\\n\\r\\n" not in head:
         head += s.recv(1)
@@ -330,31 +335,26 @@ for path in sys.argv[1:]:
             [0].split(b":")[1])
     h, got, i = hashlib.sha256(), 0, 0
     while got < n:
-        d = s.recv(min(1500, n - got))
+        d = s.recv(min(1500 if slow else 1 << 20, n - got))
         if not d:
             break
         h.update(d)
         got += len(d)
         i += 1
-        if i % 64 == 0:
+        if slow and i % 64 == 0:
             time.sleep(0.002)        # slow: the window opens and closes
     print(got, h.hexdigest(), flush=True)
 """
 
 
-def test_zero_and_shrinking_window_reader_gets_every_byte(gso_loop, files):
-    """A reader with a 4 KiB receive buffer that stops, then reads slowly,
-    in a namespace whose kernel may shrink its window
-    (net.ipv4.tcp_shrink_window=1): every byte arrives."""
-    loop = gso_loop
+def read_both(loop, files, *, slow: bool = False, mss: int = 0) -> None:
+    """The 1 MiB static file and a Python-written body, on one keep-alive
+    connection from a Python reader in the client namespace."""
     big = files / "one.bin"
     paths = ["/static/one.bin", f"/bytes?n={(1 << 20) + 77}"]
     want = [f"{1 << 20} {digest(big.read_bytes())}",
             f"{(1 << 20) + 77} {digest(pattern((1 << 20) + 77))}"]
-    code = textwrap.dedent(SLOW_READER.format(host=netlab.SERVER_IP, port=PORT))
-    sysctl = "net.ipv4.tcp_shrink_window"
-    old = subprocess.run(client_argv("sysctl", "-n", sysctl), capture_output=True,
-                         text=True).stdout.strip()
+    code = textwrap.dedent(READER.format(host=netlab.SERVER_IP, port=PORT, slow=slow, mss=mss))
 
     async def main():
         async with serving(files):
@@ -362,12 +362,31 @@ def test_zero_and_shrinking_window_reader_gets_every_byte(gso_loop, files):
             assert rc == 0, err.decode()[-2000:]
             assert out.decode().splitlines() == want
 
+    loop.run_until_complete(asyncio.wait_for(main(), 180))
+
+
+def test_zero_and_shrinking_window_reader_gets_every_byte(gso_loop, files):
+    """A reader with a 4 KiB receive buffer that stops, then reads slowly,
+    in a namespace whose kernel may shrink its window
+    (net.ipv4.tcp_shrink_window=1): every byte arrives."""
+    sysctl = "net.ipv4.tcp_shrink_window"
+    old = subprocess.run(client_argv("sysctl", "-n", sysctl), capture_output=True,
+                         text=True).stdout.strip()
     if old:
         subprocess.run(client_argv("sysctl", "-qw", f"{sysctl}=1"), check=True)
     try:
-        loop.run_until_complete(asyncio.wait_for(main(), 180))
+        read_both(gso_loop, files, slow=True)
     finally:
         if old:
             subprocess.run(client_argv("sysctl", "-qw", f"{sysctl}={old}"), check=True)
-    c = loop.stack.counters()
+    c = gso_loop.stack.counters()
     assert c["tx_gso_frames"] > 0 and c["zero_window_probes"] > 0
+
+
+def test_small_peer_mss(gso_loop, files):
+    """A peer announcing MSS 600: super-frames are cut at 588 bytes (600
+    minus the timestamp option) and the kernel takes them as such."""
+    read_both(gso_loop, files, mss=600)
+    c = gso_loop.stack.counters()
+    assert c["tx_gso_frames"] > 0 and c["tx_gso_errors"] == 0
+    assert c["tx_gso_bytes"] / c["tx_gso_segments"] <= 588
