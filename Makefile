@@ -60,6 +60,8 @@ ASAN_ENV = PYTHONPATH=$(ASAN_DIR) \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)"
 
 asan: system $(VENV)/bin/python
+	# setup.py below builds with the venv's own setuptools (pip's build is isolated)
+	$(PIP) install -q 'setuptools>=77' wheel 'cffi>=1.16'
 	rm -rf $(ASAN_DIR)/specloop
 	SPECLOOP_SANITIZE=1 $(PY) setup.py -q build_ext --force -b $(ASAN_DIR) -t $(ASAN_DIR)/tmp
 	cp specloop/*.py $(ASAN_DIR)/specloop/

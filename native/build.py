@@ -35,6 +35,7 @@ SOURCES = [
     "tcp_in.c",
     "tcp_out.c",
     "tcp_timer.c",
+    "tx_gso.c",
     "xsk.c",
 ]
 

@@ -39,6 +39,10 @@ static int check_config(const struct sl_config *cfg, char *err, size_t errlen)
 			cfg->xdp_mode);
 		return -EINVAL;
 	}
+	if (cfg->tx_gso > SL_TX_GSO_OFF) {
+		sl_errf(err, errlen, "tx_gso %u: must be auto, on or off", cfg->tx_gso);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -71,6 +75,7 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 	snprintf(eng->ifname, sizeof(eng->ifname), "%s", cfg->ifname);
 	eng->cfg.ifname = eng->ifname;
 	eng->now_us = monotonic_us(eng);
+	eng->gso.fd = -1;
 
 	rc = steer_open(&eng->steer, eng->ifname, ifindex, (int)cfg->xdp_mode,
 			err, errlen);
@@ -88,6 +93,9 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 			goto out_xsk;
 		}
 	}
+	rc = gso_open(eng, ifindex, err, errlen);
+	if (rc)
+		goto out_xsk;
 	rc = tcp_init(eng, err, errlen);
 	if (rc)
 		goto out_tcp;
@@ -104,6 +112,7 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 out_tcp:
 	tcp_fini(eng);
 	static_fini(eng);
+	gso_close(eng);
 out_xsk:
 	xsk_close(&eng->xsk);
 out_steer:
@@ -128,7 +137,7 @@ int sl_engine_open_test(const struct sl_config *cfg, struct sl_engine **out,
 	if (!out || !cfg)
 		return -EINVAL;
 	*out = NULL;
-	if (cfg->xdp_mode > SL_XDP_GENERIC)
+	if (cfg->xdp_mode > SL_XDP_GENERIC || cfg->tx_gso > SL_TX_GSO_OFF)
 		return -EINVAL;
 	eng = calloc(1, sizeof(*eng));
 	if (!eng) {
@@ -143,6 +152,7 @@ int sl_engine_open_test(const struct sl_config *cfg, struct sl_engine **out,
 	rc = xsk_open_test(&eng->xsk, &eng->cfg, err, errlen);
 	if (rc)
 		goto out_engine;
+	gso_open_test(eng);
 	rc = tcp_init(eng, err, errlen);
 	if (rc == 0)
 		rc = static_init(eng);
@@ -173,6 +183,7 @@ void sl_engine_close(struct sl_engine *eng)
 	tcp_fini(eng);
 	static_fini(eng);
 	impair_free(eng);
+	gso_close(eng);
 	xsk_close(&eng->xsk);
 	free(eng);
 }
@@ -340,7 +351,15 @@ int sl_engine_tx_take(struct sl_engine *eng, uint8_t *buf, size_t cap)
 {
 	if (!buf)
 		return -EINVAL;
-	return xsk_tx_take(&eng->xsk, buf, cap);
+	return xsk_tx_take(&eng->xsk, buf, cap, NULL);
+}
+
+int sl_engine_tx_next(struct sl_engine *eng, uint8_t *buf, size_t cap, uint32_t *flags)
+{
+	if (!buf || !flags)
+		return -EINVAL;
+	*flags = 0;
+	return xsk_tx_take(&eng->xsk, buf, cap, flags);
 }
 
 int sl_engine_set_clock(struct sl_engine *eng, uint64_t now_us)

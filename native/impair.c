@@ -17,6 +17,7 @@ struct held {
 	struct held *next;
 	uint64_t due_us;
 	uint32_t len;
+	bool gso;		/* a super-frame, virtio header first (tx_gso.c) */
 	uint8_t data[];
 };
 
@@ -43,7 +44,8 @@ static bool chance(struct sl_impair_state *s, uint32_t ppm)
 	return ppm && (next_rand(s) >> 32) % 1000000u < ppm;
 }
 
-static void hold(struct held **q, const uint8_t *data, uint32_t len, uint64_t due)
+static void hold(struct held **q, const uint8_t *data, uint32_t len, uint64_t due,
+		 bool gso)
 {
 	struct held *h = malloc(sizeof(*h) + len), **pp = q;
 
@@ -51,6 +53,7 @@ static void hold(struct held **q, const uint8_t *data, uint32_t len, uint64_t du
 		return;
 	h->due_us = due;
 	h->len = len;
+	h->gso = gso;
 	memcpy(h->data, data, len);
 	while (*pp && (*pp)->due_us <= due)
 		pp = &(*pp)->next;
@@ -121,20 +124,19 @@ bool impair_rx(struct sl_engine *eng, const uint8_t *frame, uint32_t len)
 	}
 	if (chance(s, s->cfg.rx_dup)) {
 		eng->ctr.impair_rx_duplicated++;
-		hold(&s->rx, frame, len, delay_for(s, eng, false));
+		hold(&s->rx, frame, len, delay_for(s, eng, false), false);
 	}
 	reorder = chance(s, s->cfg.rx_reorder);
 	if (reorder || s->cfg.delay_us) {
 		if (reorder)
 			eng->ctr.impair_rx_reordered++;
-		hold(&s->rx, frame, len, delay_for(s, eng, reorder));
+		hold(&s->rx, frame, len, delay_for(s, eng, reorder), false);
 		return true;
 	}
 	return false;
 }
 
-/* Returns true when the frame must not be submitted now. */
-bool impair_tx(struct sl_engine *eng, const uint8_t *frame, uint32_t len)
+static bool take_tx(struct sl_engine *eng, const uint8_t *frame, uint32_t len, bool gso)
 {
 	struct sl_impair_state *s = eng->impair;
 	bool reorder;
@@ -145,16 +147,29 @@ bool impair_tx(struct sl_engine *eng, const uint8_t *frame, uint32_t len)
 	}
 	if (chance(s, s->cfg.tx_dup)) {
 		eng->ctr.impair_tx_duplicated++;
-		hold(&s->tx, frame, len, delay_for(s, eng, false));
+		hold(&s->tx, frame, len, delay_for(s, eng, false), gso);
 	}
 	reorder = chance(s, s->cfg.tx_reorder);
 	if (reorder || s->cfg.delay_us) {
 		if (reorder)
 			eng->ctr.impair_tx_reordered++;
-		hold(&s->tx, frame, len, delay_for(s, eng, reorder));
+		hold(&s->tx, frame, len, delay_for(s, eng, reorder), gso);
 		return true;
 	}
 	return false;
+}
+
+/* Returns true when the frame must not be submitted now. */
+bool impair_tx(struct sl_engine *eng, const uint8_t *frame, uint32_t len)
+{
+	return take_tx(eng, frame, len, false);
+}
+
+/* The same for a GSO super-frame (virtio header first): it is one packet
+ * to the link, lost, duplicated or delayed whole. */
+bool impair_tx_gso(struct sl_engine *eng, const uint8_t *frame, uint32_t len)
+{
+	return take_tx(eng, frame, len, true);
 }
 
 /* Feeds held RX copies that are due into the stack. */
@@ -182,15 +197,23 @@ void impair_release_rx(struct sl_engine *eng)
 	}
 }
 
-/* Sends held TX copies that are due, each in a frame of its own. */
+/* Sends held TX copies that are due, each in a frame of its own (a
+ * super-frame through the packet socket; if that fails now, it is lost). */
 void impair_release_tx(struct sl_engine *eng)
 {
 	struct sl_impair_state *s = eng->impair;
 
 	while (s && s->tx && s->tx->due_us <= eng->now_us) {
 		struct held *h = s->tx;
-		uint32_t f = xsk_frame_alloc(&eng->xsk, true);
+		uint32_t f;
 
+		if (h->gso) {
+			s->tx = h->next;
+			(void)gso_xmit_copy(eng, h->data, h->len);
+			free(h);
+			continue;
+		}
+		f = xsk_frame_alloc(&eng->xsk, true);
 		if (f == SL_NO_FRAME)
 			break;
 		s->tx = h->next;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <xdp/xsk.h>
 
 #include "specloop.h"
@@ -72,6 +73,12 @@ struct sl_xsk {
 	uint32_t *held;		/* frames held for the current events */
 	uint32_t held_count;
 	uint32_t tx_queued;	/* descriptors reserved+submitted since the kick */
+	/* TX batches: descriptors queued now belong to batch tx_gen (a kick
+	 * submits it and starts the next); every batch up to tx_out_gen has
+	 * left the ring.  Another TX path orders itself after a
+	 * connection's frames with these (xsk_tx_gone). */
+	uint64_t tx_gen;
+	uint64_t tx_out_gen;
 	uint32_t fill_target;	/* frames we try to keep in the fill ring */
 	/* test mode (sl_engine_open_test): no socket; transmitted frames are
 	 * copied here for the caller to read and complete at once */
@@ -79,6 +86,7 @@ struct sl_xsk {
 	bool test;
 	uint8_t **cap;
 	uint32_t *cap_len;
+	uint8_t *cap_flags;	/* enum sl_tx_flags */
 	uint32_t cap_head, cap_count;
 };
 
@@ -95,6 +103,34 @@ struct sl_steer {
 	int mode;		/* SL_XDP_NATIVE or SL_XDP_GENERIC */
 };
 
+/* GSO super-frames through a packet socket (tx_gso.c). */
+struct sl_gso {
+	int fd;			/* AF_PACKET socket, -1 if none */
+	bool want;		/* tx_gso is not off (for a test engine: on) */
+	bool on;		/* super-frames are used (socket or test capture) */
+	bool capture;		/* test engine: they go to the TX capture */
+};
+
+#define GSO_VNET_HLEN 10	/* struct virtio_net_hdr */
+#define GSO_HDR_ROOM (GSO_VNET_HLEN + 14 + 20 + 60)
+#define GSO_MAX_SEGS 64		/* segments per super-frame, at most */
+#define GSO_MAX_IOV (GSO_MAX_SEGS + 1)
+
+/*
+ * One super-frame being built: buf holds the virtio header (written by
+ * gso_xmit) and then the Ethernet, IPv4 and TCP headers (hdr_len bytes,
+ * the TCP checksum field holding the pseudo-header sum); iov[1..niov)
+ * the payload where it is.  iov[0] is gso_xmit's.
+ */
+struct gso_frame {
+	uint8_t buf[GSO_HDR_ROOM];
+	uint32_t hdr_len;
+	uint16_t gso_size;
+	uint32_t payload_len;
+	struct iovec iov[GSO_MAX_IOV];
+	uint32_t niov;
+};
+
 struct tcp_state_all;
 struct sl_impair_state;
 struct sl_static;
@@ -104,6 +140,7 @@ struct sl_engine {
 	char ifname[32];
 	struct sl_xsk xsk;
 	struct sl_steer steer;
+	struct sl_gso gso;
 	struct sl_counters ctr;
 	struct sl_event events[SL_MAX_EVENTS];
 	uint32_t nevents;
@@ -123,7 +160,9 @@ void sl_errf(char *err, size_t errlen, const char *fmt, ...)
 int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
 	     char *err, size_t errlen);
 int xsk_open_test(struct sl_xsk *x, const struct sl_config *cfg, char *err, size_t errlen);
-int xsk_tx_take(struct sl_xsk *x, uint8_t *buf, size_t cap);
+int xsk_tx_take(struct sl_xsk *x, uint8_t *buf, size_t cap, uint32_t *flags);
+int xsk_capture(struct sl_engine *eng, const struct iovec *iov, uint32_t niov,
+		uint32_t flags);
 void xsk_close(struct sl_xsk *x);
 uint32_t xsk_frame_alloc(struct sl_xsk *x, bool may_use_reserve);
 void xsk_frame_free(struct sl_xsk *x, uint32_t idx);
@@ -135,6 +174,7 @@ int xsk_tx_submit_sg(struct sl_engine *eng, uint32_t hdr_frame, uint32_t hdr_len
 		     uint32_t payload_frame, uint32_t payload_len);
 void xsk_reap_completions(struct sl_xsk *x);
 int xsk_kick(struct sl_engine *eng);
+bool xsk_tx_gone(struct sl_engine *eng, uint64_t gen);
 int xsk_read_kernel_stats(struct sl_engine *eng);
 
 static inline uint8_t *xsk_frame_data(const struct sl_xsk *x, uint32_t idx)
@@ -186,9 +226,17 @@ uint32_t csum_partial(const void *buf, size_t len, uint32_t sum);
 uint16_t csum_fold(uint32_t sum);
 uint32_t csum_pseudo(uint32_t saddr, uint32_t daddr, uint32_t tcp_len);
 
+/* tx_gso.c */
+int gso_open(struct sl_engine *eng, int ifindex, char *err, size_t errlen);
+void gso_open_test(struct sl_engine *eng);
+void gso_close(struct sl_engine *eng);
+int gso_xmit(struct sl_engine *eng, struct gso_frame *g);
+int gso_xmit_copy(struct sl_engine *eng, const uint8_t *data, uint32_t len);
+
 /* impair.c */
 bool impair_rx(struct sl_engine *eng, const uint8_t *frame, uint32_t len);
 bool impair_tx(struct sl_engine *eng, const uint8_t *frame, uint32_t len);
+bool impair_tx_gso(struct sl_engine *eng, const uint8_t *frame, uint32_t len);
 void impair_release_rx(struct sl_engine *eng);
 void impair_release_tx(struct sl_engine *eng);
 uint64_t impair_next_due(const struct sl_engine *eng);

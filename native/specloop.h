@@ -53,6 +53,15 @@ struct sl_config {
 	uint64_t rx_budget;	/* bytes all connections may hold unread */
 	uint32_t tx_multibuffer;	/* static segments as header + shared payload
 					 * frame (XDP_USE_SG); 0 = one copied frame */
+	uint32_t tx_gso;	/* enum sl_tx_gso: GSO super-frames for runs of
+				 * full segments (a packet socket, tx_gso.c) */
+};
+
+enum sl_tx_gso {
+	SL_TX_GSO_AUTO = 0,	/* on where the interface takes them, else off
+				 * (test engines: off) */
+	SL_TX_GSO_ON = 1,	/* on; opening fails where it cannot be */
+	SL_TX_GSO_OFF = 2,
 };
 
 /* What happened on a connection; read by Python after sl_engine_poll(). */
@@ -116,6 +125,15 @@ struct sl_counters {
 	uint64_t frames_sndq;		/* held by send queues (not in TX) */
 	uint64_t frames_static;		/* static payload kept in UMEM (multi-buffer TX) */
 	uint64_t tx_multibuffer_segments;	/* sent as header + shared payload frame */
+	/* GSO super-frames (tx_gso.c): one packet of up to 64 KiB for a run
+	 * of segments, cut by the kernel or the NIC */
+	uint64_t tx_gso_available;	/* 1: super-frames are being used */
+	uint64_t tx_gso_frames;		/* super-frames handed to the kernel */
+	uint64_t tx_gso_segments;	/* segments they carried */
+	uint64_t tx_gso_bytes;		/* their payload bytes */
+	uint64_t tx_gso_fallback_segments;	/* a run that went as separate frames
+						 * (unavailable, failed, ordering) */
+	uint64_t tx_gso_errors;		/* sendmsg() failures */
 	/* TCP */
 	uint64_t conns;			/* connections in the table now */
 	uint64_t conns_time_wait;	/* of which in TIME-WAIT */
@@ -197,12 +215,21 @@ void sl_engine_close(struct sl_engine *eng);
  * then processes the frame; returns the events, as sl_engine_poll), what
  * the stack sends comes out of sl_engine_tx_take (length of the oldest
  * frame, copied up to cap; 0 when none).  sl_engine_set_clock pins the
- * clock (microseconds; 0 = the real one).
+ * clock (microseconds; 0 = the real one).  With tx_gso = SL_TX_GSO_ON a
+ * test engine captures super-frames too (sl_engine_tx_next tells them
+ * apart); otherwise it sends every segment as a frame of its own.
  */
 int sl_engine_open_test(const struct sl_config *cfg, struct sl_engine **out,
 			char *err, size_t errlen);
 int sl_engine_inject(struct sl_engine *eng, const uint8_t *frame, size_t len);
 int sl_engine_tx_take(struct sl_engine *eng, uint8_t *buf, size_t cap);
+/* As sl_engine_tx_take, and *flags says what the frame is: SL_TX_GSO when
+ * it is a super-frame (it starts with its 10-byte struct virtio_net_hdr;
+ * test engines capture them with tx_gso = SL_TX_GSO_ON). */
+enum sl_tx_flags {
+	SL_TX_GSO = 1,
+};
+int sl_engine_tx_next(struct sl_engine *eng, uint8_t *buf, size_t cap, uint32_t *flags);
 int sl_engine_set_clock(struct sl_engine *eng, uint64_t now_us);
 
 /* The xsk file descriptor: readable when RX has frames. */

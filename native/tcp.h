@@ -63,6 +63,7 @@ static inline uint32_t seq_min(uint32_t a, uint32_t b) { return seq_lt(a, b) ? a
 #define SEG_RETRANS 0x10	/* retransmitted since marked lost */
 #define SEG_SENT 0x20		/* transmitted at least once */
 #define SEG_STATIC 0x40		/* payload is in the static store, no frame */
+#define SEG_CSUM 0x80		/* csum holds the payload's partial sum */
 
 struct static_entry;
 struct fast_conn;
@@ -77,7 +78,7 @@ struct tcp_seg {
 	uint32_t len;		/* payload bytes */
 	uint32_t frame;
 	uint32_t next;		/* seg index */
-	uint32_t csum;		/* payload partial sum, valid once SEG_SENT */
+	uint32_t csum;		/* payload partial sum, valid with SEG_CSUM */
 	uint16_t hdr_len;	/* payload offset in the frame */
 	uint8_t flags;
 	uint8_t xmits;
@@ -187,6 +188,8 @@ struct sl_conn {
 	uint32_t user_timeout_ms;	/* TCP_USER_TIMEOUT (RFC 5482 UTO), 0 = off */
 	uint64_t retrans_stamp_us;	/* first RTO of the current episode */
 
+	uint64_t xdp_gen;		/* TX batch of its latest AF_XDP data frame
+					 * (a super-frame waits until it left) */
 	uint32_t dirty_next;		/* output list, conn index */
 	uint32_t deliver_next;		/* deliver list, conn index */
 	uint32_t starved_next;		/* waiting for free frames, conn index */

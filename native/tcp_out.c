@@ -52,15 +52,14 @@ uint32_t tcp_in_flight(const struct sl_conn *c)
 }
 
 /*
- * Writes Ethernet, IPv4 and TCP headers for a segment at buf and fills in
- * both checksums.  payload_sum is the partial sum of the payload (which must
- * already sit at buf + header length).  Returns the frame length.
+ * Writes Ethernet, IPv4 and TCP headers for a segment of payload_len bytes
+ * at buf, the IPv4 checksum filled in, the TCP checksum field zero.
+ * Returns the headers' length.
  */
-static uint32_t build_packet(struct sl_engine *eng, uint8_t *buf, const uint8_t *dst_mac,
-			     uint32_t daddr, uint16_t sport, uint16_t dport,
-			     uint32_t seq, uint32_t ack, uint8_t flags, uint16_t wnd,
-			     const uint8_t *opts, uint32_t optlen, uint32_t payload_len,
-			     uint32_t payload_sum)
+static uint32_t build_headers(struct sl_engine *eng, uint8_t *buf, const uint8_t *dst_mac,
+			      uint32_t daddr, uint16_t sport, uint16_t dport,
+			      uint32_t seq, uint32_t ack, uint8_t flags, uint16_t wnd,
+			      const uint8_t *opts, uint32_t optlen, uint32_t payload_len)
 {
 	uint8_t *ip = buf + ETH_HLEN, *tcp = ip + IP_HLEN;
 	uint32_t tcp_len = TCP_HLEN + optlen + payload_len;
@@ -94,11 +93,31 @@ static uint32_t build_packet(struct sl_engine *eng, uint8_t *buf, const uint8_t 
 	put_be16(tcp + 18, 0);
 	if (optlen)
 		memcpy(tcp + TCP_HLEN, opts, optlen);
-	sum = csum_fold(csum_add(csum_add(csum_pseudo(eng->cfg.ipv4, daddr, tcp_len),
-					  csum_partial(tcp, TCP_HLEN + optlen, 0)),
+	return ETH_HLEN + IP_HLEN + TCP_HLEN + optlen;
+}
+
+/*
+ * Writes Ethernet, IPv4 and TCP headers for a segment at buf and fills in
+ * both checksums.  payload_sum is the partial sum of the payload (which must
+ * already sit at buf + header length).  Returns the frame length.
+ */
+static uint32_t build_packet(struct sl_engine *eng, uint8_t *buf, const uint8_t *dst_mac,
+			     uint32_t daddr, uint16_t sport, uint16_t dport,
+			     uint32_t seq, uint32_t ack, uint8_t flags, uint16_t wnd,
+			     const uint8_t *opts, uint32_t optlen, uint32_t payload_len,
+			     uint32_t payload_sum)
+{
+	uint32_t hlen = build_headers(eng, buf, dst_mac, daddr, sport, dport, seq, ack,
+				      flags, wnd, opts, optlen, payload_len);
+	uint8_t *tcp = buf + ETH_HLEN + IP_HLEN;
+	uint16_t sum;
+
+	sum = csum_fold(csum_add(csum_add(csum_pseudo(eng->cfg.ipv4, daddr,
+						      hlen - ETH_HLEN - IP_HLEN + payload_len),
+					  csum_partial(tcp, hlen - ETH_HLEN - IP_HLEN, 0)),
 				 payload_sum));
 	memcpy(tcp + 16, &sum, 2);
-	return ETH_HLEN + IP_HLEN + tcp_len;
+	return hlen + payload_len;
 }
 
 /*
@@ -395,6 +414,7 @@ int tcp_queue_data(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data
 				n = len;
 			memcpy(xsk_frame_data(x, s->frame) + hdr + s->len, data, n);
 			s->len += n;
+			s->flags &= (uint8_t)~SEG_CSUM;
 			done += n;
 		}
 	}
@@ -482,7 +502,7 @@ int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct static_ent
 		return -ENOBUFS;
 	}
 	s = &eng->tcp->segs[si];
-	s->flags = SEG_STATIC;
+	s->flags = SEG_STATIC | SEG_CSUM;
 	s->sentry = e;
 	e->refs++;
 	s->soff = off;
@@ -860,8 +880,10 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 			return -EBUSY;
 		}
 		buf = xsk_frame_data(x, frame);
-		if (!(s->flags & SEG_SENT))
+		if (!(s->flags & SEG_CSUM)) {
 			s->csum = csum_partial(buf + s->hdr_len, s->len, 0);
+			s->flags |= SEG_CSUM;
+		}
 	}
 	if (c->ts_on)
 		optlen = put_ts(eng, c, opts);
@@ -888,6 +910,8 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 		return -EAGAIN;
 	}
 sent:
+	/* a super-frame of this connection waits until this batch left */
+	c->xdp_gen = x->tx_queued ? x->tx_gen : x->tx_gen - 1;
 	if (eng->tx_budget)
 		eng->tx_budget--;
 	s->xmits++;
@@ -918,7 +942,7 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 		b->seq = a->seq + keep;
 		b->len = a->len - keep;
 		b->soff = a->soff + keep;
-		b->flags = (uint8_t)(SEG_STATIC | (a->flags & SEG_FIN));
+		b->flags = (uint8_t)(SEG_STATIC | SEG_CSUM | (a->flags & SEG_FIN));
 		b->csum = csum_partial(a->sentry->body + b->soff, b->len, 0);
 		a->sentry->refs++;
 		a->len = keep;
@@ -951,7 +975,7 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 	memcpy(xsk_frame_data(x, f) + b->hdr_len,
 	       xsk_frame_data(x, a->frame) + a->hdr_len + keep, b->len);
 	a->len = keep;
-	a->flags &= (uint8_t)~SEG_FIN;
+	a->flags &= (uint8_t)~(SEG_FIN | SEG_CSUM);
 	b->next = a->next;
 	a->next = bi;
 	if (c->sq_tail == i)
@@ -1036,21 +1060,183 @@ static bool send_new_one(struct sl_engine *eng, struct sl_conn *c)
 	return false;
 }
 
-/* Sends new segments within the peer's window and the congestion window. */
+/* ---- GSO super-frames (sent by tx_gso.c) ---------------------------------- */
+
+/*
+ * The run that may leave now as one super-frame: consecutive unsent
+ * segments from sq_send, each a full MSS but the last, none a SYN or a
+ * bare FIN, a FIN only on the last, all inside the peer's window, at most
+ * max of them and what one packet may hold.  Returns how many (0 when
+ * fewer than two: a single segment goes as a frame of its own).
+ */
+static uint32_t gso_run_length(const struct sl_engine *eng, const struct sl_conn *c,
+			       uint32_t max)
+{
+	const struct tcp_seg *segs = eng->tcp->segs;
+	const struct sl_xsk *x = &eng->xsk;
+	uint32_t right = c->snd_una + c->snd_wnd, i, k = 0, bytes = 0;
+	/* RFC 791: the total length is 16 bits; and the kernel segments a GSO
+	 * packet of gso_max_size (64 KiB) or more in software, header included */
+	uint32_t room = 65535 - FRAME_HDR_LEN(c->ts_on);
+
+	for (i = c->sq_send; i != SL_NONE && k < max; i = segs[i].next) {
+		const struct tcp_seg *s = &segs[i];
+
+		if ((s->flags & SEG_SYN) || !s->len || s->len > c->mss ||
+		    bytes + s->len > room || seq_gt(seg_end(s), right) || nagle_holds(c, s))
+			break;
+		if (!(s->flags & SEG_STATIC) && x->meta[s->frame].tx_pending)
+			break;
+		k++;
+		bytes += s->len;
+		if (s->len < c->mss || (s->flags & SEG_FIN))
+			break;		/* only the last may be short or carry the FIN */
+	}
+	return k >= 2 ? k : 0;
+}
+
+/*
+ * Sends the k segments from sq_send (a run, gso_run_length) as one
+ * super-frame and accounts for each as send_new_one does, with the same
+ * send time: RACK, SACK and recovery see k segments sent together, and a
+ * lost one is retransmitted alone (xmit_seg).  The payload stays where it
+ * is: UMEM frames, the static store.  Returns false when the super-frame
+ * could not go now; nothing changed then and the caller sends the
+ * segments as frames of their own.
+ */
+static bool send_run(struct sl_engine *eng, struct sl_conn *c, uint32_t k)
+{
+	struct sl_xsk *x = &eng->xsk;
+	struct tcp_seg *segs = eng->tcp->segs, *s = NULL;
+	struct gso_frame g;
+	uint8_t opts[12], flags = TH_ACK;
+	uint32_t optlen = 0, payload = 0, i, n;
+	uint16_t wnd, sum;
+
+	/* one connection's data never reorders across the two paths: its
+	 * AF_XDP frames leave at the kick, a super-frame at once */
+	if (!xsk_tx_gone(eng, c->xdp_gen))
+		return false;
+	g.niov = 1;
+	for (i = c->sq_send, n = 0; n < k; n++, i = s->next) {
+		const uint8_t *p;
+		struct iovec *prev = &g.iov[g.niov - 1];
+
+		s = &segs[i];
+		p = (s->flags & SEG_STATIC) ? s->sentry->body + s->soff :
+					      xsk_frame_data(x, s->frame) + s->hdr_len;
+		/* a stored body's consecutive segments are one piece */
+		if (g.niov > 1 && (const uint8_t *)prev->iov_base + prev->iov_len == p) {
+			prev->iov_len += s->len;
+		} else {
+			g.iov[g.niov].iov_base = (void *)p;
+			g.iov[g.niov].iov_len = s->len;
+			g.niov++;
+		}
+		payload += s->len;
+	}
+	if (c->ts_on)
+		optlen = put_ts(eng, c, opts);
+	/* the segmenter leaves FIN and PSH on the last segment only */
+	if (s->flags & SEG_FIN)
+		flags |= TH_FIN;
+	if (s->next == SL_NONE || s->len < c->mss)
+		flags |= TH_PSH;
+	wnd = window_field(eng, c, false);
+	g.hdr_len = build_headers(eng, g.buf + GSO_VNET_HLEN, c->peer_mac, c->peer_ip,
+				  c->local_port, c->peer_port, segs[c->sq_send].seq,
+				  c->rcv_nxt, flags, wnd, opts, optlen, payload);
+	/* virtio NEEDS_CSUM: the checksum field holds the folded, not
+	 * complemented, pseudo-header sum of the whole TCP length; the
+	 * segmenter adjusts it per segment and adds the rest */
+	sum = (uint16_t)~csum_fold(csum_pseudo(eng->cfg.ipv4, c->peer_ip,
+					       g.hdr_len - ETH_HLEN - IP_HLEN + payload));
+	memcpy(g.buf + GSO_VNET_HLEN + ETH_HLEN + IP_HLEN + 16, &sum, 2);
+	g.gso_size = c->mss;
+	g.payload_len = payload;
+	if (gso_xmit(eng, &g))
+		return false;
+	eng->tcp->ip_id = (uint16_t)(eng->tcp->ip_id + k - 1);	/* one IPv4 id per segment */
+	for (n = 0; n < k; n++) {
+		s = &segs[c->sq_send];
+		s->xmits++;
+		s->xmit_us = eng->now_us;
+		s->flags |= SEG_SENT;
+		c->packets_out++;
+		c->sq_send = s->next;
+		c->snd_nxt = seq_max(c->snd_nxt, seg_end(s));
+		c->snd_max = seq_max(c->snd_max, seg_end(s));
+		if (s->flags & SEG_FIN)
+			c->fin_sent = true;
+	}
+	eng->tx_budget = eng->tx_budget > k ? eng->tx_budget - k : 0;
+	eng->ctr.tx_gso_segments += k;
+	ack_sent(eng, c);
+	return true;
+}
+
+/*
+ * Sends new segments within the peer's window and the congestion window:
+ * runs of them as GSO super-frames where the engine has those, the rest
+ * (and everything when a super-frame fails) one frame each.
+ */
 static bool send_new(struct sl_engine *eng, struct sl_conn *c)
 {
-	bool sent = false;
+	bool sent = false, runs = eng->gso.want;
 
 	while (c->sq_send != SL_NONE && tcp_in_flight(c) < c->cwnd) {
 		if (!eng->tx_budget) {
 			conn_dirty(eng, c);	/* the next flush goes on */
 			break;
 		}
+		if (runs) {
+			uint32_t max = c->cwnd - tcp_in_flight(c), k;
+
+			if (max > eng->tx_budget)
+				max = eng->tx_budget;
+			if (max > GSO_MAX_SEGS)
+				max = GSO_MAX_SEGS;
+			k = max >= 2 ? gso_run_length(eng, c, max) : 0;
+			if (k && eng->gso.on && send_run(eng, c, k)) {
+				sent = true;
+				continue;
+			}
+			if (k) {
+				/* this flush sends the connection's rest frame by frame */
+				eng->ctr.tx_gso_fallback_segments += k;
+				runs = false;
+			}
+		}
 		if (!send_new_one(eng, c))
 			break;
 		sent = true;
 	}
 	return sent;
+}
+
+/*
+ * How many unsent bytes the fast path may have queued before sending:
+ * with super-frames what the windows and this flush's budget let go at
+ * once (one super-frame at most), else 1 (a segment when none is unsent).
+ */
+static uint32_t fast_fill_target(const struct sl_engine *eng, const struct sl_conn *c)
+{
+	uint32_t in_flight = tcp_in_flight(c), right = c->snd_una + c->snd_wnd, n, wnd;
+
+	if (!eng->gso.on)
+		return 1;
+	n = c->cwnd > in_flight ? c->cwnd - in_flight : 0;
+	if (n > eng->tx_budget)
+		n = eng->tx_budget;
+	if (n > GSO_MAX_SEGS)
+		n = GSO_MAX_SEGS;
+	n *= c->mss;
+	wnd = seq_gt(right, c->snd_nxt) ? right - c->snd_nxt : 0;
+	if (n > wnd)
+		n = wnd;
+	if (n > 65535 - FRAME_HDR_LEN(c->ts_on))
+		n = 65535 - FRAME_HDR_LEN(c->ts_on);
+	return n ? n : 1;
 }
 
 /* Sends what the connection may send now: lost segments, new data, the
@@ -1065,11 +1251,21 @@ void tcp_output(struct sl_engine *eng, struct sl_conn *c)
 		if (c->lost_out > c->retrans_out)
 			retransmit_lost(eng, c);
 		send_new(eng, c);
-		/* the fast path's responses, one segment at a time, as far as
-		 * the windows let them go */
-		while (fast_pending(c) && c->sq_send == SL_NONE && eng->tx_budget &&
-		       tcp_in_flight(c) < c->cwnd && http_fast_fill(eng, c))
-			send_new(eng, c);
+		/* the fast path's responses, as far as the windows let them
+		 * go: queued a super-frame's worth ahead (headers written, the
+		 * body referenced in the static store), else a segment at a time */
+		while (fast_pending(c) && eng->tx_budget && tcp_in_flight(c) < c->cwnd) {
+			uint32_t want = fast_fill_target(eng, c);
+
+			/* whole segments only: a short one would go alone */
+			while (fast_pending(c) &&
+			       (c->sq_send == SL_NONE ||
+				c->write_seq - c->snd_nxt + c->mss <= want) &&
+			       http_fast_fill(eng, c))
+				;
+			if (c->sq_send == SL_NONE || !send_new(eng, c))
+				break;
+		}
 		if (fast_pending(c) && !eng->tx_budget)
 			conn_dirty(eng, c);
 		if (c->fin_queued && !c->fin_in_queue && !fast_pending(c)) {

@@ -77,6 +77,7 @@ static int open_area(struct sl_xsk *x, const struct sl_config *cfg, char *err,
 	x->frame_count = cfg->frame_count;
 	x->ring_size = cfg->ring_size;
 	x->fill_target = cfg->ring_size;
+	x->tx_gen = 1;		/* batch 0 "left" before anything was queued */
 	x->area_len = (size_t)cfg->frame_count * cfg->frame_size;
 
 	x->area = mmap(NULL, x->area_len, PROT_READ | PROT_WRITE,
@@ -122,7 +123,8 @@ int xsk_open_test(struct sl_xsk *x, const struct sl_config *cfg, char *err, size
 	x->test = true;
 	x->cap = calloc(SL_TEST_CAPTURE, sizeof(*x->cap));
 	x->cap_len = calloc(SL_TEST_CAPTURE, sizeof(*x->cap_len));
-	if (!x->cap || !x->cap_len) {
+	x->cap_flags = calloc(SL_TEST_CAPTURE, sizeof(*x->cap_flags));
+	if (!x->cap || !x->cap_len || !x->cap_flags) {
 		xsk_close(x);
 		sl_errf(err, errlen, "out of memory for the TX capture");
 		return -ENOMEM;
@@ -130,14 +132,17 @@ int xsk_open_test(struct sl_xsk *x, const struct sl_config *cfg, char *err, size
 	return 0;
 }
 
-/* Test engines: the oldest captured TX frame into buf; its length, or 0. */
-int xsk_tx_take(struct sl_xsk *x, uint8_t *buf, size_t cap)
+/* Test engines: the oldest captured TX frame into buf, what it is into
+ * *flags (enum sl_tx_flags); its length, or 0. */
+int xsk_tx_take(struct sl_xsk *x, uint8_t *buf, size_t cap, uint32_t *flags)
 {
 	uint32_t len;
 
 	if (!x->test || !x->cap_count)
 		return 0;
 	len = x->cap_len[x->cap_head];
+	if (flags)
+		*flags = x->cap_flags[x->cap_head];
 	memcpy(buf, x->cap[x->cap_head], len < cap ? len : cap);
 	free(x->cap[x->cap_head]);
 	x->cap[x->cap_head] = NULL;
@@ -236,9 +241,10 @@ void xsk_close(struct sl_xsk *x)
 	if (x->cap) {
 		for (i = 0; i < SL_TEST_CAPTURE; i++)
 			free(x->cap[i]);
-		free(x->cap);
-		free(x->cap_len);
 	}
+	free(x->cap);
+	free(x->cap_len);
+	free(x->cap_flags);
 	for (i = x->nq; i-- > 0;)
 		if (x->q[i].socket)
 			xsk_socket__delete(x->q[i].socket);
@@ -363,25 +369,49 @@ int xsk_tx_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t 
 	return xsk_tx_submit_raw(eng, frame, off, len);
 }
 
+/*
+ * Test engines: keeps a copy of what iov gathers, with its flags, as the
+ * newest captured frame (the oldest goes when the capture is full).
+ */
+int xsk_capture(struct sl_engine *eng, const struct iovec *iov, uint32_t niov,
+		uint32_t flags)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t slot, len = 0, off = 0, i;
+	uint8_t *copy;
+
+	for (i = 0; i < niov; i++)
+		len += (uint32_t)iov[i].iov_len;
+	copy = malloc(len ? len : 1);
+	if (!copy)
+		return -ENOMEM;
+	for (i = 0; i < niov; i++) {
+		memcpy(copy + off, iov[i].iov_base, iov[i].iov_len);
+		off += (uint32_t)iov[i].iov_len;
+	}
+	if (x->cap_count == SL_TEST_CAPTURE) {
+		free(x->cap[x->cap_head]);	/* the oldest goes */
+		x->cap[x->cap_head] = NULL;
+		x->cap_head = (x->cap_head + 1) % SL_TEST_CAPTURE;
+		x->cap_count--;
+	}
+	slot = (x->cap_head + x->cap_count) % SL_TEST_CAPTURE;
+	x->cap[slot] = copy;
+	x->cap_len[slot] = len;
+	x->cap_flags[slot] = (uint8_t)flags;
+	x->cap_count++;
+	return 0;
+}
+
 /* Test engines: keep a copy, and complete the frame at once. */
 static int test_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len)
 {
 	struct sl_xsk *x = &eng->xsk;
-	uint32_t slot = (x->cap_head + x->cap_count) % SL_TEST_CAPTURE;
-	uint8_t *copy = malloc(len ? len : 1);
+	struct iovec iov = { .iov_base = xsk_frame_data(x, frame) + off, .iov_len = len };
+	int rc = xsk_capture(eng, &iov, 1, 0);
 
-	if (!copy)
-		return -ENOMEM;
-	memcpy(copy, xsk_frame_data(x, frame) + off, len);
-	if (x->cap_count == SL_TEST_CAPTURE) {
-		free(x->cap[x->cap_head]);	/* the oldest goes */
-		x->cap_head = (x->cap_head + 1) % SL_TEST_CAPTURE;
-		x->cap_count--;
-		slot = (x->cap_head + x->cap_count) % SL_TEST_CAPTURE;
-	}
-	x->cap[slot] = copy;
-	x->cap_len[slot] = len;
-	x->cap_count++;
+	if (rc)
+		return rc;
 	eng->ctr.tx_packets++;
 	eng->ctr.tx_bytes += len;
 	if (x->meta[frame].tx_pending)
@@ -493,22 +523,35 @@ void xsk_reap_completions(struct sl_xsk *x)
 		xsk_ring_cons__release(comp, n);
 }
 
+/* acquire: pairs with the kernel's release of the TX consumer */
+static bool tx_ring_empty(const struct sl_xsk *x)
+{
+	return __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE) == *x->tx.producer;
+}
+
 /*
  * Makes the queued TX descriptors visible and wakes the kernel.  In copy
  * mode the kernel transmits only inside sendto(), a bounded batch per call
  * (EAGAIN means "more left"), so we call it until the ring is drained.
+ * `again`: also when nothing is newly queued but an earlier kick left
+ * descriptors behind.
  */
-int xsk_kick(struct sl_engine *eng)
+static int kick(struct sl_engine *eng, bool again)
 {
 	struct sl_xsk *x = &eng->xsk;
 	int tries;
 
-	if (!x->tx_queued || x->test)
+	if (x->test)
 		return 0;
-	/* release: descriptors are written before the producer moves */
-	xsk_ring_prod__submit(&x->tx, x->tx_queued);
-	x->tx_queued = 0;
-	eng->ctr.tx_kicks++;
+	if (x->tx_queued) {
+		/* release: descriptors are written before the producer moves */
+		xsk_ring_prod__submit(&x->tx, x->tx_queued);
+		x->tx_queued = 0;
+		x->tx_gen++;		/* what is queued from now on is the next batch */
+		eng->ctr.tx_kicks++;
+	} else if (!again || x->tx_out_gen + 1 == x->tx_gen) {
+		return 0;
+	}
 	for (tries = 0; tries < 1024; tries++) {
 		if (sendto(x->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 &&
 		    errno != EAGAIN && errno != EBUSY && errno != ENOBUFS)
@@ -517,11 +560,34 @@ int xsk_kick(struct sl_engine *eng)
 		 * keep the fill rings full for what this burst brings back */
 		xsk_reap_completions(x);
 		xsk_refill(eng);
-		/* acquire: pairs with the kernel's release of the consumer */
-		if (__atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE) == *x->tx.producer)
+		if (tx_ring_empty(x)) {
+			x->tx_out_gen = x->tx_gen - 1;
 			break;
+		}
 	}
 	return 0;
+}
+
+int xsk_kick(struct sl_engine *eng)
+{
+	return kick(eng, false);
+}
+
+/*
+ * True when no frame queued in TX batch `gen` or before is still in the TX
+ * ring, kicking them out first if need be; false if some could not leave
+ * now.  Another TX path calls it before sending a connection's data, with
+ * the batch of that connection's latest frame, so its data never overtakes
+ * frames queued before (AF_XDP frames leave only at a kick).
+ */
+bool xsk_tx_gone(struct sl_engine *eng, uint64_t gen)
+{
+	struct sl_xsk *x = &eng->xsk;
+
+	if (x->test || gen <= x->tx_out_gen)
+		return true;
+	kick(eng, true);
+	return gen <= x->tx_out_gen;
 }
 
 int xsk_read_kernel_stats(struct sl_engine *eng)

@@ -11,10 +11,11 @@ import dataclasses
 import os
 from typing import Any, Callable, Mapping
 
-__all__ = ["Config", "XDP_MODES", "CORES"]
+__all__ = ["Config", "XDP_MODES", "CORES", "TX_GSO_MODES"]
 
 XDP_MODES = ("auto", "native", "generic")
 CORES = ("c", "asyncio")
+TX_GSO_MODES = ("auto", "on", "off")
 
 
 def _int_rule(lo: int, hi: int | None = None, *, power_of_two: bool = False,
@@ -54,6 +55,9 @@ _SETTINGS: tuple[_Setting, ...] = (
              "descriptors per AF_XDP ring"),
     _Setting("tx_multibuffer", int, 0, _int_rule(0, 1),
              "1: static payload sent from shared UMEM frames (XDP_USE_SG), 0: copied"),
+    _Setting("tx_gso", str, "auto", None,
+             "GSO super-frames (up to 64 KiB) for runs of full segments: auto (where "
+             "the interface takes them), on (an error where not), off"),
     _Setting("busy_poll_us", int, 0, _int_rule(0, 1_000_000),
              "microseconds to spin on RX before sleeping in epoll"),
     _Setting("max_conns", int, 16384, _int_rule(16, 1 << 20), "TCP connection table size"),
@@ -98,6 +102,10 @@ def _convert(setting: _Setting, value: Any, source: str) -> Any:
     if setting.name == "xdp_mode":
         if value not in XDP_MODES:
             raise ValueError(f"specloop: {where}: xdp_mode must be one of {', '.join(XDP_MODES)}")
+        return value
+    if setting.name == "tx_gso":
+        if value not in TX_GSO_MODES:
+            raise ValueError(f"specloop: {where}: tx_gso must be one of {', '.join(TX_GSO_MODES)}")
         return value
     if setting.kind is int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
@@ -164,6 +172,7 @@ class Config:
     frame_count: int = 16384
     ring_size: int = 2048
     tx_multibuffer: int = 0
+    tx_gso: str = "auto"
     busy_poll_us: int = 0
     max_conns: int = 16384
     sndbuf: int = 1 << 20

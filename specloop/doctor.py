@@ -140,6 +140,48 @@ def _attach_modes(ifname: str) -> list[Finding]:
     return out
 
 
+SOL_PACKET = 263
+PACKET_VNET_HDR = 15
+
+
+def _offload_on(ifname: str, feature: str) -> bool | None:
+    """Whether ``ethtool -k`` says ``feature`` is on (None: cannot tell)."""
+    if not shutil.which("ethtool"):
+        return None
+    r = subprocess.run(["ethtool", "-k", ifname], capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        if line.strip().startswith(feature + ":"):
+            return ": on" in line
+    return None
+
+
+def _tx_gso(ifname: str) -> Finding:
+    """GSO super-frames (tx_gso): what the engine's tx_gso.c opens, tried
+    here: a packet socket with PACKET_VNET_HDR bound to the interface."""
+    name = "GSO super-frames"
+    try:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    except OSError as exc:
+        return Finding(name, "warn", f"{ifname}: socket(AF_PACKET, SOCK_RAW): {exc}; big "
+                       "responses go as one AF_XDP frame per segment (more CPU)",
+                       "run as root or grant CAP_NET_RAW; or tx_gso='off' to silence")
+    try:
+        s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        s.bind((ifname, 0))
+    except OSError as exc:
+        return Finding(name, "warn", f"{ifname}: PACKET_VNET_HDR on a packet socket: {exc}; "
+                       "big responses go as one AF_XDP frame per segment (more CPU)",
+                       "a kernel with packet sockets' virtio headers (2.6.39+)")
+    finally:
+        s.close()
+    if _offload_on(ifname, "tcp-segmentation-offload") is False:
+        return Finding(name, "warn", f"{ifname}: available, but TSO is off: the kernel cuts "
+                       "each super-frame in software before the driver",
+                       f"ethtool -K {ifname} tso on")
+    return Finding(name, "ok", f"{ifname}: runs of full segments leave as one packet of up "
+                   "to 64 KiB (tx_gso auto; counters tx_gso_*)")
+
+
 def _tool(name: str, purpose: str, package: str) -> Finding:
     if shutil.which(name):
         return Finding(f"tool {name}", "ok", f"found ({purpose})")
@@ -195,6 +237,7 @@ def diagnose(ifname: str | None = None) -> list[Finding]:
         out.append(_interface(ifname))
         if all(f.status == "ok" for f in out):
             out += _attach_modes(ifname)
+            out.append(_tx_gso(ifname))
     out += [
         _tool("ip", "namespaces", "iproute2"),
         _tool("ethtool", "lab offloads", "ethtool"),

@@ -22,6 +22,7 @@ __all__ = ["BypassUnavailableError", "Engine", "check", "ffi", "lib"]
 _XDP_MODES = {"auto": lib.SL_XDP_AUTO, "native": lib.SL_XDP_NATIVE,
               "generic": lib.SL_XDP_GENERIC}
 _XDP_MODE_NAMES = {lib.SL_XDP_NATIVE: "native", lib.SL_XDP_GENERIC: "generic"}
+_TX_GSO = {"auto": lib.SL_TX_GSO_AUTO, "on": lib.SL_TX_GSO_ON, "off": lib.SL_TX_GSO_OFF}
 
 
 class BypassUnavailableError(OSError):
@@ -87,6 +88,7 @@ def _native_config(cfg: Config, mac: str, ipv4: str, mtu: int,
     c.rcvbuf = cfg.rcvbuf
     c.rx_budget = cfg.rx_budget
     c.tx_multibuffer = cfg.tx_multibuffer
+    c.tx_gso = _TX_GSO[cfg.tx_gso]
     c.time_wait_ms = int(cfg.time_wait * 1000)
     c.rto_min_ms = int(cfg.rto_min * 1000)
     c.rto_max_ms = int(cfg.rto_max * 1000)
@@ -104,6 +106,7 @@ class Engine:
     def __init__(self, cfg: Config, *, mac: str, ipv4: str, mtu: int,
                  queues: tuple[int, ...] = (0,), _test: bool = False) -> None:
         self._ptr: Any = None
+        self._txbuf: Any = None
         c, _ifname = _native_config(cfg, mac, ipv4, mtu, queues)
         out = ffi.new("struct sl_engine **")
         err = ffi.new("char[256]")
@@ -138,9 +141,19 @@ class Engine:
 
     def tx_take(self) -> bytes | None:
         """Test engines: the oldest frame the stack sent, or None."""
-        buf = ffi.new("uint8_t[4096]")
-        n = check(lib.sl_engine_tx_take(self.ptr, buf, len(buf)), "sl_engine_tx_take")
-        return ffi.buffer(buf, min(n, 4096))[:] if n else None
+        got = self.tx_next()
+        return got[0] if got else None
+
+    def tx_next(self) -> tuple[bytes, int] | None:
+        """Test engines: the oldest frame the stack sent and its flags
+        (``lib.SL_TX_GSO``: a super-frame, its virtio_net_hdr first), or
+        None."""
+        if self._txbuf is None:
+            self._txbuf = ffi.new("uint8_t[]", 1 << 17)
+        flags = ffi.new("uint32_t *")
+        n = check(lib.sl_engine_tx_next(self.ptr, self._txbuf, len(self._txbuf), flags),
+                  "sl_engine_tx_next")
+        return (ffi.buffer(self._txbuf, min(n, len(self._txbuf)))[:], flags[0]) if n else None
 
     def set_clock(self, now_us: int) -> None:
         """Test engines: pins the engine's clock (microseconds; 0 = real)."""

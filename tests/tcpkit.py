@@ -93,6 +93,7 @@ class Seg:
     options: dict
     payload: bytes
     checksums_ok: bool
+    super_frame: "Super | None" = None  # the GSO super-frame it was cut from
 
     def has(self, text: str) -> bool:
         return all(self.flags & FLAG_BITS[c] for c in text)
@@ -138,6 +139,75 @@ def parse(frame: bytes) -> Seg:
     return Seg(src, dst, sport, dport, seq, ack, fl, win, opts, tcp[doff:], ok)
 
 
+VNET_HDR = struct.Struct("=BBHHHH")  # struct virtio_net_hdr, host byte order
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
+VIRTIO_NET_HDR_GSO_TCPV4 = 1
+
+
+@dataclasses.dataclass
+class Super:
+    """A GSO super-frame the stack sent: its virtio_net_hdr, the frame, and
+    what the kernel's segmentation (tcp_gso_segment) makes of it."""
+
+    vnet_flags: int
+    gso_type: int
+    hdr_len: int
+    gso_size: int
+    csum_start: int
+    csum_offset: int
+    frame: bytes = dataclasses.field(repr=False)
+
+    @classmethod
+    def parse(cls, data: bytes) -> "Super":
+        return cls(*VNET_HDR.unpack_from(data), frame=data[VNET_HDR.size:])
+
+    @property
+    def whole(self) -> Seg:
+        """The frame as one segment (its checksum is a partial one)."""
+        return parse(self.frame)
+
+    def partial_checksum_ok(self) -> bool:
+        """The TCP checksum field holds the folded, not complemented,
+        pseudo-header sum of the whole TCP length (NEEDS_CSUM)."""
+        ip = self.frame[14:]
+        tcp_len = struct.unpack("!H", ip[2:4])[0] - (ip[0] & 15) * 4
+        pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, tcp_len)
+        field = struct.unpack("!H", self.frame[self.csum_start + self.csum_offset:
+                                              self.csum_start + self.csum_offset + 2])[0]
+        return field == ~checksum(pseudo) & 0xFFFF
+
+    def segments(self) -> list[Seg]:
+        """The MSS-sized segments the kernel cuts it into: sequence numbers
+        and IPv4 ids counted on, FIN and PSH on the last only, checksums
+        completed."""
+        f = self.frame
+        ihl = (f[14] & 15) * 4
+        hdr = f[:self.hdr_len]
+        payload = f[self.hdr_len:14 + struct.unpack("!H", f[16:18])[0]]
+        seq0 = struct.unpack("!I", hdr[14 + ihl + 4:14 + ihl + 8])[0]
+        ipid0 = struct.unpack("!H", hdr[18:20])[0]
+        out = []
+        chunks = [payload[i:i + self.gso_size] for i in range(0, len(payload), self.gso_size)]
+        for n, chunk in enumerate(chunks):
+            h = bytearray(hdr)
+            struct.pack_into("!H", h, 16, len(h) - 14 + len(chunk))
+            struct.pack_into("!H", h, 18, (ipid0 + n) & 0xFFFF)
+            struct.pack_into("!H", h, 24, 0)
+            struct.pack_into("!H", h, 24, checksum(bytes(h[14:14 + ihl])))
+            t = 14 + ihl
+            struct.pack_into("!I", h, t + 4, (seq0 + n * self.gso_size) & 0xFFFFFFFF)
+            if n != len(chunks) - 1:
+                h[t + 13] &= ~(FLAG_BITS["F"] | FLAG_BITS["P"]) & 0xFF
+            struct.pack_into("!H", h, t + 16, 0)
+            tcp = bytes(h[t:]) + chunk
+            pseudo = h[26:34] + struct.pack("!BBH", 0, 6, len(tcp))
+            struct.pack_into("!H", h, t + 16, checksum(bytes(pseudo) + tcp))
+            seg = parse(bytes(h) + chunk)
+            seg.super_frame = self
+            out.append(seg)
+        return out
+
+
 @dataclasses.dataclass
 class Event:
     type: int
@@ -158,6 +228,7 @@ class Harness:
         self.now = 1_000_000_000  # µs; the tests move it
         self.engine.set_clock(self.now)
         self.events: list[Event] = []
+        self.supers: list[Super] = []  # GSO super-frames sent (tx_gso="on")
 
     def close(self) -> None:
         self.engine.close()
@@ -180,11 +251,19 @@ class Harness:
         self._collect(self.engine.inject(frame))
 
     def flush(self) -> list[Seg]:
-        """End of a loop iteration: what the stack sends now."""
+        """End of a loop iteration: what the stack sends now (a GSO
+        super-frame as the segments the kernel cuts it into, each with its
+        ``super_frame``; ``self.supers`` keeps them whole)."""
         self.engine.flush()
         out = []
-        while (f := self.engine.tx_take()) is not None:
-            out.append(parse(f))
+        while (got := self.engine.tx_next()) is not None:
+            data, flags = got
+            if flags & lib.SL_TX_GSO:
+                sf = Super.parse(data)
+                self.supers.append(sf)
+                out += sf.segments()
+            else:
+                out.append(parse(data))
         return out
 
     def take_events(self, type_: int | None = None) -> list[Event]:

@@ -56,7 +56,7 @@ from hypothesis import strategies as st
 from specloop.engine import ffi, lib
 
 from tcpkit import (LOCAL_IP, LOCAL_MAC, OPT_SACK_PERM, PEER_IP, PEER_MAC, Harness, Peer,
-                    Seg, checksum, opt_mss, opt_sack, opt_ts, opt_ws, parse, tcp_frame)
+                    Seg, Super, checksum, opt_mss, opt_sack, opt_ts, opt_ws, parse, tcp_frame)
 
 ACCEPT, DATA, EOF = lib.SL_EV_ACCEPT, lib.SL_EV_DATA, lib.SL_EV_EOF
 F, S, R, P, A = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -101,9 +101,29 @@ def check_sent_frame(frame: bytes) -> Seg:
     return seg
 
 
+def check_super_frame(data: bytes) -> list[Seg]:
+    """A GSO super-frame must ask for TCPv4 segmentation with a partial
+    checksum, hold more than one segment and fit in 64 KiB, and the
+    segments the kernel cuts from it must be well-formed frames."""
+    sf = Super.parse(data)
+    f = sf.frame
+    assert (sf.vnet_flags, sf.gso_type, sf.csum_start, sf.csum_offset) == (1, 1, 34, 16)
+    assert len(f) <= 65535 and f[6:12] == LOCAL_MAC and f[12:14] == b"\x08\x00"
+    assert struct.unpack("!H", f[16:18])[0] == len(f) - 14
+    assert sf.hdr_len == 34 + (f[46] >> 4) * 4
+    assert len(f) - sf.hdr_len > sf.gso_size > 0
+    assert sf.partial_checksum_ok()
+    segs = sf.segments()
+    for s in segs:
+        assert s.checksums_ok and 0 < len(s.payload) <= sf.gso_size
+        assert sf.hdr_len + len(s.payload) <= 14 + 1500
+    return segs
+
+
 class Stack(Harness):
     """tcpkit's Harness on a small engine, listening on PORT and ALIVE_PORT,
-    checking every frame it sends, with the end-of-example invariants."""
+    checking every frame it sends (a GSO super-frame as the segments the
+    kernel cuts from it), with the end-of-example invariants."""
 
     def __init__(self, *, fast: bool = False, **settings_):
         super().__init__(**{**SMALL, **settings_})
@@ -119,8 +139,9 @@ class Stack(Harness):
     def flush(self) -> list[Seg]:
         self.engine.flush()
         out = []
-        while (f := self.engine.tx_take()) is not None:
-            out.append(check_sent_frame(f))
+        while (got := self.engine.tx_next()) is not None:
+            data, flags = got
+            out += check_super_frame(data) if flags & lib.SL_TX_GSO else [check_sent_frame(data)]
         self.sent += out
         return out
 
@@ -859,15 +880,17 @@ def hostile_ack(draw) -> dict:
 @examples(250)
 @given(iss=st.sampled_from([M32 - 1, M32 - 1000, M32 - 30000, 0x7FFFFFF0, 777]),
        size=st.sampled_from([1, 1000, 5000, 40000]),
-       acks=st.lists(hostile_ack(), max_size=10), sack=st.booleans())
-def test_send_side_survives_hostile_acks_and_sacks(iss, size, acks, sack):
+       acks=st.lists(hostile_ack(), max_size=10), sack=st.booleans(),
+       gso=st.sampled_from(["off", "on"]))
+def test_send_side_survives_hostile_acks_and_sacks(iss, size, acks, sack, gso):
     """Python's data, with the stack's sequence numbers wrapping: hostile
     cumulative ACKs (old, too new, half the space away) and SACK blocks
-    (inverted, wrapped, beyond what was sent), zero windows, timers.  Every
-    byte sent is the right byte; an honest peer then gets the whole stream
-    and the send queue empties completely."""
+    (inverted, wrapped, beyond what was sent), zero windows, timers; with
+    GSO super-frames and without.  Every byte sent is the right byte; an
+    honest peer then gets the whole stream and the send queue empties
+    completely."""
     data = bytes((i * 13 + i // 256) & 0xFF for i in range(size))
-    with stack() as h:
+    with stack(tx_gso=gso) as h:
         p = connect_with_iss(h, iss, sack=sack)
         conn = p.conn
         base = (iss + 1) % M32
@@ -1106,13 +1129,15 @@ def in_order(log: StreamLog) -> bytes:
 @examples(150)
 @given(iss=st.sampled_from([M32 - 1, M32 - 2000, M32 - 40000, 0x7FFFFFF0, 4242]),
        mss=st.sampled_from([88, 300, 536, 1460]), req=st.sampled_from(BIG_REQUESTS),
-       acks=st.lists(hostile_ack(), max_size=8), sack=st.booleans())
-def test_fast_path_response_survives_hostile_acks(iss, mss, req, acks, sack):
+       acks=st.lists(hostile_ack(), max_size=8), sack=st.booleans(),
+       gso=st.sampled_from(["off", "on"]))
+def test_fast_path_response_survives_hostile_acks(iss, mss, req, acks, sack, gso):
     """A fast-path response (pre-segmented body, cached checksums, segments
-    split by reference when the window is narrow) under the same hostile
-    ACKs: every byte, retransmitted or not, is the right byte, and the
-    honest peer gets the complete, correct response."""
-    with stack(fast=True) as h:
+    split by reference when the window is narrow, runs of them as GSO
+    super-frames or not) under the same hostile ACKs: every byte,
+    retransmitted or not, is the right byte, and the honest peer gets the
+    complete, correct response."""
+    with stack(fast=True, tx_gso=gso) as h:
         p = connect_with_iss(h, iss, sack=sack, mss=mss, accepted=False)
         base = (iss + 1) % M32
         log = StreamLog(base)

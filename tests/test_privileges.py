@@ -72,6 +72,9 @@ def test_doctor_passes_in_the_lab(lab):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "MISSING" not in r.stdout
     assert "XDP native mode" in r.stdout and "XDP generic mode" in r.stdout
+    # the lab's server veth takes GSO super-frames (tx_gso)
+    gso = [line for line in r.stdout.splitlines() if "GSO super-frames" in line]
+    assert len(gso) == 1 and gso[0].startswith("ok") and netlab.SERVER_IF in gso[0], r.stdout
 
 
 def test_doctor_names_what_is_missing(lab):

@@ -123,8 +123,9 @@ def test_64mib_each_way_loss_reorder_duplication(bypass_serve_loop):
         exchange(loop, 64 << 20, limit=150)
     c = loop.stack.counters()
     # the faults really happened, and the stack really recovered from them
-    assert c["impair_rx_reordered"] > 1000 and c["impair_tx_reordered"] > 1000
-    assert c["impair_rx_duplicated"] > 100 and c["impair_tx_duplicated"] > 100
+    # (a GSO super-frame of up to 45 segments is one packet to the impairment)
+    assert c["impair_rx_reordered"] > 1000 and c["impair_tx_reordered"] > 100
+    assert c["impair_rx_duplicated"] > 100 and c["impair_tx_duplicated"] > 20
     assert c["retransmits"] > 500 and c["ooo_segments"] > 500
     loop.stack.unimpair()
     for _ in range(20):
@@ -139,7 +140,8 @@ def test_delay_and_reordering(bypass_serve_loop):
     loop.stack.impair(delay=0.005, rx_reorder=0.2, tx_reorder=0.2, reorder_delay=0.003, seed=5)
     exchange(loop, 8 << 20, limit=90)
     c = loop.stack.counters()
-    assert c["impair_rx_reordered"] > 100 and c["impair_tx_reordered"] > 100
+    # fewer TX packets to reorder: GSO super-frames (one packet each)
+    assert c["impair_rx_reordered"] > 100 and c["impair_tx_reordered"] > 20
 
 
 def test_heavy_loss_still_completes(bypass_serve_loop):

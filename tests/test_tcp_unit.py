@@ -13,8 +13,8 @@ import pytest
 
 from specloop.engine import ffi, lib
 
-from tcpkit import (OPT_SACK_PERM, Harness, Peer, opt_mss, opt_sack, opt_ts, opt_ws,
-                    tcp_frame)
+from tcpkit import (OPT_SACK_PERM, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
+                    Harness, Peer, opt_mss, opt_sack, opt_ts, opt_ws, tcp_frame)
 
 ACCEPT, DATA, EOF, CLOSED, WRITABLE = (lib.SL_EV_ACCEPT, lib.SL_EV_DATA, lib.SL_EV_EOF,
                                        lib.SL_EV_CLOSED, lib.SL_EV_WRITABLE)
@@ -585,3 +585,249 @@ def test_receive_budget_closes_windows_of_holders():
     assert h.counters()["rx_held"] == 4096
     assert h.info(b.conn)["rcv_wnd"] == 16384 - 4096
     h.close()
+
+
+# ---- GSO super-frames (tx_gso.c; a test engine captures them with tx_gso="on") ----
+#
+# A run of full segments leaves as one super-frame: a virtio_net_hdr asking
+# for TCPv4 segmentation at the MSS, and one frame whose TCP checksum field
+# holds the pseudo-header sum.  tcpkit.Super.segments() cuts it as the
+# kernel does, so the peer below sees ordinary segments.
+
+@pytest.fixture
+def gh():
+    harness = Harness(time_wait=2.0, retries=4, syn_retries=2, tx_gso="on")
+    harness.listen(PORT)
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def gpeer(gh):
+    p = Peer(gh, PORT)
+    p.connect()
+    assert p.conn
+    return p
+
+
+def pattern(n: int) -> bytes:
+    return bytes((i * 7 + i // 251) & 0xFF for i in range(n))
+
+
+def test_gso_run_of_full_segments_leaves_as_one_super_frame(gh, gpeer):
+    mss = gh.info(gpeer.conn)["mss"]
+    assert mss == 1448  # 1460 minus the timestamp option
+    data = pattern(mss * 10)
+    assert gh.write(gpeer.conn, data) == len(data)
+    out = gh.flush()
+    assert len(gh.supers) == 1
+    sf = gh.supers[0]
+    assert (sf.vnet_flags, sf.gso_type) == (VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4)
+    assert (sf.hdr_len, sf.gso_size, sf.csum_start, sf.csum_offset) == (66, mss, 34, 16)
+    whole = sf.whole
+    assert len(sf.frame) == 66 + len(data) and whole.payload == data
+    assert whole.seq == gpeer.rcv_nxt and whole.ack == gpeer.snd_nxt
+    assert whole.has("AP") and not whole.has("F") and "ts" in whole.options
+    assert sf.partial_checksum_ok()
+    # what the kernel cuts it into: ten ordinary, valid segments
+    assert [len(s.payload) for s in out] == [mss] * 10
+    assert all(s.checksums_ok and s.super_frame is sf for s in out)
+    assert gpeer.absorb(out) == data
+    c = gh.counters()
+    assert (c["tx_gso_available"], c["tx_gso_frames"], c["tx_gso_segments"],
+            c["tx_gso_bytes"], c["tx_gso_fallback_segments"]) == (1, 1, 10, len(data), 0)
+    # accounted segment by segment, as if sent one by one
+    i = gh.info(gpeer.conn)
+    assert i["packets_out"] == 10 and i["snd_nxt"] == gpeer.rcv_nxt
+    gpeer.send(gpeer.seg())
+    i = gh.info(gpeer.conn)
+    assert (i["packets_out"], i["send_queued"]) == (0, 0)
+
+
+def test_gso_a_single_segment_goes_as_a_frame(gh, gpeer):
+    mss = gh.info(gpeer.conn)["mss"]
+    out = gh.write(gpeer.conn, pattern(mss)) and gh.flush()
+    assert len(out) == 1 and out[0].super_frame is None and gh.supers == []
+
+
+def test_gso_the_short_last_segment_ends_the_run_with_psh(gh, gpeer):
+    mss = gh.info(gpeer.conn)["mss"]
+    data = pattern(mss * 3 + 100)
+    gh.write(gpeer.conn, data)
+    out = gh.flush()
+    assert len(gh.supers) == 1 and gh.supers[0].whole.payload == data
+    assert [len(s.payload) for s in out] == [mss, mss, mss, 100]
+    assert [s.has("P") for s in out] == [False, False, False, True]
+
+
+def test_gso_lost_segment_is_retransmitted_alone_as_a_frame(gh, gpeer):
+    mss = gh.info(gpeer.conn)["mss"]
+    data = pattern(mss * 8)
+    gh.write(gpeer.conn, data)
+    segs = gh.flush()
+    assert len(gh.supers) == 1 and len(segs) == 8
+    # the peer got all but the third: its SACK block says so (RFC 6675:
+    # DupThresh segments SACKed above the hole make it lost)
+    out = gpeer.send(gpeer.seg(ack_off=2 * mss, options=b"\x01\x01"
+                               + opt_ts(gpeer.tsval, gpeer.ts_recent) + b"\x01\x01"
+                               + opt_sack((segs[3].seq, segs[7].seq + mss))))
+    resent = [s for s in out if s.payload]
+    assert len(resent) == 1 and resent[0].super_frame is None
+    assert resent[0].seq == segs[2].seq and resent[0].payload == data[2 * mss:3 * mss]
+    assert resent[0].checksums_ok  # its payload sum was never needed before
+    assert len(gh.supers) == 1
+    c = gh.counters()
+    assert c["retransmits"] == 1 and c["tx_gso_frames"] == 1
+
+
+def test_gso_rto_retransmits_segment_by_segment(gh, gpeer):
+    mss = gh.info(gpeer.conn)["mss"]
+    data = pattern(mss * 5)
+    gh.write(gpeer.conn, data)
+    gh.flush()
+    assert len(gh.supers) == 1
+    again = []
+    for _ in range(40):
+        again += [s for s in gh.advance(0.1) if s.payload]
+        if gh.counters()["rto_expired"]:
+            break
+    assert gh.counters()["rto_expired"] == 1
+    assert again and all(s.super_frame is None and s.checksums_ok for s in again)
+    assert again[-1].payload == data[:mss]  # after the RTO, the head first
+    assert len(gh.supers) == 1
+
+
+def test_gso_peer_window_cuts_the_run(gh):
+    p = Peer(gh, PORT, ws=None)
+    p.connect()
+    mss = gh.info(p.conn)["mss"]
+    p.send(p.seg(window=4 * mss + 10))
+    data = pattern(mss * 10)
+    gh.write(p.conn, data)
+    out = gh.flush()
+    assert len(gh.supers) == 1 and len(out) == 4  # the window holds four
+    assert p.absorb(out) == data[:4 * mss]
+    # the window opens by one and a half segments: one full segment fits, alone
+    out = p.send(p.seg(window=mss + mss // 2))
+    assert [len(s.payload) for s in out if s.payload] == [mss]
+    assert out[-1].super_frame is None and len(gh.supers) == 1
+    assert p.absorb(out) == data[4 * mss:5 * mss]
+    # then wide open: the rest as one super-frame
+    out = p.send(p.seg(window=65535))
+    assert len(gh.supers) == 2 and p.absorb(out) == data[5 * mss:]
+
+
+def test_gso_shrinking_window_stops_new_data(gh):
+    p = Peer(gh, PORT, ws=None)
+    p.connect()
+    mss = gh.info(p.conn)["mss"]
+    p.send(p.seg(window=8 * mss))
+    data = pattern(mss * 20)
+    gh.write(p.conn, data)
+    got = p.absorb(gh.flush())
+    assert got == data[:8 * mss]
+    # RFC 9293 §3.8.6: the peer moves its right edge back (it should not):
+    # nothing new goes beyond it, nothing is lost
+    out = p.send(p.seg(ack_off=-4 * mss, window=2 * mss))
+    assert [s for s in out if s.payload] == []
+    for _ in range(20):
+        out = p.send(p.seg(window=3 * mss))
+        got += p.absorb(out)
+        if len(got) == len(data):
+            break
+    assert got == data
+    assert all(len(sf.segments()) <= 3 for sf in gh.supers[1:])
+
+
+def test_gso_zero_window_probe_then_super_frames(gh, gpeer):
+    mss = gh.info(gpeer.conn)["mss"]
+    gpeer.send(gpeer.seg(window=0))
+    data = pattern(mss * 6)
+    gh.write(gpeer.conn, data)
+    assert [s for s in gh.flush() if s.payload] == []
+    probes = gh.advance(1.5)
+    assert probes and all(s.super_frame is None for s in probes)
+    assert gh.counters()["zero_window_probes"] >= 1 and gh.supers == []
+    out = gpeer.send(gpeer.seg(window=1000))  # scaled by 7: room for all
+    assert len(gh.supers) == 1 and gpeer.absorb(out) == data
+
+
+def test_gso_fin_rides_on_the_last_segment(gh, gpeer):
+    mss = gh.info(gpeer.conn)["mss"]
+    data = pattern(mss * 3 + 7)
+    gh.write(gpeer.conn, data)
+    assert lib.sl_conn_shutdown_write(gh.ptr, gpeer.conn) == 0
+    out = gh.flush()
+    assert len(gh.supers) == 1 and gh.supers[0].whole.has("FP")
+    assert [s.has("F") for s in out] == [False, False, False, True]
+    assert gpeer.absorb(out) == data and gpeer.rcv_nxt == out[-1].seq + 7 + 1
+    assert gh.info(gpeer.conn)["state"] == 5  # FIN-WAIT-1
+    gpeer.send(gpeer.seg())
+    assert gh.info(gpeer.conn)["state"] == 6  # FIN-WAIT-2: the FIN was acknowledged
+
+
+def test_gso_nagle_holds_the_short_tail(gh, gpeer):
+    mss = gh.info(gpeer.conn)["mss"]
+    gh.write(gpeer.conn, b"!")
+    gpeer.absorb(gh.flush())  # one byte in flight, unacknowledged
+    data = pattern(2 * mss + 500)
+    gh.write(gpeer.conn, data)
+    out = gh.flush()
+    assert len(gh.supers) == 1 and [len(s.payload) for s in out] == [mss, mss]
+    gpeer.absorb(out)
+    out = gpeer.send(gpeer.seg())  # all acknowledged: the tail goes
+    assert [len(s.payload) for s in out if s.payload] == [500]
+
+
+def test_gso_small_mss_and_no_timestamps(gh):
+    p = Peer(gh, PORT, ts=False, mss=536)
+    p.connect()
+    data = pattern(536 * 7 + 1)
+    gh.write(p.conn, data)
+    out = gh.flush()
+    assert len(gh.supers) == 1
+    sf = gh.supers[0]
+    assert (sf.hdr_len, sf.gso_size) == (54, 536) and sf.partial_checksum_ok()
+    assert all(s.checksums_ok for s in out) and p.absorb(out) == data
+
+
+def test_gso_congestion_window_and_64k_bound_the_run(gh, gpeer):
+    mss = gh.info(gpeer.conn)["mss"]
+    data = pattern(mss * 300)
+    assert gh.write(gpeer.conn, data) == len(data)
+    got = b""
+    for _ in range(50):
+        out = gh.flush() if not got else gpeer.send(gpeer.seg())
+        got += gpeer.absorb(out)
+        if len(got) == len(data):
+            break
+    assert got == data
+    sizes = [len(sf.segments()) for sf in gh.supers]
+    assert sizes[0] == 10  # the initial window (RFC 6928)
+    assert max(sizes) == 45  # 45 * 1448 + 66 header bytes fit in 64 KiB, 46 do not
+    assert all(len(sf.frame) <= 65535 for sf in gh.supers)
+    c = gh.counters()
+    assert c["tx_gso_segments"] == 300 and c["tx_gso_bytes"] == len(data)
+
+
+def test_gso_off_sends_every_segment_as_a_frame(h, peer):
+    """The default of a test engine (auto means off without a socket), and
+    tx_gso="off" anywhere: one frame per segment, as before."""
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, pattern(mss * 10))
+    out = h.flush()
+    assert len(out) == 10 and all(s.super_frame is None for s in out)
+    c = h.counters()
+    assert (c["tx_gso_available"], c["tx_gso_frames"], c["tx_gso_fallback_segments"]) == (0, 0, 0)
+    off = Harness(tx_gso="off")
+    off.listen(PORT)
+    p = Peer(off, PORT)
+    p.connect()
+    off.write(p.conn, pattern(mss * 10))
+    assert len(off.flush()) == 10 and off.supers == []
+    off.close()
+
+
+def test_gso_setting_is_checked():
+    with pytest.raises(ValueError, match="tx_gso"):
+        Harness(tx_gso="maybe")

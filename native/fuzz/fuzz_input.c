@@ -9,9 +9,9 @@
  * file plays Python, reading every event and calling the sl_conn_* API).
  *
  * The input is a configuration byte (bits 0-1 receive buffer, 2 MTU 576,
- * 3 eight connections, 4 fast-path keep-alive, 5 a small rx_budget, 7 peer
- * 3 to the plain listener instead of a closed port), then a program of
- * operations.  Each starts with one byte, op % 12:
+ * 3 eight connections, 4 fast-path keep-alive, 5 a small rx_budget, 6 GSO
+ * super-frames (tx_gso on), 7 peer 3 to the plain listener instead of a
+ * closed port), then a program of operations.  Each starts with one byte, op % 12:
  *
  *   0 RAW    len:u16 bytes[len]          a frame exactly as given
  *   1 SYN    peer:u8 opt:u8 mss:u16 ws:u8 isn:u32
@@ -46,7 +46,10 @@
  * valid program.  Invariants checked after every step (a violation is a
  * crash, so libFuzzer keeps the input):
  *   - every frame the engine sends is IPv4/TCP from our address, within
- *     the MTU, with correct IP and TCP checksums;
+ *     the MTU, with correct IP and TCP checksums; a GSO super-frame asks
+ *     for TCPv4 segmentation at an MSS within the MTU, holds more than one
+ *     segment, fits in 64 KiB and has the pseudo-header sum as its TCP
+ *     checksum;
  *   - frames by owner add up to frames_total; drop counters never shrink;
  *     rx_held (the engine-wide account) is what the connections hold;
  *   - every DATA event's bytes are readable (ASan checks the pointer).
@@ -159,6 +162,7 @@ struct world {
 	struct sl_counters ctr;
 	uint16_t flood_port;
 	uint8_t frame[2048];
+	uint8_t tx[70000];	/* what the engine sent, a super-frame at most */
 	volatile uint32_t sink;
 };
 
@@ -382,32 +386,63 @@ static struct peer *peer_by_port(struct world *w, uint16_t sport)
 	return NULL;
 }
 
+/* A super-frame's virtio_net_hdr (host byte order): what the kernel needs
+ * to cut it as TCPv4 at the MSS, with the checksum completed per segment. */
+static void check_vnet(struct world *w, const uint8_t *v, const uint8_t *f, uint32_t len)
+{
+	uint16_t hdr_len, gso_size, csum_start, csum_offset;
+	uint32_t doff = (uint32_t)(f[14 + 20 + 12] >> 4) * 4;
+
+	memcpy(&hdr_len, v + 2, 2);
+	memcpy(&gso_size, v + 4, 2);
+	memcpy(&csum_start, v + 6, 2);
+	memcpy(&csum_offset, v + 8, 2);
+	if (v[0] != 1 || v[1] != 1 || csum_start != 34 || csum_offset != 16)
+		fail("sent a super-frame without TCPv4 GSO and NEEDS_CSUM");
+	if (hdr_len != 34 + doff || !gso_size || hdr_len + gso_size > w->mtu + 14)
+		fail("sent a super-frame with a bad header length or segment size");
+	if (len <= hdr_len + gso_size || len > 65535)
+		fail("sent a super-frame of one segment or more than 64 KiB");
+}
+
 /* What the engine sent: checked, and learnt by the peers it went to. */
 static void take_tx(struct world *w)
 {
-	uint8_t buf[4096];
+	uint32_t flags;
 	int n;
 
-	while ((n = sl_engine_tx_take(w->eng, buf, sizeof(buf))) > 0) {
-		const uint8_t *ip = buf + 14, *tcp = ip + 20;
-		uint32_t tot, doff, seq, end, plen;
+	while ((n = sl_engine_tx_next(w->eng, w->tx, sizeof(w->tx), &flags)) > 0) {
+		bool gso = flags & SL_TX_GSO;
+		const uint8_t *buf = w->tx + (gso ? 10 : 0), *ip = buf + 14, *tcp = ip + 20;
+		uint32_t tot, doff, seq, end, plen, len = (uint32_t)n - (gso ? 10 : 0);
 		struct peer *p;
 
-		if (n < 54 || (uint32_t)n > w->mtu + 14 || (size_t)n > sizeof(buf))
+		if (len < 54 || (size_t)n > sizeof(w->tx) || (!gso && len > w->mtu + 14))
 			fail("sent a frame of a bad length");
 		if (memcmp(buf + 6, our_mac, 6) || buf[12] != 8 || buf[13] != 0 || ip[0] != 0x45 ||
 		    ip[9] != 6 || memcmp(ip + 12, our_ip, 4))
 			fail("sent a frame that is not IPv4/TCP from us");
 		tot = (uint32_t)ip[2] << 8 | ip[3];
-		if (tot != (uint32_t)n - 14)
+		if (tot != len - 14)
 			fail("sent a frame whose IP length is not its length");
 		if (fold(sum16(ip, 20, 0)) != 0)
 			fail("sent a frame with a bad IP checksum");
 		doff = (uint32_t)(tcp[12] >> 4) * 4;
 		if (doff < 20 || doff > tot - 20)
 			fail("sent a frame with a bad data offset");
-		if (tcp_csum(ip, tcp, tot - 20) != 0)
+		if (gso) {
+			uint8_t ph[12];
+
+			check_vnet(w, w->tx, buf, len);
+			memcpy(ph, ip + 12, 8);
+			ph[8] = 0;
+			ph[9] = 6;
+			be16(ph + 10, tot - 20);
+			if (((uint32_t)tcp[16] << 8 | tcp[17]) != (uint16_t)~fold(sum16(ph, 12, 0)))
+				fail("sent a super-frame without the pseudo-header sum");
+		} else if (tcp_csum(ip, tcp, tot - 20) != 0) {
 			fail("sent a frame with a bad TCP checksum");
+		}
 		p = peer_by_port(w, (uint16_t)(tcp[2] << 8 | tcp[3]));
 		if (!p)
 			continue;
@@ -425,7 +460,7 @@ static void take_tx(struct world *w)
 			p->ts_recent = rd32(tcp + 24);
 	}
 	if (n < 0)
-		fail("sl_engine_tx_take failed");
+		fail("sl_engine_tx_next failed");
 }
 
 static void flush(struct world *w)
@@ -822,6 +857,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg.fin_timeout_ms = 60000;
 	cfg.seed = 0x5eed;	/* the same ISNs and cookies every run */
 	cfg.rx_budget = (conf & 32) ? 16384 : 0;	/* engine-wide backpressure */
+	cfg.tx_gso = (conf & 64) ? SL_TX_GSO_ON : SL_TX_GSO_OFF;
 	w->mtu = cfg.mtu;
 	if (sl_engine_open_test(&cfg, &w->eng, err, sizeof(err)))
 		fail(err);
@@ -874,7 +910,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (verbose)
 		fprintf(stderr, "fuzz_input: %d ops; opened %llu, fast requests %llu, handovers "
 			"%llu, cookies %llu/%llu, retransmits %llu, rst sent %llu, "
-			"tx %llu, dropped %llu\n", ops,
+			"tx %llu (super-frames %llu), dropped %llu\n", ops,
 			(unsigned long long)w->ctr.conns_opened,
 			(unsigned long long)w->ctr.fast_requests,
 			(unsigned long long)w->ctr.fast_handovers,
@@ -883,6 +919,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			(unsigned long long)w->ctr.retransmits,
 			(unsigned long long)w->ctr.rst_sent,
 			(unsigned long long)w->ctr.tx_packets,
+			(unsigned long long)w->ctr.tx_gso_frames,
 			(unsigned long long)(w->ctr.drop_short + w->ctr.drop_bad_ip_header +
 					     w->ctr.drop_bad_ip_checksum + w->ctr.drop_ip_fragment +
 					     w->ctr.drop_bad_tcp_header +

@@ -162,7 +162,9 @@ def main(out: str) -> None:
     d.mkdir(parents=True, exist_ok=True)
     for name, data in SEEDS.items():
         (d / name).write_bytes(data)
-    print(f"{len(SEEDS)} seeds in {d}")
+        # the same program with GSO super-frames on (configuration bit 6)
+        (d / f"{name}-gso").write_bytes(bytes([data[0] | 0x40]) + data[1:])
+    print(f"{2 * len(SEEDS)} seeds in {d}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tx_gso.c - GSO super-frames: a run of one connection's segments handed
+ * to the kernel as ONE TCP packet of up to 64 KiB, which the kernel's GSO
+ * or a TSO NIC cuts into MSS-sized segments.  Copy-mode AF_XDP makes an
+ * skb of every frame, and on veth the receiver's TCP work per skb runs on
+ * the sender's CPU; a super-frame crosses veth whole, as the kernel's own
+ * TCP sends (FACTS.md).
+ *
+ * The way in is a packet socket (packet(7)) bound to the engine's
+ * interface with PACKET_VNET_HDR: every send starts with a struct
+ * virtio_net_hdr (include/uapi/linux/virtio_net.h; virtio 1.2 §5.1.6.2,
+ * "Packet Transmission"), in the host's byte order for a packet socket,
+ * that asks for segmentation (GSO_TCPV4, gso_size = the MSS) and a partial
+ * checksum (NEEDS_CSUM: the TCP checksum field holds the folded pseudo-
+ * header sum; the segmenter completes it per segment).  Protocol 0: the
+ * socket receives nothing.  PACKET_QDISC_BYPASS sends straight to the
+ * driver, as the AF_XDP frames go.
+ *
+ * We copy no payload: sendmsg() gets an iovec of the headers built by
+ * tcp_out.c and the payload where it already is (UMEM frames of the send
+ * queue, the static store); the kernel copies it once into its skb, before
+ * sendmsg() returns, so nothing stays referenced afterwards.
+ *
+ * tcp_out.c decides what goes as a run and keeps the segments' state; this
+ * file only sends.  Test engines have no socket: with tx_gso "on" their
+ * super-frames go to the TX capture whole (virtio header first).
+ */
+#include <linux/if_packet.h>
+#include <linux/virtio_net.h>
+#include <net/ethernet.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef SOL_PACKET
+#define SOL_PACKET 263
+#endif
+
+/* errno values that say the interface or kernel cannot take super-frames
+ * at all (as opposed to "not now") */
+static bool gso_unsupported(int err)
+{
+	return err == EINVAL || err == EOPNOTSUPP || err == EPROTONOSUPPORT ||
+	       err == EAFNOSUPPORT || err == EMSGSIZE;
+}
+
+/*
+ * Opens the packet socket for eng's interface, as cfg.tx_gso says: auto
+ * leaves super-frames off where anything fails, on reports the failure
+ * (-errno, what failed in err).
+ */
+int gso_open(struct sl_engine *eng, int ifindex, char *err, size_t errlen)
+{
+	struct sl_gso *g = &eng->gso;
+	struct sockaddr_ll sll;
+	const char *what;
+	int one = 1, sndbuf = 4 << 20, rc;
+
+	g->fd = -1;
+	g->on = false;
+	g->capture = false;
+	g->want = eng->cfg.tx_gso != SL_TX_GSO_OFF;
+	eng->ctr.tx_gso_available = 0;
+	if (!g->want)
+		return 0;
+	g->fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (g->fd < 0) {
+		rc = -errno;
+		what = "socket(AF_PACKET, SOCK_RAW)";
+		goto out_err;
+	}
+	if (setsockopt(g->fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one)) < 0) {
+		rc = -errno;
+		what = "setsockopt(PACKET_VNET_HDR)";
+		goto out_socket;
+	}
+	/* packet(7): skip the qdisc layer, as AF_XDP frames do (measured on
+	 * the lab's veth: as fast as through its noqueue qdisc, or a few
+	 * percent faster); an older kernel without it uses the qdisc */
+	(void)setsockopt(g->fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one));
+	/* socket(7): a NIC holds each skb until its TX completion, and the
+	 * default send buffer (wmem_default) is a few super-frames; more,
+	 * where we may (EAGAIN only sends a run as frames, it loses nothing) */
+	if (setsockopt(g->fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) < 0)
+		(void)setsockopt(g->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	memset(&sll, 0, sizeof(sll));
+	sll.sll_family = AF_PACKET;
+	sll.sll_protocol = 0;	/* receive nothing */
+	sll.sll_ifindex = ifindex;
+	if (bind(g->fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
+		rc = -errno;
+		what = "bind() to the interface";
+		goto out_socket;
+	}
+	g->on = true;
+	eng->ctr.tx_gso_available = 1;
+	return 0;
+
+out_socket:
+	close(g->fd);
+	g->fd = -1;
+out_err:
+	if (eng->cfg.tx_gso != SL_TX_GSO_ON)
+		return 0;	/* auto: per-segment frames, tx_gso_available 0 */
+	sl_errf(err, errlen, "tx_gso on: GSO super-frames on %s: %s failed",
+		eng->cfg.ifname, what);
+	return rc;
+}
+
+/* Test engines: super-frames go to the TX capture when tx_gso is "on". */
+void gso_open_test(struct sl_engine *eng)
+{
+	struct sl_gso *g = &eng->gso;
+
+	g->fd = -1;
+	g->capture = eng->cfg.tx_gso == SL_TX_GSO_ON;
+	g->on = g->want = g->capture;
+	eng->ctr.tx_gso_available = g->on;
+}
+
+void gso_close(struct sl_engine *eng)
+{
+	if (eng->gso.fd >= 0)
+		close(eng->gso.fd);
+	eng->gso.fd = -1;
+	eng->gso.on = false;
+}
+
+/* One sendmsg() of iov, or into the test capture.  0 or -errno. */
+static int send_iov(struct sl_engine *eng, const struct iovec *iov, uint32_t niov)
+{
+	struct sl_gso *g = &eng->gso;
+	struct msghdr msg;
+	ssize_t n;
+
+	if (g->capture)
+		return xsk_capture(eng, iov, niov, SL_TX_GSO);
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = (struct iovec *)iov;
+	msg.msg_iovlen = niov;
+	do
+		n = sendmsg(g->fd, &msg, MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n >= 0)
+		return 0;
+	return -errno;
+}
+
+/* After a failed send: count it, and stop for good where it can never
+ * work (the caller sends the run as separate frames either way). */
+static int send_failed(struct sl_engine *eng, int rc)
+{
+	eng->ctr.tx_gso_errors++;
+	if (gso_unsupported(-rc)) {
+		eng->gso.on = false;
+		eng->ctr.tx_gso_available = 0;
+	}
+	return rc;
+}
+
+/*
+ * Sends one super-frame built by tcp_out.c.  Returns 0 when the kernel took
+ * it (or the link impairment did), -errno when not: the caller then sends
+ * the segments as frames of their own, so nothing is lost either way.
+ */
+int gso_xmit(struct sl_engine *eng, struct gso_frame *g)
+{
+	struct virtio_net_hdr vh;
+	int rc;
+
+	if (!eng->gso.on)
+		return -EOPNOTSUPP;
+	memset(&vh, 0, sizeof(vh));
+	vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+	vh.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+	vh.hdr_len = (uint16_t)g->hdr_len;
+	vh.gso_size = g->gso_size;
+	vh.csum_start = 14 + 20;	/* the TCP header, after Ethernet and IPv4 */
+	vh.csum_offset = 16;		/* struct tcphdr's check */
+	memcpy(g->buf, &vh, GSO_VNET_HLEN);
+	g->iov[0].iov_base = g->buf;
+	g->iov[0].iov_len = GSO_VNET_HLEN + g->hdr_len;
+	if (eng->impair) {
+		/* the test's link impairment sees the super-frame as one packet */
+		uint32_t len = GSO_VNET_HLEN + g->hdr_len + g->payload_len, off = 0, i;
+		uint8_t *flat = malloc(len);
+		bool taken;
+
+		if (!flat)
+			return -ENOMEM;
+		for (i = 0; i < g->niov; i++) {
+			memcpy(flat + off, g->iov[i].iov_base, g->iov[i].iov_len);
+			off += (uint32_t)g->iov[i].iov_len;
+		}
+		taken = impair_tx_gso(eng, flat, len);
+		free(flat);
+		if (taken)
+			goto sent;
+	}
+	rc = send_iov(eng, g->iov, g->niov);
+	if (rc)
+		return send_failed(eng, rc);
+sent:
+	eng->ctr.tx_packets++;
+	eng->ctr.tx_bytes += g->hdr_len + g->payload_len;
+	eng->ctr.tx_gso_frames++;
+	eng->ctr.tx_gso_bytes += g->payload_len;
+	return 0;
+}
+
+/*
+ * A super-frame held by the link impairment (virtio header included),
+ * sent now.  The TX ring's frames were queued before it: they go first.
+ */
+int gso_xmit_copy(struct sl_engine *eng, const uint8_t *data, uint32_t len)
+{
+	struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
+	int rc;
+
+	if (!eng->gso.on)
+		return -EOPNOTSUPP;
+	if (!xsk_tx_gone(eng, eng->xsk.tx_queued ? eng->xsk.tx_gen : eng->xsk.tx_gen - 1))
+		return -EAGAIN;
+	rc = send_iov(eng, &iov, 1);
+	if (rc)
+		return send_failed(eng, rc);
+	eng->ctr.tx_packets++;
+	eng->ctr.tx_bytes += len - GSO_VNET_HLEN;
+	return 0;
+}
