@@ -22,6 +22,12 @@ ALL_LOOPS = ("asyncio", "uvloop", "specloop")
 REF_NGINX = "nginx"
 REF_UVLOOP = "aiohttp-uvloop"
 
+# the constant-rate latency cell: requests/s that every server here sustains
+# (aiohttp's FileResponse on asyncio makes ~3,000 8 KiB responses/s on one
+# connection), over this many connections (suite.py runs it, report.py shows it)
+RATE = 2000
+RATE_CONNECTIONS = 8
+
 
 @dataclasses.dataclass(frozen=True)
 class Workload:

@@ -13,14 +13,28 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
-from . import matrix, runner
+from . import content, matrix, runner
 
 if TYPE_CHECKING:
     from specloop.netlab import Lab
 
-    from .suite import Run
+
+class Run(Protocol):
+    """What build() reads of a run (suite.Run has it; report.py does not
+    import suite.py, which imports this module)."""
+    warmup: int
+    duration: int
+    connections: tuple[int, ...]
+    bulk_bytes: int
+    steps: list[matrix.Step]
+    servers: list[matrix.Server]
+    workloads: list[str]
+    results: list[dict[str, Any]]
+    bulk: list[dict[str, Any]]
+    rate: int
+    rate_results: list[dict[str, Any]]
 
 SCHEMA = 1
 README_BEGIN = "<!-- specloop-bench:begin -->"
@@ -145,7 +159,6 @@ def build(*, command: str, started: _dt.datetime, elapsed: float, mode: str, lab
 
 
 def _constant_rate(run: "Run") -> dict[str, Any]:
-    from .suite import RATE_CONNECTIONS
     # p50 latency over the reference's, per workload (below 1: lower latency)
     refs = {(r["workload"], r["server"]): r["latency_us"]["p50"] for r in run.rate_results
             if r["status"] == "ok" and r["server"] in (matrix.REF_NGINX, matrix.REF_UVLOOP)}
@@ -156,15 +169,14 @@ def _constant_rate(run: "Run") -> dict[str, Any]:
                       for name, ref in (("nginx", matrix.REF_NGINX),
                                         ("uvloop", matrix.REF_UVLOOP))}
     measured = any(r["status"] == "ok" for r in run.rate_results)
-    return {"measured": measured, "rate": run.rate, "connections": RATE_CONNECTIONS,
-            "reason": (CONSTANT_RATE_METHOD.format(rate=run.rate, conns=RATE_CONNECTIONS)
+    return {"measured": measured, "rate": run.rate, "connections": matrix.RATE_CONNECTIONS,
+            "reason": (CONSTANT_RATE_METHOD.format(rate=run.rate, conns=matrix.RATE_CONNECTIONS)
                        if run.rate_results else CONSTANT_RATE_NONE),
             "results": run.rate_results}
 
 
 def _bulk_file(run: "Run") -> str:
-    from .content import bulk_name
-    return bulk_name(run.bulk_bytes)
+    return content.bulk_name(run.bulk_bytes)
 
 
 def _add_ratios(records: list[dict[str, Any]], metric: str, key: tuple[str, ...]) -> None:

@@ -51,11 +51,6 @@ class Mode:
     rate_workloads: tuple[str, ...] = ("static-8k",)   # with a constant-rate cell
 
 
-# the constant-rate cell: requests/s that every server here sustains (aiohttp's
-# FileResponse on asyncio makes ~3,000 8 KiB responses/s on one connection),
-# over this many connections
-RATE = 2000
-RATE_CONNECTIONS = 8
 
 
 MODES = {
@@ -88,9 +83,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="measured seconds per cell (default: the longest that fits the budget)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up seconds per cell")
     p.add_argument("--bulk-mib", type=int, default=None, help="bulk file size in MiB")
-    p.add_argument("--rate", type=int, default=RATE,
-                   help=f"requests/s of the constant-rate latency cell (default {RATE}, "
-                        f"over {RATE_CONNECTIONS} connections; 0: none)")
+    p.add_argument("--rate", type=int, default=matrix.RATE,
+                   help=f"requests/s of the constant-rate latency cell (default {matrix.RATE}, "
+                        f"over {matrix.RATE_CONNECTIONS} connections; 0: none)")
     p.add_argument("--static-dir", type=pathlib.Path, default=DEFAULT_STATIC,
                    help=f"where the served files are made once (default {DEFAULT_STATIC})")
     p.add_argument("--readme", action="store_true",
@@ -270,7 +265,7 @@ class Run:
             self.results.append(rec)
         if step.workload in self.rate_workloads:
             rec = self._base(step, None)
-            rec.update(rate=self.rate, connections=RATE_CONNECTIONS, status=status,
+            rec.update(rate=self.rate, connections=matrix.RATE_CONNECTIONS, status=status,
                        reason=reason)
             self.rate_results.append(rec)
 
@@ -320,12 +315,12 @@ class Run:
 
     def _measure_rate(self, sp: runner.ServerProcess, wl: matrix.Workload) -> dict[str, Any]:
         rec: dict[str, Any] = {"server": sp.server.id, "workload": wl.id, "rate": self.rate,
-                               "connections": RATE_CONNECTIONS}
+                               "connections": matrix.RATE_CONNECTIONS}
         try:
             if self.warmup:
-                runner.wrk_rate(sp.port, wl.path, self.rate, RATE_CONNECTIONS, self.warmup)
+                runner.wrk_rate(sp.port, wl.path, self.rate, matrix.RATE_CONNECTIONS, self.warmup)
             settle = min(1.0, self.duration / 4)
-            r = runner.wrk_rate(sp.port, wl.path, self.rate, RATE_CONNECTIONS, self.duration,
+            r = runner.wrk_rate(sp.port, wl.path, self.rate, matrix.RATE_CONNECTIONS, self.duration,
                                 settle)
         except (RuntimeError, OSError, ValueError) as exc:
             rec.update(status="failed", reason=f"client failed: {exc}")
