@@ -28,9 +28,9 @@ function setup(thread)
    table.insert(threads, thread)
 end
 
-local interval, next_slot, start_us, waited, counted, settle_until
+local interval, next_slot, start_us, waited, counted, was_late, settle_until
 lat = {}      -- this connection's latencies (read by done() through thread:get)
-late = 0      -- requests sent after their slot had passed
+late = 0      -- answered requests that were sent after their slot had passed
 
 function init(args)
    local rate = tonumber(os.getenv("SPECLOOP_RATE"))
@@ -51,18 +51,23 @@ end
 function request()
    local now = now_us()
    counted = next_slot >= settle_until
+   was_late = not waited
    if waited then
       start_us = now   -- sat waiting for its slot: from the actual send
    else
       start_us = next_slot   -- behind schedule: count from the slot
-      if counted then late = late + 1 end
    end
    next_slot = next_slot + interval
    return wrk.request()
 end
 
 function response(status, headers, body)
-   if counted then lat[#lat + 1] = now_us() - start_us end
+   -- counted when answered (one request in flight per connection), so that
+   -- a request still unanswered at the end is neither late nor a response
+   if counted then
+      lat[#lat + 1] = now_us() - start_us
+      if was_late then late = late + 1 end
+   end
 end
 
 done = function(summary, latency, requests)
