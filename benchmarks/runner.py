@@ -117,6 +117,125 @@ def tree_rss_kib(pids: list[int]) -> int:
     return total
 
 
+# ---- what the kernel did around a cell (the "two speeds" candidates) -----------
+
+def _softirqs() -> dict[str, list[int]]:
+    """NET_RX and NET_TX softirq counts per CPU (/proc/softirqs)."""
+    out: dict[str, list[int]] = {}
+    try:
+        with open("/proc/softirqs") as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] in ("NET_RX:", "NET_TX:"):
+                    out[parts[0][:-1]] = [int(x) for x in parts[1:]]
+    except OSError:
+        pass
+    return out
+
+
+def per_cpu_times() -> list[list[int]]:
+    """Per CPU: user nice system idle iowait irq softirq steal (jiffies)."""
+    out = []
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3:4].isdigit():
+                out.append([int(x) for x in line.split()[1:9]])
+    return out
+
+
+def _ksoftirqd_ticks() -> list[int]:
+    """utime+stime of ksoftirqd/N, per CPU N: softirq work the kernel
+    deferred to a thread instead of running it on return from an interrupt
+    or at local_bh_enable."""
+    ticks = [0] * NCPU
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.find("(") + 1:stat.rfind(")")]
+        if name.startswith("ksoftirqd/"):
+            cpu = int(name.split("/", 1)[1])
+            rest = stat.rpartition(")")[2].split()
+            if cpu < NCPU:
+                ticks[cpu] += int(rest[11]) + int(rest[12])
+    return ticks
+
+
+class KernelProbe:
+    """Readings before and after a cell: per CPU, where the network softirqs
+    ran (NET_RX/NET_TX counts per request), how much time went to softirq,
+    to ksoftirqd (deferred softirq work), to other guests (steal) and idle.
+    ``KernelProbe()`` reads; ``delta(n, seconds)`` reads again and
+    compares."""
+
+    def __init__(self) -> None:
+        self.t = time.monotonic()
+        self.softirqs = _softirqs()
+        self.cpu = per_cpu_times()
+        self.ksoftirqd = _ksoftirqd_ticks()
+
+    def delta(self, requests: int, seconds: float | None = None) -> dict[str, Any]:
+        after = KernelProbe()
+        secs = seconds or (after.t - self.t)
+        n = max(1, requests)
+        pct = 100 / (CLK_TCK * secs)
+
+        def per_cpu(col: int) -> list[float]:
+            return [round((a[col] - b[col]) * pct, 1) for a, b in zip(after.cpu, self.cpu)]
+
+        out: dict[str, Any] = {
+            name.lower() + "_per_request": [round((a - b) / n, 2) for a, b in
+                                            zip(after.softirqs.get(name, ()),
+                                                self.softirqs.get(name, ()))]
+            for name in ("NET_RX", "NET_TX")}
+        out.update(softirq_pct=per_cpu(6), system_pct=per_cpu(2), user_pct=per_cpu(0),
+                   steal_pct=per_cpu(7), idle_pct=per_cpu(3),
+                   ksoftirqd_pct=[round((a - b) * pct, 1)
+                                  for a, b in zip(after.ksoftirqd, self.ksoftirqd)])
+        return out
+
+
+def thp_mode() -> str:
+    """The machine's transparent huge page setting (the bracketed word)."""
+    try:
+        text = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "unknown"
+    return text[text.find("[") + 1:text.find("]")] if "[" in text else text.strip()
+
+
+def big_anon_mappings(pid: int, min_kib: int = 32 << 10) -> list[dict[str, Any]]:
+    """The process's anonymous read-write mappings of at least ``min_kib``
+    (the UMEM area is one: 64 MiB by default, often merged with a neighbour),
+    with their resident and transparent-huge-page KiB (/proc/PID/smaps)."""
+    out: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                first = line.split(None, 1)[0]
+                if "-" in first and not first.endswith(":"):
+                    fields = line.split()
+                    anon = len(fields) < 6 and fields[1].startswith("rw")
+                    cur = {"range": first} if anon else None
+                    if cur is not None:
+                        out.append(cur)
+                elif cur is not None:
+                    key, _, value = line.partition(":")
+                    if key in ("Size", "Rss", "AnonHugePages"):
+                        cur[{"Size": "kib", "Rss": "rss_kib",
+                             "AnonHugePages": "anon_huge_kib"}[key]] = int(value.split()[0])
+                    elif key == "THPeligible":
+                        cur["thp_eligible"] = int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    return [m for m in out if m.get("kib", 0) >= min_kib]
+
+
 # ---- clients (in the client namespace, on CLIENT_CPU) ----------------------------
 
 def client_argv(*argv: str) -> list[str]:
@@ -198,8 +317,8 @@ events {{ worker_connections 4096; }}
 http {{
     include /etc/nginx/mime.types;
     default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
+    sendfile {sendfile};
+    tcp_nopush {tcp_nopush};
     access_log off;
     keepalive_requests 100000000;  # wrk keeps connections; so do the Python servers
     client_body_temp_path {tmp}/body;
@@ -241,8 +360,10 @@ class ServerProcess:
         if s.kind == "nginx":
             nginx = shutil.which("nginx") or "/usr/sbin/nginx"
             conf = self.tmp / "nginx.conf"
+            directives = {"sendfile": "on", "tcp_nopush": "off", **dict(s.nginx)}
             conf.write_text(NGINX_CONF.format(tmp=self.tmp, host=netlab.SERVER_IP,
-                                              port=self.port, static=self.static_dir))
+                                              port=self.port, static=self.static_dir,
+                                              **directives))
             argv = [nginx, "-p", str(self.tmp), "-e", str(self.tmp / "error.log"),
                     "-c", str(conf), "-g", "daemon off;"]
         else:
@@ -294,14 +415,16 @@ class ServerProcess:
         time.sleep(0.2 if self.server.kind == "nginx" else 0)   # its worker is up
         self.pids = process_tree(self.proc.pid)
 
-    def check(self, wl: matrix.Workload | None, expect: bytes) -> None:
-        """GET of the workload's path (or /) must answer 200 with ``expect``."""
+    def check(self, wl: matrix.Workload | None, expect: bytes) -> dict[str, Any]:
+        """GET of the workload's path (or /) must answer 200 with ``expect``
+        (a 403 or a 404 benchmarks beautifully); returns what it saw."""
         path = wl.path if wl is not None else "/"
         status, body = fetch(self.port, path)
         if status != 200 or body != expect:
             raise ServerError(f"GET {path}: status {status}, {len(body)} bytes"
                               f"{' (wrong body)' if status == 200 else ''}; "
                               f"expected 200 with {len(expect)} bytes")
+        return {"path": path, "status": status, "bytes": len(body), "body_ok": True}
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -329,6 +452,9 @@ class ServerProcess:
 
     def rss_kib(self) -> int:
         return tree_rss_kib(self.pids)
+
+    def big_anon_mappings(self) -> list[dict[str, Any]]:
+        return big_anon_mappings(self.pids[0]) if self.pids else []
 
     def stop(self, timeout: float = 3) -> str | None:
         """SIGTERM, then SIGKILL after ``timeout`` s; says so if it had to kill."""
