@@ -21,6 +21,8 @@
  *   ceiling tcp    DST_IP DPORT SECONDS BUFSIZE
  *       the kernel's own TCP: connect to a tcp-sink, send() BUFSIZE-byte
  *       buffers for SECONDS.
+ *   ceiling tcp-sendfile DST_IP DPORT SECONDS FILE
+ *       the same with sendfile() of FILE, over and over (nginx's way).
  *   ceiling tcp-sink DPORT
  *       (in the client namespace) accept one connection, read to EOF.
  *
@@ -49,7 +51,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 #include <xdp/xsk.h>
@@ -390,7 +394,8 @@ static int run_packet(const char *ifname, const struct flow *fl, double seconds,
 
 /* ---- the kernel's own TCP --------------------------------------------------------- */
 
-static int run_tcp(const char *dst, int port, double seconds, size_t bufsize, struct result *r)
+static int run_tcp(const char *dst, int port, double seconds, size_t bufsize,
+		   const char *file, struct result *r)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 	char *buf = malloc(bufsize);
@@ -411,16 +416,36 @@ static int run_tcp(const char *dst, int port, double seconds, size_t bufsize, st
 		fd = socket(AF_INET, SOCK_STREAM, 0);
 	}
 	memset(&ti, 0, sizeof(ti));
+	int ffd = -1;
+	off_t fsize = 0, off = 0;
+
+	if (file) {
+		ffd = open(file, O_RDONLY);
+		if (ffd < 0)
+			die(file);
+		fsize = lseek(ffd, 0, SEEK_END);
+		if (fsize <= 0)
+			die("empty file");
+	}
 	t0 = now();
 	deadline = t0 + seconds;
 	while (now() < deadline) {
-		ssize_t n = send(fd, buf, bufsize, 0);
+		ssize_t n;
 
+		if (ffd >= 0) {
+			if (off >= fsize)
+				off = 0;
+			n = sendfile(fd, ffd, &off, (size_t)(fsize - off));
+		} else {
+			n = send(fd, buf, bufsize, 0);
+		}
 		r->calls++;
 		if (n < 0)
 			die("send(TCP)");
 		r->payload_bytes += (uint64_t)n;
 	}
+	if (ffd >= 0)
+		close(ffd);
 	r->seconds = now() - t0;
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)
 		r->segments = ti.tcpi_data_segs_out;
@@ -468,14 +493,19 @@ int main(int argc, char **argv)
 	if (argc >= 3 && !strcmp(argv[1], "tcp-sink"))
 		return run_sink(atoi(argv[2]));
 	if (argc >= 6 && !strcmp(argv[1], "tcp")) {
-		run_tcp(argv[2], atoi(argv[3]), atof(argv[4]), (size_t)atol(argv[5]), &r);
+		run_tcp(argv[2], atoi(argv[3]), atof(argv[4]), (size_t)atol(argv[5]), NULL, &r);
 		report("tcp", 0, &r);
+		return 0;
+	}
+	if (argc >= 6 && !strcmp(argv[1], "tcp-sendfile")) {
+		run_tcp(argv[2], atoi(argv[3]), atof(argv[4]), 1, argv[5], &r);
+		report("tcp-sendfile", 0, &r);
 		return 0;
 	}
 	if (argc < 10) {
 		fprintf(stderr, "usage: ceiling {xdp|packet|gso} IF SRC_MAC DST_MAC SRC_IP DST_IP "
 				"DPORT SECONDS BATCH | tcp DST_IP DPORT SECONDS BUFSIZE | "
-				"tcp-sink DPORT\n");
+				"tcp-sendfile DST_IP DPORT SECONDS FILE | tcp-sink DPORT\n");
 		return 2;
 	}
 	memset(&fl, 0, sizeof(fl));

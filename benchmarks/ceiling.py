@@ -51,7 +51,10 @@ MODES: tuple[tuple[str, str, str, int], ...] = (
     ("packet-gso-mmsg", "AF_PACKET + PACKET_VNET_HDR, sendmmsg of 8 super-frames", "gso", 8),
     ("kernel-tcp", "the kernel's TCP: send() of 64 KiB buffers to a socket in the client "
                    "namespace (TSO/GSO, its receiver's TCP included)", "tcp", 65536),
+    ("kernel-tcp-sendfile", "the kernel's TCP: sendfile() of a 16 MiB file, over and over "
+                            "(nginx's way: no copy from user space)", "tcp-sendfile", 0),
 )
+SENDFILE_BYTES = 16 << 20
 
 METHOD = (
     "Each row sends for {seconds} s from the server namespace, pinned to CPU {cpu}, over "
@@ -170,8 +173,8 @@ def measure(tmp: pathlib.Path, seconds: float, progress=lambda msg: None) -> dic
         for mid, label, mode, batch in MODES:
             rec: dict[str, Any] = {"id": mid, "label": label, "mode": mode, "batch": batch}
             try:
-                if mode == "tcp":
-                    rec.update(_tcp(server, binary, seconds, batch))
+                if mode in ("tcp", "tcp-sendfile"):
+                    rec.update(_tcp(server, binary, seconds, mode, batch, tmp))
                 else:
                     r, m = _measure(server + [mode, netlab.SERVER_IF, src_mac, dst_mac,
                                               netlab.SERVER_IP, netlab.CLIENT_IP, str(PORT),
@@ -215,8 +218,16 @@ def _figures(r: dict[str, Any], m: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def _tcp(server: list[str], binary: pathlib.Path, seconds: float, bufsize: int
-         ) -> dict[str, Any]:
+def _tcp(server: list[str], binary: pathlib.Path, seconds: float, mode: str, bufsize: int,
+         tmp: pathlib.Path) -> dict[str, Any]:
+    if mode == "tcp-sendfile":
+        src = tmp / "ceiling-sendfile.bin"
+        if not src.exists():
+            with open(src, "wb") as f:
+                f.write(bytes(range(256)) * (SENDFILE_BYTES // 256))
+        last = str(src)
+    else:
+        last = str(bufsize)
     sink = subprocess.Popen(netlab.in_ns(netlab.CLIENT_NS, "taskset", "-c",
                                          str(runner.CLIENT_CPU), str(binary), "tcp-sink",
                                          str(TCP_PORT)),
@@ -225,8 +236,8 @@ def _tcp(server: list[str], binary: pathlib.Path, seconds: float, bufsize: int
         assert sink.stdout is not None
         if sink.stdout.readline().strip() != "LISTENING":
             raise CeilingError(f"tcp-sink did not listen: {sink.stderr.read()[-200:]}")
-        r, m = _measure(server + ["tcp", netlab.CLIENT_IP, str(TCP_PORT), str(seconds),
-                                  str(bufsize)], False)
+        r, m = _measure(server + [mode, netlab.CLIENT_IP, str(TCP_PORT), str(seconds), last],
+                        False)
         out, err = sink.communicate(timeout=30)
     finally:
         if sink.poll() is None:

@@ -34,6 +34,8 @@ class Run(Protocol):
     bulk: list[dict[str, Any]]
     rate: int
     rate_results: list[dict[str, Any]]
+    runs: int               # fresh server processes per cell (--runs)
+    fast_path_runs: int     # at least this many for rows whose speed varies
 
 SCHEMA = 1
 README_BEGIN = "<!-- specloop-bench:begin -->"
@@ -141,8 +143,8 @@ def build(*, command: str, started: _dt.datetime, elapsed: float, mode: str, lab
                     "server_if": lab.server_if, "client_if": lab.client_if,
                     "server_ip": lab.server_ip, "mtu": lab.mtu, "queues": lab.queues},
             "files": files,
-            "runs": getattr(run, "runs", 1),
-            "fast_path_runs": getattr(run, "fast_path_runs", 1),
+            "runs": run.runs,
+            "fast_path_runs": run.fast_path_runs,
             "thp": runner.thp_mode(),
             "references": {"nginx": "the fastest of: " + ", ".join(
                                sid for sid, _, _ in matrix.NGINX_CONFIGS),
@@ -432,8 +434,9 @@ def workload_table(data: dict[str, Any], wid: str) -> str:
     rows = []
     nginx_ids = _nginx_ids(data)
     for sid in _order(data):
-        if not any((sid, c) in recs for c in conns):
-            continue
+        mine = [recs[(sid, c)] for c in conns if (sid, c) in recs]
+        if not mine or all(r["status"] == "skipped" for r in mine):
+            continue   # not run here (the cell tables say why)
         if nginx_ids and sid == nginx_ids[0]:
             row = ["nginx (fastest configuration per cell)"]
             for c in conns:
@@ -639,17 +642,21 @@ def runs_table(data: dict[str, Any]) -> str:
             name = (f"{labels[r['server']]} · {_short(r['workload'])} · "
                     f"c={r['connections']} · {i}")
             if run["status"] != "ok":
-                rows.append([name] + ["—"] * 10 + [run.get("reason", run["status"])])
+                rows.append([name] + ["—"] * 14 + [run.get("reason", run["status"])])
                 continue
             d = run.get("diag") or {}
             rows.append([name, f"{run['requests_per_s']:,.0f}",
                          sig(run["server_cpu_us_per_request"]),
                          sig(run["client_cpu_us_per_request"]), f"{run['client_busy_pct']:.0f}",
                          _ms(run["p50_us"]), _pair(d.get("net_rx_per_request")),
+                         _pair(d.get("res_per_request")), _pair(d.get("cal_per_request")),
+                         _pair(d.get("server_ctx_switches_per_request")),
+                         _pair(d.get("client_ctx_switches_per_request")),
                          _pair(d.get("softirq_pct")), _pair(d.get("ksoftirqd_pct")),
                          _pair(d.get("steal_pct")), _umem(d), ""])
     return md_table(["server · file · conns · run", "req/s", "server µs/req", "client µs/req",
-                     "client busy %", "p50 ms", "NET_RX softirqs/req", "softirq %",
+                     "client busy %", "p50 ms", "NET_RX softirqs/req", "RES IPIs/req",
+                     "CAL IPIs/req", "server cs/req", "client cs/req", "softirq %",
                      "ksoftirqd %", "steal %", "big anonymous mappings (UMEM)", "note"], rows)
 
 
@@ -680,7 +687,8 @@ def _ceiling_of(data: dict[str, Any], mid: str) -> dict[str, Any] | None:
 def closeness_rows(data: dict[str, Any]) -> list[list[str]]:
     """Where the big-file cells of the rows that send bulk data stand
     against the ceilings: 1 MiB at each connection count and bulk."""
-    xdp, gso, tcp = (_ceiling_of(data, m) for m in ("afxdp", "packet-gso", "kernel-tcp"))
+    xdp, gso, tcp = (_ceiling_of(data, m)
+                     for m in ("afxdp", "packet-gso", "kernel-tcp-sendfile"))
     servers = [s["id"] for s in data["servers"] if s["bypass"] or s["kind"] == "nginx"]
     segs_1m = -(-(1 << 20) // SEGMENT)
 
@@ -716,20 +724,26 @@ def ceiling_section(data: dict[str, Any]) -> list[str]:
     if rows:
         out += ["How close the rows that send big files run to those ceilings: their payload "
                 "as 1,448-byte segments per second (1 MiB: req/s × 725), against the AF_XDP "
-                "copy-mode, the GSO super-frame and the kernel TCP rows above, and their "
+                "copy-mode, the GSO super-frame and the kernel TCP sendfile rows above, and their "
                 "server CPU per segment (compare with the ceiling's CPU µs/segment).", "",
-                md_table(["server · cell", "segments/s", "payload Gbit/s", "of AF_XDP TX",
-                          "of GSO TX", "of kernel TCP", "server CPU µs/segment"], rows), ""]
+                closeness_table(rows), ""]
     return out
+
+
+def closeness_table(rows: list[list[str]]) -> str:
+    return md_table(["server · cell", "segments/s", "payload Gbit/s", "of AF_XDP TX",
+                     "of GSO TX", "of kernel TCP sendfile", "server CPU µs/segment"], rows)
 
 
 RUNS_KEY = (
     "Each run is a fresh server process (the fast path's speed has been seen to differ from "
     "process to process and stay for the process's life). Per CPU (CPU0/CPU1; the client "
     "runs on CPU {client}, the server on CPU {server}), over the measured seconds: NET_RX "
-    "softirqs per request (/proc/softirqs: where veth's receive work ran), time in softirq "
+    "softirqs per request (/proc/softirqs: where veth's receive work ran), rescheduling and "
+    "function-call IPIs per request (/proc/interrupts: wakeups across CPUs), time in softirq "
     "and in ksoftirqd (softirq work the kernel deferred to its thread), and steal (other "
-    "guests on the host). Big anonymous mappings: the server's anonymous rw mappings of 32 "
+    "guests on the host); per request, the server's and wrk's context switches "
+    "(voluntary/involuntary). Big anonymous mappings: the server's anonymous rw mappings of 32 "
     "MiB or more (/proc/PID/smaps; the UMEM area, 64 MiB by default, is one, often merged "
     "with a neighbour) and how much of each sits in transparent huge pages (THP setting of "
     "the machine: {thp}).")
@@ -987,9 +1001,14 @@ def publish(data: dict[str, Any], out: pathlib.Path, latest: pathlib.Path,
                 f"({rel}/report.md). Run it with `make bench` or `specloop bench` "
                 "(`--quick` for a short look).", ""] + summary(data)
     if data.get("ceiling", {}).get("measured"):
-        section += ["**the transport's ceiling** (TX from the server namespace, frames "
-                    "dropped by the client's input hook; see report.md)", "",
+        section += ["**the transport's ceiling**: frames per second the server's CPU can "
+                    "send over the lab veth with each TX mechanism (dropped by an nft rule "
+                    "in the client's input hook; how, in report.md)", "",
                     ceiling_table(data), ""]
+        rows = closeness_rows(data)
+        if rows:
+            section += ["**how close to it** the rows that send big files run (payload as "
+                        "1,448-byte segments per second):", "", closeness_table(rows), ""]
     section += [f"![{p[:-4]}]({rel}/{p})" for p in data["plots"] if p != "latency.png"]
     section += [README_END]
     body = "\n".join(section)

@@ -102,6 +102,11 @@ def _children_cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def _children_ctx() -> tuple[int, int]:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_nvcsw, ru.ru_nivcsw
+
+
 def tree_rss_kib(pids: list[int]) -> int:
     """Sum of VmRSS of these processes (KiB)."""
     total = 0
@@ -131,6 +136,38 @@ def _softirqs() -> dict[str, list[int]]:
     except OSError:
         pass
     return out
+
+
+def _ipis() -> dict[str, list[int]]:
+    """Per CPU: rescheduling and function-call interrupts (IPIs: a wakeup
+    of a task on another CPU, a remote call), TLB shootdowns and local timer
+    interrupts (/proc/interrupts)."""
+    out: dict[str, list[int]] = {}
+    try:
+        with open("/proc/interrupts") as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] in ("RES:", "CAL:", "TLB:", "LOC:"):
+                    out[parts[0][:-1]] = [int(x) for x in parts[1:1 + NCPU]]
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _ctx_switches(pids: list[int]) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of these processes."""
+    vol = invol = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        invol += int(line.split()[1])
+        except OSError:
+            continue
+    return vol, invol
 
 
 def per_cpu_times() -> list[list[int]]:
@@ -172,14 +209,17 @@ class KernelProbe:
     ``KernelProbe()`` reads; ``delta(n, seconds)`` reads again and
     compares."""
 
-    def __init__(self) -> None:
+    def __init__(self, pids: list[int] | None = None) -> None:
+        self.pids = pids or []
         self.t = time.monotonic()
         self.softirqs = _softirqs()
+        self.ipis = _ipis()
+        self.ctx = _ctx_switches(self.pids)
         self.cpu = per_cpu_times()
         self.ksoftirqd = _ksoftirqd_ticks()
 
     def delta(self, requests: int, seconds: float | None = None) -> dict[str, Any]:
-        after = KernelProbe()
+        after = KernelProbe(self.pids)
         secs = seconds or (after.t - self.t)
         n = max(1, requests)
         pct = 100 / (CLK_TCK * secs)
@@ -192,6 +232,14 @@ class KernelProbe:
                                             zip(after.softirqs.get(name, ()),
                                                 self.softirqs.get(name, ()))]
             for name in ("NET_RX", "NET_TX")}
+        out.update({
+            name.lower() + "_per_request": [round((a - b) / n, 2) for a, b in
+                                            zip(after.ipis.get(name, ()),
+                                                self.ipis.get(name, ()))]
+            for name in ("RES", "CAL")})
+        if self.pids:
+            out["server_ctx_switches_per_request"] = [
+                round((a - b) / n, 2) for a, b in zip(after.ctx, self.ctx)]
         out.update(softirq_pct=per_cpu(6), system_pct=per_cpu(2), user_pct=per_cpu(0),
                    steal_pct=per_cpu(7), idle_pct=per_cpu(3),
                    ksoftirqd_pct=[round((a - b) * pct, 1)
@@ -262,13 +310,15 @@ def wrk(port: int, path: str, connections: int, seconds: int) -> dict[str, Any]:
     """One wrk run (-t1, --latency, our done() hook); its summary as a dict."""
     argv = client_argv("wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
                        "--timeout", WRK_TIMEOUT, "-s", str(WRK_LUA), url(port, path))
-    c0 = _children_cpu_s()
+    c0, x0 = _children_cpu_s(), _children_ctx()
     p = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     client_cpu = _children_cpu_s() - c0   # wrk's own (ip netns exec and taskset exec it)
+    x1 = _children_ctx()
     for line in p.stdout.splitlines():
         if line.startswith("SPECLOOP_WRK "):
             out = json.loads(line[len("SPECLOOP_WRK "):])
             out["client_cpu_s"] = client_cpu
+            out["client_ctx_switches"] = [x1[0] - x0[0], x1[1] - x0[1]]
             return out
     raise RuntimeError(f"wrk gave no summary (rc {p.returncode}): "
                        f"{(p.stderr or p.stdout).strip()[-300:]}")

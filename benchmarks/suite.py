@@ -335,11 +335,13 @@ class Run:
             if self.warmup:
                 runner.wrk(sp.port, wl.path, c, self.warmup)
             sp.refresh_pids()
-            probe = runner.KernelProbe()
+            probe = runner.KernelProbe(sp.pids)
             m0, s0, t0 = runner.machine_busy_ticks(), sp.cpu_ticks(), time.monotonic()
             r = runner.wrk(sp.port, wl.path, c, self.duration)
             m1, s1, t1 = runner.machine_busy_ticks(), sp.cpu_ticks(), time.monotonic()
             diag = probe.delta(int(r["requests"]), t1 - t0)
+            diag["client_ctx_switches_per_request"] = [
+                round(x / max(1, int(r["requests"])), 2) for x in r["client_ctx_switches"]]
             rss = sp.rss_kib()
             if sp.server.bypass:
                 diag["anon_maps"] = sp.big_anon_mappings()
@@ -424,7 +426,7 @@ class Run:
             if self.warmup:   # the same warm-up for all: 1 MiB file, one connection
                 runner.wrk(sp.port, "/static/1MiB.bin", 1, self.warmup)
             sp.refresh_pids()
-            probe = runner.KernelProbe()
+            probe = runner.KernelProbe(sp.pids)
             m0, s0 = runner.machine_busy_ticks(), sp.cpu_ticks()
             r = runner.curl_bulk(sp.port, f"/static/{name}", timeout)
             m1, s1 = runner.machine_busy_ticks(), sp.cpu_ticks()

@@ -146,7 +146,8 @@ def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
     ceiling = data["ceiling"]
     assert ceiling["measured"] is True, ceiling
     assert {r["id"] for r in ceiling["results"]} == {
-        "afxdp", "packet", "packet-mmsg", "packet-gso", "packet-gso-mmsg", "kernel-tcp"}
+        "afxdp", "packet", "packet-mmsg", "packet-gso", "packet-gso-mmsg", "kernel-tcp",
+        "kernel-tcp-sendfile"}
     for r in ceiling["results"]:
         assert r["status"] == "ok", r
         assert r["segments_per_s"] > 0 and r["payload_gbit_s"] > 0
