@@ -642,7 +642,7 @@ def runs_table(data: dict[str, Any]) -> str:
             name = (f"{labels[r['server']]} · {_short(r['workload'])} · "
                     f"c={r['connections']} · {i}")
             if run["status"] != "ok":
-                rows.append([name] + ["—"] * 14 + [run.get("reason", run["status"])])
+                rows.append([name] + ["—"] * 15 + [run.get("reason", run["status"])])
                 continue
             d = run.get("diag") or {}
             rows.append([name, f"{run['requests_per_s']:,.0f}",
@@ -653,11 +653,19 @@ def runs_table(data: dict[str, Any]) -> str:
                          _pair(d.get("server_ctx_switches_per_request")),
                          _pair(d.get("client_ctx_switches_per_request")),
                          _pair(d.get("softirq_pct")), _pair(d.get("ksoftirqd_pct")),
-                         _pair(d.get("steal_pct")), _umem(d), ""])
+                         _pair(d.get("steal_pct")), _probe(d), _umem(d), ""])
     return md_table(["server · file · conns · run", "req/s", "server µs/req", "client µs/req",
                      "client busy %", "p50 ms", "NET_RX softirqs/req", "RES IPIs/req",
                      "CAL IPIs/req", "server cs/req", "client cs/req", "softirq %",
-                     "ksoftirqd %", "steal %", "big anonymous mappings (UMEM)", "note"], rows)
+                     "ksoftirqd %", "steal %", "probe ns alu/chase", "big anonymous mappings "
+                     "(UMEM)", "note"], rows)
+
+
+def _probe(d: dict[str, Any]) -> str:
+    p = d.get("cpu_probe_ns")
+    if not p:
+        return "—"
+    return " · ".join(f"{a:.2f}/{c:.0f}" for a, c in p)
 
 
 # ---- the transport's ceiling ---------------------------------------------------------
@@ -743,7 +751,10 @@ RUNS_KEY = (
     "function-call IPIs per request (/proc/interrupts: wakeups across CPUs), time in softirq "
     "and in ksoftirqd (softirq work the kernel deferred to its thread), and steal (other "
     "guests on the host); per request, the server's and wrk's context switches "
-    "(voluntary/involuntary). Big anonymous mappings: the server's anonymous rw mappings of 32 "
+    "(voluntary/involuntary). Probe: benchmarks/cpuprobe.c on each CPU just before the "
+    "cell, ns per step of a multiply-add chain and of a pointer chase through 4 MiB (other "
+    "guests on the host slow both without showing as steal; a slow run with a slow probe is "
+    "the machine, not the server). Big anonymous mappings: the server's anonymous rw mappings of 32 "
     "MiB or more (/proc/PID/smaps; the UMEM area, 64 MiB by default, is one, often merged "
     "with a neighbour) and how much of each sits in transparent huge pages (THP setting of "
     "the machine: {thp}).")

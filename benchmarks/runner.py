@@ -284,6 +284,43 @@ def big_anon_mappings(pid: int, min_kib: int = 32 << 10) -> list[dict[str, Any]]
     return [m for m in out if m.get("kib", 0) >= min_kib]
 
 
+class CpuProbe:
+    """cpuprobe.c, compiled with gcc into a temporary folder: nanoseconds per
+    step of a multiply-add chain and of a 4 MiB pointer chase on one CPU,
+    right now (the VM's own speed, which other guests on the host move)."""
+
+    SOURCE = HERE / "cpuprobe.c"
+
+    def __init__(self, tmp: pathlib.Path) -> None:
+        self.binary: pathlib.Path | None = None
+        self.error: str | None = None
+        gcc = shutil.which("gcc") or shutil.which("cc")
+        if gcc is None:
+            self.error = "no C compiler"
+            return
+        out = tmp / "cpuprobe"
+        p = subprocess.run([gcc, "-O2", "-o", str(out), str(self.SOURCE)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            self.error = f"gcc failed: {p.stderr.strip()[-200:]}"
+            return
+        self.binary = out
+
+    def measure(self) -> list[list[float]] | None:
+        """[[alu ns, chase ns] per CPU], or None without the binary."""
+        if self.binary is None:
+            return None
+        out = []
+        for cpu in range(NCPU):
+            p = subprocess.run(["taskset", "-c", str(cpu), str(self.binary)],
+                               capture_output=True, text=True, timeout=30)
+            try:
+                out.append([float(x) for x in p.stdout.split()[:2]])
+            except ValueError:
+                return None
+        return out
+
+
 # ---- clients (in the client namespace, on CLIENT_CPU) ----------------------------
 
 def client_argv(*argv: str) -> list[str]:

@@ -155,6 +155,7 @@ class Run:
         self.bulk: list[dict[str, Any]] = []
         self.rate_results: list[dict[str, Any]] = []
         self.port = PORT_BASE
+        self.cpu_probe: runner.CpuProbe | None = None
 
     # ---- the plan's cost -----------------------------------------------------------
 
@@ -201,6 +202,9 @@ class Run:
         t0 = time.monotonic()
         n_cells = self.cells()
         k = 0
+        # the VM's own speed before each cell of a row with several runs
+        self.cpu_probe = (runner.CpuProbe(tmp) if any(s.runs > 1 for s in self.steps)
+                          else None)
         for step in self.steps:
             wl = None if step.workload == matrix.BULK else matrix.workload(step.workload)
             s = step.server
@@ -250,7 +254,7 @@ class Run:
                                             last, run_tag))
                     else:
                         for c in step.connections:
-                            last = self._measure_cell(sp, wl, c)
+                            last = self._measure_cell(sp, wl, c, step.runs > 1)
                             last["check"] = check
                             runs.setdefault(c, []).append(last)
                             k += 1
@@ -329,11 +333,12 @@ class Run:
         self.rate_results.append(rec)
 
     def _measure_cell(self, sp: runner.ServerProcess, wl: matrix.Workload,
-                      c: int) -> dict[str, Any]:
+                      c: int, probe_cpu: bool = False) -> dict[str, Any]:
         rec: dict[str, Any] = {"server": sp.server.id, "workload": wl.id, "connections": c}
         try:
             if self.warmup:
                 runner.wrk(sp.port, wl.path, c, self.warmup)
+            speed = self.cpu_probe.measure() if probe_cpu and self.cpu_probe else None
             sp.refresh_pids()
             probe = runner.KernelProbe(sp.pids)
             m0, s0, t0 = runner.machine_busy_ticks(), sp.cpu_ticks(), time.monotonic()
@@ -345,6 +350,8 @@ class Run:
             rss = sp.rss_kib()
             if sp.server.bypass:
                 diag["anon_maps"] = sp.big_anon_mappings()
+            if speed is not None:
+                diag["cpu_probe_ns"] = speed
         except (RuntimeError, OSError, ValueError) as exc:
             rec.update(status="failed", reason=f"client failed: {exc}")
             return rec

@@ -121,6 +121,11 @@ def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
                     "steal_pct"} <= diag.keys()
             if by_server[r["server"]]["bypass"]:
                 assert isinstance(diag["anon_maps"], list)
+            if r["server"] in FAST:   # several runs: the VM's speed probed before each
+                for run in r["runs"]:
+                    probe = run["diag"]["cpu_probe_ns"]
+                    assert len(probe) == os.cpu_count()
+                    assert all(_number(x) and x > 0 for pair in probe for x in pair)
     fast = [r for r in data["results"] if r["server"] == "aiohttp-specloop-fastpath"]
     assert fast and all(r["status"] == "ok" or r["reason"] for r in fast)
 
