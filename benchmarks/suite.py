@@ -54,11 +54,9 @@ class Mode:
     ceiling_seconds: float = 2.0                        # per TX mechanism (ceiling.py)
 
 
-
-
 MODES = {
     "default": Mode("default", 1, (2, 5), (1, 32, 256), matrix.WORKLOAD_IDS, 1 << 30, 1200),
-    "quick": Mode("quick", 1, (1, 1), (1, 256), matrix.WORKLOAD_IDS, 256 << 20, 175,
+    "quick": Mode("quick", 1, (1, 1), (1, 256), matrix.WORKLOAD_IDS, 256 << 20, 420,
                   extra_connections=(256,), ceiling_seconds=1.0),
     "smoke": Mode("smoke", 0, (1, 1), (32,), ("hello", "static-8k", "bulk", matrix.CEILING),
                   16 << 20, 80, ceiling_seconds=0.3),
@@ -70,7 +68,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="1 and 256 connections (other apps: 256), 1 s cells, 256 MiB bulk "
-                        "(under 3 minutes)")
+                        "(about 6 minutes)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny matrix for the test suite: hello, 8 KiB, bulk 16 MiB, "
                         "32 connections, 1 s cells, no warm-up")
