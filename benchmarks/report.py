@@ -37,7 +37,7 @@ class Run(Protocol):
     runs: int               # fresh server processes per cell (--runs)
     fast_path_runs: int     # at least this many for rows whose speed varies
 
-SCHEMA = 1
+SCHEMA = 2   # 2: nginx configurations, runs, spread, cpu_ratio, ceiling
 README_BEGIN = "<!-- specloop-bench:begin -->"
 README_END = "<!-- specloop-bench:end -->"
 PLOTS = ("throughput.png", "latency.png", "bulk.png")
