@@ -18,9 +18,31 @@ HERE = pathlib.Path(__file__).resolve().parent
 SERVERS_DIR = HERE / "servers"
 
 ALL_LOOPS = ("asyncio", "uvloop", "specloop")
-# the rows every ratio is taken against
+# the rows every ratio is taken against: "nginx" is the fastest of the nginx
+# configurations (NGINX_CONFIGS) in each cell; "uvloop" is the same app's
+# uvloop row, and aiohttp's (REF_UVLOOP) for rows without one (nginx)
 REF_NGINX = "nginx"
 REF_UVLOOP = "aiohttp-uvloop"
+
+# nginx runs in each of these configurations, each its own server row (id,
+# label, directives); in every cell the fastest of them is "nginx" for the
+# ×nginx ratios (issue 10: compare against the competitor at its best).
+# tcp_nopush (TCP_CORK around sendfile) is ~40% slower for 8 KiB on this veth
+# than nginx's default (off); sendfile off reads and writes through a buffer.
+NGINX_CONFIGS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("nginx-sendfile", "nginx · sendfile",
+     (("sendfile", "on"), ("tcp_nopush", "off"))),
+    ("nginx-nopush", "nginx · sendfile + tcp_nopush",
+     (("sendfile", "on"), ("tcp_nopush", "on"))),
+    ("nginx-nosendfile", "nginx · no sendfile",
+     (("sendfile", "off"), ("tcp_nopush", "off"))),
+)
+
+# the constant-rate latency cell: requests/s that every server here sustains
+# (aiohttp's FileResponse on asyncio makes ~3,000 8 KiB responses/s on one
+# connection), over this many connections (suite.py runs it, report.py shows it)
+RATE = 2000
+RATE_CONNECTIONS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +65,8 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("static-1m", "static file, 1 MiB", "/static/1MiB.bin", "1MiB.bin", 1 << 20),
 )
 BULK = "bulk"        # the single-flow goodput workload's id
-WORKLOAD_IDS = tuple(w.id for w in WORKLOADS) + (BULK,)
+CEILING = "ceiling"  # the transport's TX ceiling (ceiling.py): no server, once per run
+WORKLOAD_IDS = tuple(w.id for w in WORKLOADS) + (BULK, CEILING)
 
 
 # ---- the static fast path switch ------------------------------------------------
@@ -90,6 +113,15 @@ class Server:
     core: bool = True          # runs every workload by default
     unavailable: str | None = None   # why it cannot run at all
     env: tuple[tuple[str, str], ...] = ()   # extra environment (SPECLOOP_* settings)
+    nginx: tuple[tuple[str, str], ...] = ()  # nginx directives (kind "nginx")
+    varies: bool = False       # its speed varies per process: at least
+                               # --fast-path-runs fresh processes per cell
+
+    @property
+    def uvloop_ref(self) -> str:
+        """The row this one's ×uvloop is taken against: the same app on
+        uvloop (aiohttp's for nginx)."""
+        return f"{self.app}-uvloop" if self.app else REF_UVLOOP
 
     def cannot(self, workload_id: str) -> str | None:
         """Why this server cannot run ``workload_id``, or None."""
@@ -137,17 +169,19 @@ def discover(servers_dir: pathlib.Path = SERVERS_DIR) -> list[Server]:
                    "aiohttp", aio, "specloop", static=static),
             Server("aiohttp-specloop-bypass", "aiohttp · specloop bypass", "app", "aiohttp",
                    aio, "specloop", bypass=True, static=static),
+            # the fast path's speed differs from process to process ("two
+            # steady speeds", README Limits): several fresh processes per cell
             Server("aiohttp-specloop-fastpath", "specloop static fast path", "app", "aiohttp",
                    aio, "specloop", bypass=True, fast_path=True, static=static,
-                   unavailable=fast_path_unavailable()),
+                   unavailable=fast_path_unavailable(), varies=True),
             # issue 4: multi-buffer TX (header frame + shared payload frame)
             # against one copied frame per packet, side by side
             Server("aiohttp-specloop-fastpath-mb", "specloop static fast path · multi-buffer TX",
                    "app", "aiohttp", aio, "specloop", bypass=True, fast_path=True,
                    static=static, unavailable=fast_path_unavailable(),
-                   env=(("SPECLOOP_TX_MULTIBUFFER", "1"),)),
+                   env=(("SPECLOOP_TX_MULTIBUFFER", "1"),), varies=True),
         ]
-    rows.append(Server("nginx", "nginx (1 worker, sendfile)", "nginx"))
+    rows += [Server(sid, label, "nginx", nginx=conf) for sid, label, conf in NGINX_CONFIGS]
     for app, script in by_app.items():
         c = _constants(script)
         loops = c.get("LOOPS", ALL_LOOPS)
@@ -164,16 +198,24 @@ def discover(servers_dir: pathlib.Path = SERVERS_DIR) -> list[Server]:
     return rows
 
 
+def _matches(row: Server, pattern: str) -> bool:
+    # "nginx" names every nginx configuration (there is no row "nginx")
+    if pattern == REF_NGINX:
+        return row.kind == "nginx"
+    return fnmatch.fnmatchcase(row.id, pattern)
+
+
 def select_servers(rows: Sequence[Server], patterns: str | None) -> list[Server]:
-    """Rows whose id matches one of the comma-separated fnmatch patterns."""
+    """Rows whose id matches one of the comma-separated fnmatch patterns
+    ("nginx": every nginx configuration)."""
     if not patterns:
         return list(rows)
     pats = [p.strip() for p in patterns.split(",") if p.strip()]
     for p in pats:
-        if not any(fnmatch.fnmatchcase(r.id, p) for r in rows):
+        if not any(_matches(r, p) for r in rows):
             raise ValueError(f"--servers: {p!r} matches no server; "
                              f"known: {', '.join(r.id for r in rows)}")
-    return [r for r in rows if any(fnmatch.fnmatchcase(r.id, p) for p in pats)]
+    return [r for r in rows if any(_matches(r, p) for p in pats)]
 
 
 def select_workloads(ids: str | None, default: Iterable[str]) -> list[str]:
@@ -202,15 +244,20 @@ class Step:
     server: Server
     connections: tuple[int, ...]      # empty for bulk
     skip: str | None = None
+    runs: int = 1                     # fresh server processes, each runs every cell
 
 
 def plan(servers: Sequence[Server], workloads: Sequence[str], connections: Sequence[int],
-         explicit_servers: bool, extra_connections: Sequence[int] | None = None) -> list[Step]:
+         explicit_servers: bool, extra_connections: Sequence[int] | None = None,
+         runs: int = 1, varies_runs: int = 1) -> list[Step]:
     """Workload by workload, every server once, the server order rotated by
     one per workload so that no server is always first (drift hits all
     alike).  Extra apps run only hello unless named with --servers, at
-    ``extra_connections`` if given."""
+    ``extra_connections`` if given.  Each step runs in ``runs`` fresh server
+    processes, at least ``varies_runs`` for a server whose speed varies from
+    process to process."""
     steps: list[Step] = []
+    workloads = [w for w in workloads if w != CEILING]
     for i, wid in enumerate(workloads):
         rows = [s for s in servers
                 if s.core or explicit_servers or wid == "hello"]
@@ -221,5 +268,6 @@ def plan(servers: Sequence[Server], workloads: Sequence[str], connections: Seque
             skip = s.cannot(wid)
             conns = () if wid == BULK else tuple(
                 connections if s.core or extra_connections is None else extra_connections)
-            steps.append(Step(wid, s, conns, skip))
+            steps.append(Step(wid, s, conns, skip,
+                              max(runs, varies_runs) if s.varies else runs))
     return steps

@@ -12,17 +12,32 @@ import platform
 import re
 import shutil
 import subprocess
-import sys
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
-from . import matrix, runner
+from . import content, matrix, runner
 
 if TYPE_CHECKING:
     from specloop.netlab import Lab
 
-    from .suite import Run
 
-SCHEMA = 1
+class Run(Protocol):
+    """What build() reads of a run (suite.Run has it; report.py does not
+    import suite.py, which imports this module)."""
+    warmup: int
+    duration: int
+    connections: tuple[int, ...]
+    bulk_bytes: int
+    steps: list[matrix.Step]
+    servers: list[matrix.Server]
+    workloads: list[str]
+    results: list[dict[str, Any]]
+    bulk: list[dict[str, Any]]
+    rate: int
+    rate_results: list[dict[str, Any]]
+    runs: int               # fresh server processes per cell (--runs)
+    fast_path_runs: int     # at least this many for rows whose speed varies
+
+SCHEMA = 2   # 2: nginx configurations, runs, spread, cpu_ratio, ceiling
 README_BEGIN = "<!-- specloop-bench:begin -->"
 README_END = "<!-- specloop-bench:end -->"
 PLOTS = ("throughput.png", "latency.png", "bulk.png")
@@ -101,10 +116,12 @@ def machine_info() -> dict[str, Any]:
 
 def build(*, command: str, started: _dt.datetime, elapsed: float, mode: str, lab: "Lab",
           run: "Run", files: dict[str, int],
-          background: dict[str, float] | None = None) -> dict[str, Any]:
+          background: dict[str, float] | None = None,
+          ceiling: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the run found, as one JSON-able dict (ratios included)."""
-    _add_ratios(run.results, "requests_per_s", ("workload", "connections"))
-    _add_ratios(run.bulk, "mb_per_s", ("workload",))
+    best_cells = _add_ratios(run.results, "requests_per_s", ("workload", "connections"),
+                             run.servers)
+    best_bulk = _add_ratios(run.bulk, "mb_per_s", ("workload",), run.servers)
     return {
         "schema": SCHEMA,
         "date": started.isoformat(timespec="seconds"),
@@ -126,11 +143,21 @@ def build(*, command: str, started: _dt.datetime, elapsed: float, mode: str, lab
                     "server_if": lab.server_if, "client_if": lab.client_if,
                     "server_ip": lab.server_ip, "mtu": lab.mtu, "queues": lab.queues},
             "files": files,
-            "references": {"nginx": matrix.REF_NGINX, "uvloop": matrix.REF_UVLOOP},
+            "runs": run.runs,
+            "fast_path_runs": run.fast_path_runs,
+            "thp": runner.thp_mode(),
+            "references": {"nginx": "the fastest of: " + ", ".join(
+                               sid for sid, _, _ in matrix.NGINX_CONFIGS),
+                           "uvloop": "the same app on uvloop (nginx: "
+                                     f"{matrix.REF_UVLOOP})"},
+            # per cell, the nginx configuration that was fastest: "nginx" there
+            "nginx_best": best_cells + best_bulk,
         },
         "servers": [{"id": s.id, "label": s.label, "kind": s.kind, "app": s.app,
                      "loop": s.loop, "bypass": s.bypass, "fast_path": s.fast_path,
-                     "static": s.static, "unavailable": s.unavailable}
+                     "static": s.static, "unavailable": s.unavailable,
+                     "uvloop_ref": s.uvloop_ref,
+                     "nginx": dict(s.nginx) if s.nginx else None}
                     for s in run.servers],
         "workloads": [{"id": w.id, "label": w.label, "path": w.path, "size": w.size}
                       for w in matrix.WORKLOADS if w.id in run.workloads]
@@ -140,57 +167,101 @@ def build(*, command: str, started: _dt.datetime, elapsed: float, mode: str, lab
         "results": run.results,
         "bulk": run.bulk,
         "constant_rate": _constant_rate(run),
+        "ceiling": ceiling or {"measured": False, "reason": CEILING_NONE},
         "plots": [],
     }
 
 
+CEILING_NONE = "not measured in this run (the `ceiling` workload was not selected)."
+
+
 def _constant_rate(run: "Run") -> dict[str, Any]:
-    from .suite import RATE_CONNECTIONS
-    # p50 latency over the reference's, per workload (below 1: lower latency)
-    refs = {(r["workload"], r["server"]): r["latency_us"]["p50"] for r in run.rate_results
-            if r["status"] == "ok" and r["server"] in (matrix.REF_NGINX, matrix.REF_UVLOOP)}
+    # p50 latency over the reference's, per workload (below 1: lower latency);
+    # nginx: its configuration with the lowest p50 for the workload
+    nginx_ids = {s.id for s in run.servers if s.kind == "nginx"}
+    refs: dict[tuple[str, str], float] = {}
     for r in run.rate_results:
-        r["ratio"] = {name: (round(r["latency_us"]["p50"] / refs[(r["workload"], ref)], 3)
-                             if r["status"] == "ok" and refs.get((r["workload"], ref))
+        if r["status"] != "ok":
+            continue
+        p50 = r["latency_us"]["p50"]
+        if r["server"] in nginx_ids:
+            key = (r["workload"], "nginx")
+            refs[key] = min(p50, refs.get(key, p50))
+        elif r["server"] == matrix.REF_UVLOOP:
+            refs[(r["workload"], "uvloop")] = p50
+    for r in run.rate_results:
+        r["ratio"] = {name: (round(r["latency_us"]["p50"] / refs[(r["workload"], name)], 3)
+                             if r["status"] == "ok" and refs.get((r["workload"], name))
                              else None)
-                      for name, ref in (("nginx", matrix.REF_NGINX),
-                                        ("uvloop", matrix.REF_UVLOOP))}
+                      for name in ("nginx", "uvloop")}
     measured = any(r["status"] == "ok" for r in run.rate_results)
-    return {"measured": measured, "rate": run.rate, "connections": RATE_CONNECTIONS,
-            "reason": (CONSTANT_RATE_METHOD.format(rate=run.rate, conns=RATE_CONNECTIONS)
+    return {"measured": measured, "rate": run.rate, "connections": matrix.RATE_CONNECTIONS,
+            "reason": (CONSTANT_RATE_METHOD.format(rate=run.rate, conns=matrix.RATE_CONNECTIONS)
                        if run.rate_results else CONSTANT_RATE_NONE),
             "results": run.rate_results}
 
 
 def _bulk_file(run: "Run") -> str:
-    from .content import bulk_name
-    return bulk_name(run.bulk_bytes)
+    return content.bulk_name(run.bulk_bytes)
 
 
-def _add_ratios(records: list[dict[str, Any]], metric: str, key: tuple[str, ...]) -> None:
-    refs: dict[tuple[Any, ...], dict[str, float]] = {}
+def _server_cpu(r: dict[str, Any]) -> float | None:
+    cpu = r.get("cpu_us_per_request") or r.get("cpu_s_per_gib") or {}
+    return cpu.get("server")
+
+
+def _add_ratios(records: list[dict[str, Any]], metric: str, key: tuple[str, ...],
+                servers: Sequence[matrix.Server]) -> list[dict[str, Any]]:
+    """Each record's ``ratio`` (its ``metric`` over the reference's) and
+    ``cpu_ratio`` (its server CPU per request over the reference's), against
+    "nginx" (the fastest nginx configuration in the same cell) and "uvloop"
+    (the same app on uvloop in the same cell); ``refs`` names the rows.
+    Returns, per cell, which nginx configuration was the fastest."""
+    by_id = {s.id: s for s in servers}
+    ok = [r for r in records if r.get("status") == "ok"]
+    cell = {id(r): tuple(r[k] for k in key) for r in records}
+    best: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in ok:
+        s = by_id.get(r["server"])
+        if s is not None and s.kind == "nginx":
+            b = best.get(cell[id(r)])
+            if b is None or r[metric] > b[metric]:
+                best[cell[id(r)]] = r
+    rows = {(cell[id(r)], r["server"]): r for r in ok}
     for r in records:
-        if r.get("status") == "ok" and r["server"] in (matrix.REF_NGINX, matrix.REF_UVLOOP):
-            name = "nginx" if r["server"] == matrix.REF_NGINX else "uvloop"
-            refs.setdefault(tuple(r[k] for k in key), {})[name] = r[metric]
-    for r in records:
+        s = by_id.get(r["server"])
+        refs = {"nginx": best.get(cell[id(r)]),
+                "uvloop": rows.get((cell[id(r)], s.uvloop_ref if s else matrix.REF_UVLOOP))}
+        r["refs"] = {name: (ref["server"] if ref else None) for name, ref in refs.items()}
         if r.get("status") != "ok":
             r["ratio"] = {"nginx": None, "uvloop": None}
+            r["cpu_ratio"] = {"nginx": None, "uvloop": None}
             continue
-        ref = refs.get(tuple(r[k] for k in key), {})
-        r["ratio"] = {name: (round(r[metric] / ref[name], 3) if ref.get(name) else None)
-                      for name in ("nginx", "uvloop")}
+        r["ratio"] = {name: (round(r[metric] / ref[metric], 3) if ref and ref[metric] else None)
+                      for name, ref in refs.items()}
+        cpu = _server_cpu(r)
+        r["cpu_ratio"] = {name: (round(cpu / _server_cpu(ref), 3)
+                                 if ref and cpu is not None and _server_cpu(ref) else None)
+                          for name, ref in refs.items()}
+        if s is not None and s.kind == "nginx":
+            r["nginx_best"] = best.get(cell[id(r)]) is r
+    return [dict(zip(key, k), server=r["server"]) for k, r in best.items()]
 
 
 # ---- markdown -----------------------------------------------------------------------------
 
+LEFT = ("server", "note", "TX mechanism", "against")   # left-aligned columns
+
+
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A GitHub markdown table; "server" and "note" columns left-aligned,
+    """A GitHub markdown table; "server", "server · …" and "note" columns
+    left-aligned,
     numbers right-aligned."""
     def cell(x: str) -> str:
         return str(x).replace("|", "\\|").replace("\n", " ")
     out = ["| " + " | ".join(cell(h) for h in headers) + " |",
-           "|" + "|".join("---" if h in ("server", "note") else "---:" for h in headers) + "|"]
+           "|" + "|".join("---" if h in LEFT or h.startswith("server ·")
+                          else "---:" for h in headers) + "|"]
     for row in rows:
         assert len(row) == len(headers), (headers, row)
         out.append("| " + " | ".join(cell(x) for x in row) + " |")
@@ -216,6 +287,10 @@ def _ratio(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
+CLIENT_BOUND_PCT = 90   # wrk busier than this: the client is the limit, CPU/request tells
+SEGMENT = 1448          # payload bytes per TCP segment on the lab (MSS with timestamps)
+
+
 def _labels(data: dict[str, Any]) -> dict[str, str]:
     return {s["id"]: s["label"] for s in data["servers"]}
 
@@ -224,10 +299,22 @@ def _order(data: dict[str, Any]) -> list[str]:
     return [s["id"] for s in data["servers"]]
 
 
+def _nginx_ids(data: dict[str, Any]) -> list[str]:
+    return [s["id"] for s in data["servers"] if s["kind"] == "nginx"]
+
+
 def _cells(data: dict[str, Any], wid: str, c: int) -> list[dict[str, Any]]:
     by = {r["server"]: r for r in data["results"]
           if r["workload"] == wid and r.get("connections") == c}
     return [by[s] for s in _order(data) if s in by]
+
+
+def _label(data: dict[str, Any], r: dict[str, Any]) -> str:
+    """The row's label; the fastest nginx configuration of a cell is "nginx"."""
+    label = _labels(data)[r["server"]]
+    if r.get("nginx_best"):
+        return f"nginx ★ ({label.split(' · ', 1)[-1]})"
+    return label
 
 
 def _note(r: dict[str, Any]) -> str:
@@ -237,42 +324,69 @@ def _note(r: dict[str, Any]) -> str:
     return "; ".join(n for n in notes if n)
 
 
+def _client_bound(r: dict[str, Any]) -> bool:
+    return (r.get("cpu_pct") or {}).get("client", 0) >= CLIENT_BOUND_PCT
+
+
+def _k(x: float) -> str:
+    """Compact: 45.1k, 950, 3.2."""
+    return f"{x / 1000:.3g}k" if abs(x) >= 10_000 else sig(x)
+
+
+def _range(r: dict[str, Any], key: str) -> str:
+    """min–max over the cell's runs (fresh server processes), "" for one run."""
+    sp = (r.get("spread") or {}).get(key)
+    if not sp or r.get("run_count", 1) < 2:
+        return ""
+    return f"{_k(sp['min'])}–{_k(sp['max'])}"
+
+
 def cell_table(data: dict[str, Any], wid: str, c: int) -> str:
-    labels = _labels(data)
     rows = []
     for r in _cells(data, wid, c):
+        label = _label(data, r)
         if r["status"] != "ok":
-            rows.append([labels[r["server"]]] + ["—"] * 10 + [_note(r)])
+            rows.append([label] + ["—"] * 13 + [_note(r)])
             continue
         lat, cpu = r["latency_us"], r["cpu_us_per_request"]
         client = r.get("cpu_pct", {}).get("client")
-        rows.append([labels[r["server"]], f"{r['requests_per_s']:,.0f}",
+        n = r.get("run_count", 1)
+        spread = _range(r, "requests_per_s")
+        cpu_spread = _range(r, "server_cpu")
+        rows.append([label, f"{r['requests_per_s']:,.0f}",
+                     f"{spread} ({n})" if spread else "",
                      _ratio(r["ratio"]["nginx"]), _ratio(r["ratio"]["uvloop"]),
                      _ms(lat["p50"]), _ms(lat["p99"]), _ms(lat["p999"]),
-                     sig(cpu["server"]), sig(cpu["machine"]),
+                     sig(cpu["server"]) + (f" ({cpu_spread})" if cpu_spread else ""),
+                     _ratio(r["cpu_ratio"]["nginx"]), _ratio(r["cpu_ratio"]["uvloop"]),
+                     sig(cpu["machine"]),
                      "—" if client is None else f"{client:.0f}", sig(r["rss_mib"]), _note(r)])
-    return md_table(["server", "req/s", "×nginx", "×uvloop", "p50 ms", "p99 ms", "p99.9 ms",
-                     "server CPU µs/req", "machine CPU µs/req", "client busy %", "RSS MiB",
-                     "note"], rows)
+    return md_table(["server", "req/s", "min–max (runs)", "×nginx", "×uvloop", "p50 ms",
+                     "p99 ms", "p99.9 ms", "server CPU µs/req", "CPU ×nginx", "CPU ×uvloop",
+                     "machine CPU µs/req", "client busy %", "RSS MiB", "note"], rows)
 
 
 def bulk_table(data: dict[str, Any]) -> str:
-    labels = _labels(data)
     by = {r["server"]: r for r in data["bulk"]}
     rows = []
     for sid in _order(data):
         r = by.get(sid)
         if r is None:
             continue
+        label = _label(data, r)
         if r["status"] != "ok":
-            rows.append([labels[sid]] + ["—"] * 7 + [_note(r)])
+            rows.append([label] + ["—"] * 9 + [_note(r)])
             continue
         cpu = r["cpu_s_per_gib"]
-        rows.append([labels[sid], sig(r["mb_per_s"]), _ratio(r["ratio"]["nginx"]),
-                     _ratio(r["ratio"]["uvloop"]), sig(r["seconds"]), sig(cpu["server"]),
+        spread = _range(r, "mb_per_s")
+        rows.append([label, sig(r["mb_per_s"]),
+                     f"{spread} ({r.get('run_count', 1)})" if spread else "",
+                     _ratio(r["ratio"]["nginx"]), _ratio(r["ratio"]["uvloop"]),
+                     sig(r["seconds"]), sig(cpu["server"]), _ratio(r["cpu_ratio"]["nginx"]),
                      sig(cpu["machine"]), sig(r["rss_mib"]), _note(r)])
-    return md_table(["server", "MB/s", "×nginx", "×uvloop", "seconds", "server CPU s/GiB",
-                     "machine CPU s/GiB", "RSS MiB", "note"], rows)
+    return md_table(["server", "MB/s", "min–max (runs)", "×nginx", "×uvloop", "seconds",
+                     "server CPU s/GiB", "CPU ×nginx", "machine CPU s/GiB", "RSS MiB",
+                     "note"], rows)
 
 
 def rate_table(data: dict[str, Any]) -> str:
@@ -298,31 +412,132 @@ def rate_table(data: dict[str, Any]) -> str:
                      "p50 ×nginx", "note"], rows)
 
 
-def summary_table(data: dict[str, Any]) -> str:
-    """One row per server: req/s (×nginx) per workload at the most connections,
-    and bulk MB/s."""
+def _conns_of(data: dict[str, Any], wid: str) -> list[int]:
+    return sorted({r["connections"] for r in data["results"] if r["workload"] == wid})
+
+
+def _best_nginx_row(data: dict[str, Any], records: list[dict[str, Any]]
+                    ) -> dict[str, Any] | None:
+    return next((r for r in records if r.get("nginx_best")), None)
+
+
+def workload_table(data: dict[str, Any], wid: str) -> str:
+    """One row per server, per connection count: req/s (×nginx) with the
+    min–max of its runs, and server CPU µs/request (×nginx). The first
+    nginx row is "nginx": the fastest configuration of each cell."""
     labels = _labels(data)
-    conns = data["settings"]["connections"]
-    c = max(conns) if conns else None
-    wls = [w for w in data["workloads"] if w["id"] != matrix.BULK]
-    has_bulk = any(w["id"] == matrix.BULK for w in data["workloads"])
-    headers = ["server"] + [f"{_short(w['id'])}, c={c}" for w in wls] \
-        + (["bulk MB/s"] if has_bulk else [])
+    conns = _conns_of(data, wid)
+    recs = {(r["server"], r["connections"]): r for r in data["results"] if r["workload"] == wid}
+    headers = ["server"]
+    for c in conns:
+        headers += [f"c={c} req/s", f"c={c} µs/req"]
     rows = []
+    nginx_ids = _nginx_ids(data)
     for sid in _order(data):
-        row, any_cell = [labels[sid]], False
-        for w in wls:
-            r = next((r for r in data["results"] if r["server"] == sid
-                      and r["workload"] == w["id"] and r.get("connections") == c), None)
-            any_cell |= r is not None
-            row.append(_summary_cell(r, "requests_per_s"))
-        if has_bulk:
-            r = next((r for r in data["bulk"] if r["server"] == sid), None)
-            any_cell |= r is not None
-            row.append(_summary_cell(r, "mb_per_s"))
-        if any_cell:
+        mine = [recs[(sid, c)] for c in conns if (sid, c) in recs]
+        if not mine or all(r["status"] == "skipped" for r in mine):
+            continue   # not run here (the cell tables say why)
+        if nginx_ids and sid == nginx_ids[0]:
+            row = ["nginx (fastest configuration per cell)"]
+            for c in conns:
+                best = _best_nginx_row(data, [recs[(n, c)] for n in nginx_ids
+                                              if (n, c) in recs])
+                if best is None:
+                    row += ["", ""]
+                    continue
+                which = labels[best["server"]].split(" · ", 1)[-1]
+                row += [_rq_cell(best, ratio=False) + f" [{which}]",
+                        _cpu_cell(best, ratio=False)]
             rows.append(row)
+        row = [labels[sid]]
+        for c in conns:
+            r = recs.get((sid, c))
+            row += [_rq_cell(r), _cpu_cell(r)]
+        rows.append(row)
     return md_table(headers, rows)
+
+
+def _rq_cell(r: dict[str, Any] | None, ratio: bool = True) -> str:
+    if r is None:
+        return ""
+    if r["status"] != "ok":
+        return "n/a" if r["status"] == "skipped" else "failed"
+    s = f"{r['requests_per_s']:,.0f}"
+    if ratio and r["ratio"]["nginx"] is not None:
+        s += f" ({r['ratio']['nginx']:.2f}×)"
+    spread = _range(r, "requests_per_s")
+    if spread:
+        s += f" [{spread}]"
+    if _client_bound(r):
+        s += " ‡"
+    return s
+
+
+def _cpu_cell(r: dict[str, Any] | None, ratio: bool = True) -> str:
+    if r is None or r["status"] != "ok":
+        return ""
+    s = sig(r["cpu_us_per_request"]["server"])
+    if ratio and r["cpu_ratio"]["nginx"] is not None:
+        s += f" ({r['cpu_ratio']['nginx']:.2f}×)"
+    return s
+
+
+def bulk_summary_table(data: dict[str, Any]) -> str:
+    labels = _labels(data)
+    by = {r["server"]: r for r in data["bulk"]}
+    rows = []
+    nginx_ids = _nginx_ids(data)
+    for sid in _order(data):
+        r = by.get(sid)
+        if r is None:
+            continue
+        if nginx_ids and sid == nginx_ids[0]:
+            best = _best_nginx_row(data, [by[n] for n in nginx_ids if n in by])
+            if best is not None:
+                which = labels[best["server"]].split(" · ", 1)[-1]
+                rows.append(["nginx (fastest configuration)",
+                             f"{sig(best['mb_per_s'])} [{which}]",
+                             sig(best["cpu_s_per_gib"]["server"])])
+        if r["status"] != "ok":
+            rows.append([labels[sid], "n/a" if r["status"] == "skipped" else "failed", ""])
+            continue
+        s = sig(r["mb_per_s"])
+        if r["ratio"]["nginx"] is not None:
+            s += f" ({r['ratio']['nginx']:.2f}×)"
+        spread = _range(r, "mb_per_s")
+        if spread:
+            s += f" [{spread}]"
+        cpu = sig(r["cpu_s_per_gib"]["server"])
+        if r["cpu_ratio"]["nginx"] is not None:
+            cpu += f" ({r['cpu_ratio']['nginx']:.2f}×)"
+        rows.append([labels[sid], s, cpu])
+    return md_table(["server", "MB/s", "server CPU s/GiB"], rows)
+
+
+SUMMARY_KEY = (
+    "req/s: the median over the cell's runs; (n×): against nginx at its best, the fastest "
+    "of its configurations in the same cell, whose row is \"nginx\" [with that "
+    "configuration]; [min–max]: over fresh server processes where a row ran several "
+    "(`--runs`, `--fast-path-runs`); ‡: wrk's one client core was the limit (busy ≥ "
+    f"{CLIENT_BOUND_PCT}%), so the server's CPU per request is the figure to compare. "
+    "µs/req: the server processes' utime+stime (/proc/PID/stat) per request, (n×) against "
+    "that same nginx.")
+
+
+def summary(data: dict[str, Any]) -> list[str]:
+    """The per-workload tables (every connection count): report.md's summary
+    and README's section."""
+    out: list[str] = [SUMMARY_KEY, ""]
+    for w in data["workloads"]:
+        if w["id"] == matrix.BULK:
+            continue
+        if not any(r["workload"] == w["id"] for r in data["results"]):
+            continue
+        out += [f"**{w['label']}**", "", workload_table(data, w["id"]), ""]
+    if data["bulk"]:
+        out += [f"**bulk: one flow, {data['settings']['bulk_bytes'] >> 20} MiB**", "",
+                bulk_summary_table(data), ""]
+    return out
 
 
 def _short(wid: str) -> str:
@@ -330,16 +545,219 @@ def _short(wid: str) -> str:
             "static-1m": "1 MiB"}.get(wid, wid)
 
 
-def _summary_cell(r: dict[str, Any] | None, metric: str) -> str:
-    if r is None:
-        return ""
-    if r["status"] != "ok":
-        return "n/a" if r["status"] == "skipped" else "failed"
-    x = r[metric]
-    s = f"{x:,.0f}" if metric == "requests_per_s" else sig(x)
-    if r["ratio"]["nginx"] is not None and r["server"] != matrix.REF_NGINX:
-        s += f" ({r['ratio']['nginx']:.2f}×)"
-    return s
+# ---- the bypass against uvloop (issue 14) --------------------------------------------
+
+def uvloop_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per bypass row and workload: its req/s and server CPU per request over
+    the same app's on uvloop at each connection count, and why a cell is
+    below 1.0 where the measurement says (the client the limit, or the
+    server's CPU per request)."""
+    labels = _labels(data)
+    out = []
+    for s in data["servers"]:
+        if not s["bypass"]:
+            continue
+        for w in data["workloads"]:
+            recs = sorted((r for r in data["results"] if r["server"] == s["id"]
+                           and r["workload"] == w["id"]), key=lambda r: r["connections"])
+            if not recs or all(r["status"] == "skipped" for r in recs):
+                continue
+            cells, why = {}, []
+            for r in recs:
+                c = r["connections"]
+                ref = r.get("refs", {}).get("uvloop")
+                x, cpu = r["ratio"]["uvloop"], r["cpu_ratio"]["uvloop"]
+                cells[c] = {"ratio": x, "cpu_ratio": cpu}
+                if r["status"] != "ok":
+                    why.append(f"c={c}: {r['status']}")
+                elif x is None:
+                    why.append(f"c={c}: no uvloop row ({s['uvloop_ref']}) measured")
+                elif x < 1.0:
+                    refr = next((q for q in data["results"] if q["server"] == ref
+                                 and q["workload"] == w["id"] and q["connections"] == c), {})
+                    busy = r.get("cpu_pct", {}).get("client")
+                    server_busy = (r["cpu_us_per_request"]["server"] * r["requests_per_s"]
+                                   / 1e4)
+                    if _client_bound(r):
+                        why.append(f"c={c}: wrk-bound (client {busy:.0f}% busy); server "
+                                   f"CPU/req {_ratio(cpu)}× uvloop's")
+                    else:
+                        lat, rl = r["latency_us"]["p50"], (refr.get("latency_us") or {})
+                        why.append(f"c={c}: server CPU/req {_ratio(cpu)}× uvloop's "
+                                   f"({sig(r['cpu_us_per_request']['server'])} against "
+                                   f"{sig((refr.get('cpu_us_per_request') or {}).get('server'))}"
+                                   f" µs), server {server_busy:.0f}% and client "
+                                   f"{busy or 0:.0f}% busy, p50 {_ms(lat)} against "
+                                   f"{_ms(rl.get('p50'))} ms")
+            out.append({"server": s["id"], "label": labels[s["id"]], "workload": w["id"],
+                        "against": s["uvloop_ref"], "cells": cells, "note": "; ".join(why)})
+    return out
+
+
+def uvloop_table(data: dict[str, Any]) -> str:
+    rows = uvloop_rows(data)
+    conns = sorted({c for r in rows for c in r["cells"]})
+    labels = _labels(data)
+    table = []
+    for r in rows:
+        line = [f"{r['label']} · {_short(r['workload'])}", labels.get(r["against"], r["against"])]
+        for c in conns:
+            cell = r["cells"].get(c)
+            if cell is None:
+                line.append("")
+            elif cell["ratio"] is None:
+                line.append("—")
+            else:
+                line.append(f"{cell['ratio']:.2f}× · CPU {_ratio(cell['cpu_ratio'])}×")
+        line.append(r["note"])
+        table.append(line)
+    return md_table(["server", "against"] + [f"c={c}" for c in conns] + ["note"], table)
+
+
+# ---- the runs of rows with several (the "two speeds") -------------------------------
+
+def _pair(xs: Sequence[float] | None) -> str:
+    return "/".join(sig(x) for x in xs) if xs else "—"
+
+
+def _umem(diag: dict[str, Any]) -> str:
+    maps = diag.get("anon_maps")
+    if maps is None:
+        return "—"
+    if not maps:
+        return "none found"
+    return ", ".join(f"{m['kib'] >> 10} MiB: {m.get('anon_huge_kib', 0) >> 10} MiB THP"
+                     for m in maps)
+
+
+def runs_table(data: dict[str, Any]) -> str:
+    """Every run (fresh server process) of the cells that had several: the
+    candidates for a per-process speed, per CPU (CPU0/CPU1)."""
+    labels = _labels(data)
+    rows = []
+    for r in data["results"]:
+        if r.get("run_count", 1) < 2:
+            continue
+        for i, run in enumerate(r.get("runs", ()), 1):
+            name = (f"{labels[r['server']]} · {_short(r['workload'])} · "
+                    f"c={r['connections']} · {i}")
+            if run["status"] != "ok":
+                rows.append([name] + ["—"] * 15 + [run.get("reason", run["status"])])
+                continue
+            d = run.get("diag") or {}
+            rows.append([name, f"{run['requests_per_s']:,.0f}",
+                         sig(run["server_cpu_us_per_request"]),
+                         sig(run["client_cpu_us_per_request"]), f"{run['client_busy_pct']:.0f}",
+                         _ms(run["p50_us"]), _pair(d.get("net_rx_per_request")),
+                         _pair(d.get("res_per_request")), _pair(d.get("cal_per_request")),
+                         _pair(d.get("server_ctx_switches_per_request")),
+                         _pair(d.get("client_ctx_switches_per_request")),
+                         _pair(d.get("softirq_pct")), _pair(d.get("ksoftirqd_pct")),
+                         _pair(d.get("steal_pct")), _probe(d), _umem(d), ""])
+    return md_table(["server · file · conns · run", "req/s", "server µs/req", "client µs/req",
+                     "client busy %", "p50 ms", "NET_RX softirqs/req", "RES IPIs/req",
+                     "CAL IPIs/req", "server cs/req", "client cs/req", "softirq %",
+                     "ksoftirqd %", "steal %", "probe ns alu/chase", "big anonymous mappings "
+                     "(UMEM)", "note"], rows)
+
+
+def _probe(d: dict[str, Any]) -> str:
+    p = d.get("cpu_probe_ns")
+    if not p:
+        return "—"
+    return " · ".join(f"{a:.2f}/{c:.0f}" for a, c in p)
+
+
+# ---- the transport's ceiling ---------------------------------------------------------
+
+def ceiling_table(data: dict[str, Any]) -> str:
+    rows = []
+    for r in data["ceiling"].get("results", ()):
+        if r["status"] != "ok":
+            rows.append([r["label"]] + ["—"] * 7 + [f"failed: {r.get('reason')}"])
+            continue
+        rows.append([r["label"], sig(r["frames_per_s"]) if r["frames_per_s"] else "—",
+                     sig(r["segments_per_s"]), f"{r['payload_gbit_s']:.2f}",
+                     f"{r['server_cpu_pct']:.0f}",
+                     sig(r["cpu_us_per_frame"]) if r["cpu_us_per_frame"] else "—",
+                     sig(r["cpu_us_per_segment"]),
+                     sig(r["delivered_pct"]) if r.get("delivered_pct") is not None else "—",
+                     f"steal {r['steal_pct']:.0f}%" if r.get("steal_pct") else ""])
+    return md_table(["TX mechanism", "frames (skbs)/s", "segments/s", "payload Gbit/s", "CPU %",
+                     "CPU µs/frame", "CPU µs/segment", "delivered %", "note"], rows)
+
+
+def _ceiling_of(data: dict[str, Any], mid: str) -> dict[str, Any] | None:
+    return next((r for r in data["ceiling"].get("results", ())
+                 if r["id"] == mid and r["status"] == "ok"), None)
+
+
+def closeness_rows(data: dict[str, Any]) -> list[list[str]]:
+    """Where the big-file cells of the rows that send bulk data stand
+    against the ceilings: 1 MiB at each connection count and bulk."""
+    xdp, gso, tcp = (_ceiling_of(data, m)
+                     for m in ("afxdp", "packet-gso", "kernel-tcp-sendfile"))
+    servers = [s["id"] for s in data["servers"] if s["bypass"] or s["kind"] == "nginx"]
+    segs_1m = -(-(1 << 20) // SEGMENT)
+
+    def pct(x: float, ref: dict[str, Any] | None) -> str:
+        return f"{100 * x / ref['segments_per_s']:.0f}%" if ref else "—"
+
+    rows = []
+    for r in data["results"] + data["bulk"]:
+        if r["status"] != "ok" or r["server"] not in servers:
+            continue
+        if r["workload"] == "static-1m":
+            segs = r["requests_per_s"] * segs_1m
+            cpu = r["cpu_us_per_request"]["server"] / segs_1m
+            what = f"1 MiB, c={r['connections']}"
+        elif r["workload"] == matrix.BULK:
+            segs = r["mb_per_s"] * 1e6 / SEGMENT
+            cpu = r["cpu_s_per_gib"]["server"] * 1e6 / ((1 << 30) / SEGMENT)
+            what = "bulk"
+        else:
+            continue
+        name = _label(data, r)
+        rows.append([f"{name} · {what}", sig(segs), f"{segs * SEGMENT * 8 / 1e9:.2f}",
+                     pct(segs, xdp), pct(segs, gso), pct(segs, tcp), sig(cpu)])
+    return rows
+
+
+def ceiling_section(data: dict[str, Any]) -> list[str]:
+    c = data.get("ceiling") or {}
+    if not c.get("measured"):
+        return [c.get("reason") or CEILING_NONE, ""]
+    out = [c["method"], "", ceiling_table(data), ""]
+    rows = closeness_rows(data)
+    if rows:
+        out += ["How close the rows that send big files run to those ceilings: their payload "
+                "as 1,448-byte segments per second (1 MiB: req/s × 725), against the AF_XDP "
+                "copy-mode, the GSO super-frame and the kernel TCP sendfile rows above, and their "
+                "server CPU per segment (compare with the ceiling's CPU µs/segment).", "",
+                closeness_table(rows), ""]
+    return out
+
+
+def closeness_table(rows: list[list[str]]) -> str:
+    return md_table(["server · cell", "segments/s", "payload Gbit/s", "of AF_XDP TX",
+                     "of GSO TX", "of kernel TCP sendfile", "server CPU µs/segment"], rows)
+
+
+RUNS_KEY = (
+    "Each run is a fresh server process (the fast path's speed has been seen to differ from "
+    "process to process and stay for the process's life). Per CPU (CPU0/CPU1; the client "
+    "runs on CPU {client}, the server on CPU {server}), over the measured seconds: NET_RX "
+    "softirqs per request (/proc/softirqs: where veth's receive work ran), rescheduling and "
+    "function-call IPIs per request (/proc/interrupts: wakeups across CPUs), time in softirq "
+    "and in ksoftirqd (softirq work the kernel deferred to its thread), and steal (other "
+    "guests on the host); per request, the server's and wrk's context switches "
+    "(voluntary/involuntary). Probe: benchmarks/cpuprobe.c on each CPU just before the "
+    "cell, ns per step of a multiply-add chain and of a pointer chase through 4 MiB (other "
+    "guests on the host slow both without showing as steal; a slow run with a slow probe is "
+    "the machine, not the server). Big anonymous mappings: the server's anonymous rw mappings of 32 "
+    "MiB or more (/proc/PID/smaps; the UMEM area, 64 MiB by default, is one, often merged "
+    "with a neighbour) and how much of each sits in transparent huge pages (THP setting of "
+    "the machine: {thp}).")
 
 
 def header_lines(data: dict[str, Any]) -> list[str]:
@@ -360,6 +778,11 @@ def header_lines(data: dict[str, Any]) -> list[str]:
         f"- **each cell:** {st['warmup_s']} s warm-up, then {st['duration_s']} s measured with "
         f"{st['client']}; bulk: one {st['bulk_bytes'] >> 20} MiB download with curl "
         f"after the same warm-up",
+        f"- **fresh server processes per cell:** {st.get('runs', 1)} for every row, "
+        f"{max(st.get('runs', 1), st.get('fast_path_runs', 1))} for the static fast path's "
+        "(median reported, min–max beside it); nginx in "
+        f"{len([s for s in data['servers'] if s['kind'] == 'nginx'])} configurations, the "
+        "fastest in each cell is \"nginx\"",
     ] + ([f"- **other apps** (hello only): at {', '.join(map(str, extra))} connections"]
          if (extra := st.get("extra_app_connections")) and extra != st["connections"] else []) \
       + ([f"- **background load:** {bg['before_pct']:.0f}% of one CPU busy with other work "
@@ -371,17 +794,28 @@ def header_lines(data: dict[str, Any]) -> list[str]:
 def markdown(data: dict[str, Any], img_prefix: str = "", full: bool = True) -> str:
     out = ["# specloop benchmark", ""]
     out += header_lines(data)
-    out += ["", "×nginx and ×uvloop: this row's req/s (or MB/s) divided by nginx's and by "
-            "aiohttp-on-uvloop's in the same cell; above 1 is faster. Server CPU: the server "
-            "processes' own utime+stime (/proc/PID/stat) per request. Machine CPU: all non-idle "
-            "time of every CPU (/proc/stat: client, kernel, server and anything else running) "
-            "per request. Client busy: wrk's own CPU time over the run, in percent of its one "
-            "CPU (near 100, the client is the limit). RSS: the "
-            "server's VmRSS (summed over its processes) after the run. Absolute numbers wander "
-            "10–25% between runs on this shared machine; compare inside one run.", ""]
-    out += ["## Summary", "", summary_table(data), ""]
+    out += ["", "×nginx: this row's req/s (or MB/s) divided by nginx's at its best, the "
+            "fastest nginx configuration in the same cell (★ in the cell tables); ×uvloop: "
+            "divided by the same app's on uvloop (aiohttp's for nginx); above 1 is faster. "
+            "Server CPU: the server processes' own utime+stime (/proc/PID/stat) per request; "
+            "CPU ×nginx and ×uvloop: that over the same reference's (below 1 is cheaper). "
+            "Machine CPU: all non-idle time of every CPU (/proc/stat: client, kernel, server "
+            "and anything else running) per request. Client busy: wrk's own CPU time over "
+            "the run, in percent of its one CPU (near 100, the client is the limit). RSS: the "
+            "server's VmRSS (summed over its processes) after the run. min–max (runs): over "
+            "the fresh server processes of the cell; req/s and server CPU are their medians, "
+            "the rest comes from the median run. Every process was checked before it was "
+            "measured (status 200 and the body byte for byte), every response while it was "
+            "(wrk's non-2xx count, bytes per response at least the body's). Absolute numbers "
+            "wander 10–25% between runs on this shared machine; compare inside one run.", ""]
+    out += ["## Summary", ""] + summary(data)
     if not full:
         return "\n".join(out)
+    if uvloop_rows(data):
+        out += ["## The bypass against uvloop", "",
+                "Each bypass row's req/s over the same app's on uvloop in the same cell, and "
+                "its server CPU per request over uvloop's (issue 14: at least 1.0× everywhere, "
+                "or the note says why, from the measurement).", "", uvloop_table(data), ""]
     for w in data["workloads"]:
         if w["id"] == matrix.BULK:
             continue
@@ -398,6 +832,13 @@ def markdown(data: dict[str, Any], img_prefix: str = "", full: bool = True) -> s
     out += ["## Constant-rate latency", "", data["constant_rate"]["reason"], ""]
     if data["constant_rate"].get("results"):
         out += [rate_table(data), ""]
+    if any(r.get("run_count", 1) > 1 for r in data["results"]):
+        st = data["settings"]
+        out += ["## Runs: one fresh server process each", "",
+                RUNS_KEY.format(client=st["pinning"]["client_cpu"],
+                                server=st["pinning"]["server_cpu"],
+                                thp=st.get("thp", "unknown")), "", runs_table(data), ""]
+    out += ["## Transport ceiling", ""] + ceiling_section(data)
     if data["plots"]:
         out += ["## Plots", ""] + [f"![{p[:-4]}]({img_prefix}{p})" for p in data["plots"]] + [""]
     elif data.get("plots_error"):
@@ -439,8 +880,12 @@ def plots(data: dict[str, Any], out: pathlib.Path) -> list[str]:
                     y = i + (j - (len(conns) - 1) / 2) * bar_h
                     label = f"{c} conn" if i == 0 else None
                     if r is not None and r["status"] == "ok":
-                        ax.barh(y, r["requests_per_s"], height=bar_h, color=colors[j % 10],
-                                label=label)
+                        sp = (r.get("spread") or {}).get("requests_per_s")
+                        x = r["requests_per_s"]
+                        err = ([[x - sp["min"]], [sp["max"] - x]]
+                               if sp and r.get("run_count", 1) > 1 else None)
+                        ax.barh(y, x, height=bar_h, color=colors[j % 10], label=label,
+                                xerr=err, error_kw={"elinewidth": 0.8, "capsize": 2})
                     else:   # not run (n/a) or not planned (nothing)
                         ax.barh(y, 0, height=bar_h, color=colors[j % 10], label=label)
                         if r is not None:
@@ -562,10 +1007,19 @@ def publish(data: dict[str, Any], out: pathlib.Path, latest: pathlib.Path,
     rel = os.path.relpath(latest, readme.parent)
     section = [README_BEGIN, "## Benchmarks", ""]
     section += header_lines(data)
-    section += ["", f"req/s at the most connections (×nginx in brackets); every cell, "
-                f"latency percentiles, CPU per request and RSS: [{rel}/report.md]"
+    section += ["", f"Every cell, latency percentiles, CPU per request, RSS, the bypass "
+                f"against uvloop per app and each run's process: [{rel}/report.md]"
                 f"({rel}/report.md). Run it with `make bench` or `specloop bench` "
-                "(`--quick` for a 3-minute look).", "", summary_table(data), ""]
+                "(`--quick` for a short look).", ""] + summary(data)
+    if data.get("ceiling", {}).get("measured"):
+        section += ["**the transport's ceiling**: frames per second the server's CPU can "
+                    "send over the lab veth with each TX mechanism (dropped by an nft rule "
+                    "in the client's input hook; how, in report.md)", "",
+                    ceiling_table(data), ""]
+        rows = closeness_rows(data)
+        if rows:
+            section += ["**how close to it** the rows that send big files run (payload as "
+                        "1,448-byte segments per second):", "", closeness_table(rows), ""]
     section += [f"![{p[:-4]}]({rel}/{p})" for p in data["plots"] if p != "latency.png"]
     section += [README_END]
     body = "\n".join(section)

@@ -102,6 +102,11 @@ def _children_cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def _children_ctx() -> tuple[int, int]:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_nvcsw, ru.ru_nivcsw
+
+
 def tree_rss_kib(pids: list[int]) -> int:
     """Sum of VmRSS of these processes (KiB)."""
     total = 0
@@ -115,6 +120,205 @@ def tree_rss_kib(pids: list[int]) -> int:
         except OSError:
             continue
     return total
+
+
+# ---- what the kernel did around a cell (the "two speeds" candidates) -----------
+
+def _softirqs() -> dict[str, list[int]]:
+    """NET_RX and NET_TX softirq counts per CPU (/proc/softirqs)."""
+    out: dict[str, list[int]] = {}
+    try:
+        with open("/proc/softirqs") as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] in ("NET_RX:", "NET_TX:"):
+                    out[parts[0][:-1]] = [int(x) for x in parts[1:]]
+    except OSError:
+        pass
+    return out
+
+
+def _ipis() -> dict[str, list[int]]:
+    """Per CPU: rescheduling and function-call interrupts (IPIs: a wakeup
+    of a task on another CPU, a remote call), TLB shootdowns and local timer
+    interrupts (/proc/interrupts)."""
+    out: dict[str, list[int]] = {}
+    try:
+        with open("/proc/interrupts") as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] in ("RES:", "CAL:", "TLB:", "LOC:"):
+                    out[parts[0][:-1]] = [int(x) for x in parts[1:1 + NCPU]]
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _ctx_switches(pids: list[int]) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of these processes."""
+    vol = invol = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        invol += int(line.split()[1])
+        except OSError:
+            continue
+    return vol, invol
+
+
+def per_cpu_times() -> list[list[int]]:
+    """Per CPU: user nice system idle iowait irq softirq steal (jiffies)."""
+    out = []
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3:4].isdigit():
+                out.append([int(x) for x in line.split()[1:9]])
+    return out
+
+
+def _ksoftirqd_ticks() -> list[int]:
+    """utime+stime of ksoftirqd/N, per CPU N: softirq work the kernel
+    deferred to a thread instead of running it on return from an interrupt
+    or at local_bh_enable."""
+    ticks = [0] * NCPU
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.find("(") + 1:stat.rfind(")")]
+        if name.startswith("ksoftirqd/"):
+            cpu = int(name.split("/", 1)[1])
+            rest = stat.rpartition(")")[2].split()
+            if cpu < NCPU:
+                ticks[cpu] += int(rest[11]) + int(rest[12])
+    return ticks
+
+
+class KernelProbe:
+    """Readings before and after a cell: per CPU, where the network softirqs
+    ran (NET_RX/NET_TX counts per request), how much time went to softirq,
+    to ksoftirqd (deferred softirq work), to other guests (steal) and idle.
+    ``KernelProbe()`` reads; ``delta(n, seconds)`` reads again and
+    compares."""
+
+    def __init__(self, pids: list[int] | None = None) -> None:
+        self.pids = pids or []
+        self.t = time.monotonic()
+        self.softirqs = _softirqs()
+        self.ipis = _ipis()
+        self.ctx = _ctx_switches(self.pids)
+        self.cpu = per_cpu_times()
+        self.ksoftirqd = _ksoftirqd_ticks()
+
+    def delta(self, requests: int, seconds: float | None = None) -> dict[str, Any]:
+        after = KernelProbe(self.pids)
+        secs = seconds or (after.t - self.t)
+        n = max(1, requests)
+        pct = 100 / (CLK_TCK * secs)
+
+        def per_cpu(col: int) -> list[float]:
+            return [round((a[col] - b[col]) * pct, 1) for a, b in zip(after.cpu, self.cpu)]
+
+        out: dict[str, Any] = {
+            name.lower() + "_per_request": [round((a - b) / n, 2) for a, b in
+                                            zip(after.softirqs.get(name, ()),
+                                                self.softirqs.get(name, ()))]
+            for name in ("NET_RX", "NET_TX")}
+        out.update({
+            name.lower() + "_per_request": [round((a - b) / n, 2) for a, b in
+                                            zip(after.ipis.get(name, ()),
+                                                self.ipis.get(name, ()))]
+            for name in ("RES", "CAL")})
+        if self.pids:
+            out["server_ctx_switches_per_request"] = [
+                round((a - b) / n, 2) for a, b in zip(after.ctx, self.ctx)]
+        out.update(softirq_pct=per_cpu(6), system_pct=per_cpu(2), user_pct=per_cpu(0),
+                   steal_pct=per_cpu(7), idle_pct=per_cpu(3),
+                   ksoftirqd_pct=[round((a - b) * pct, 1)
+                                  for a, b in zip(after.ksoftirqd, self.ksoftirqd)])
+        return out
+
+
+def thp_mode() -> str:
+    """The machine's transparent huge page setting (the bracketed word)."""
+    try:
+        text = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "unknown"
+    return text[text.find("[") + 1:text.find("]")] if "[" in text else text.strip()
+
+
+def big_anon_mappings(pid: int, min_kib: int = 32 << 10) -> list[dict[str, Any]]:
+    """The process's anonymous read-write mappings of at least ``min_kib``
+    (the UMEM area is one: 64 MiB by default, often merged with a neighbour),
+    with their resident and transparent-huge-page KiB (/proc/PID/smaps)."""
+    out: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                first = line.split(None, 1)[0]
+                if "-" in first and not first.endswith(":"):
+                    fields = line.split()
+                    anon = len(fields) < 6 and fields[1].startswith("rw")
+                    cur = {"range": first} if anon else None
+                    if cur is not None:
+                        out.append(cur)
+                elif cur is not None:
+                    key, _, value = line.partition(":")
+                    if key in ("Size", "Rss", "AnonHugePages"):
+                        cur[{"Size": "kib", "Rss": "rss_kib",
+                             "AnonHugePages": "anon_huge_kib"}[key]] = int(value.split()[0])
+                    elif key == "THPeligible":
+                        cur["thp_eligible"] = int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    return [m for m in out if m.get("kib", 0) >= min_kib]
+
+
+class CpuProbe:
+    """cpuprobe.c, compiled with gcc into a temporary folder: nanoseconds per
+    step of a multiply-add chain and of a 4 MiB pointer chase on one CPU,
+    right now (the VM's own speed, which other guests on the host move)."""
+
+    SOURCE = HERE / "cpuprobe.c"
+
+    def __init__(self, tmp: pathlib.Path) -> None:
+        self.binary: pathlib.Path | None = None
+        self.error: str | None = None
+        gcc = shutil.which("gcc") or shutil.which("cc")
+        if gcc is None:
+            self.error = "no C compiler"
+            return
+        out = tmp / "cpuprobe"
+        p = subprocess.run([gcc, "-O2", "-o", str(out), str(self.SOURCE)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            self.error = f"gcc failed: {p.stderr.strip()[-200:]}"
+            return
+        self.binary = out
+
+    def measure(self) -> list[list[float]] | None:
+        """[[alu ns, chase ns] per CPU], or None without the binary."""
+        if self.binary is None:
+            return None
+        out = []
+        for cpu in range(NCPU):
+            p = subprocess.run(["taskset", "-c", str(cpu), str(self.binary)],
+                               capture_output=True, text=True, timeout=30)
+            try:
+                out.append([float(x) for x in p.stdout.split()[:2]])
+            except ValueError:
+                return None
+        return out
 
 
 # ---- clients (in the client namespace, on CLIENT_CPU) ----------------------------
@@ -143,13 +347,15 @@ def wrk(port: int, path: str, connections: int, seconds: int) -> dict[str, Any]:
     """One wrk run (-t1, --latency, our done() hook); its summary as a dict."""
     argv = client_argv("wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
                        "--timeout", WRK_TIMEOUT, "-s", str(WRK_LUA), url(port, path))
-    c0 = _children_cpu_s()
+    c0, x0 = _children_cpu_s(), _children_ctx()
     p = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     client_cpu = _children_cpu_s() - c0   # wrk's own (ip netns exec and taskset exec it)
+    x1 = _children_ctx()
     for line in p.stdout.splitlines():
         if line.startswith("SPECLOOP_WRK "):
             out = json.loads(line[len("SPECLOOP_WRK "):])
             out["client_cpu_s"] = client_cpu
+            out["client_ctx_switches"] = [x1[0] - x0[0], x1[1] - x0[1]]
             return out
     raise RuntimeError(f"wrk gave no summary (rc {p.returncode}): "
                        f"{(p.stderr or p.stdout).strip()[-300:]}")
@@ -198,8 +404,8 @@ events {{ worker_connections 4096; }}
 http {{
     include /etc/nginx/mime.types;
     default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
+    sendfile {sendfile};
+    tcp_nopush {tcp_nopush};
     access_log off;
     keepalive_requests 100000000;  # wrk keeps connections; so do the Python servers
     client_body_temp_path {tmp}/body;
@@ -241,8 +447,10 @@ class ServerProcess:
         if s.kind == "nginx":
             nginx = shutil.which("nginx") or "/usr/sbin/nginx"
             conf = self.tmp / "nginx.conf"
+            directives = {"sendfile": "on", "tcp_nopush": "off", **dict(s.nginx)}
             conf.write_text(NGINX_CONF.format(tmp=self.tmp, host=netlab.SERVER_IP,
-                                              port=self.port, static=self.static_dir))
+                                              port=self.port, static=self.static_dir,
+                                              **directives))
             argv = [nginx, "-p", str(self.tmp), "-e", str(self.tmp / "error.log"),
                     "-c", str(conf), "-g", "daemon off;"]
         else:
@@ -294,14 +502,16 @@ class ServerProcess:
         time.sleep(0.2 if self.server.kind == "nginx" else 0)   # its worker is up
         self.pids = process_tree(self.proc.pid)
 
-    def check(self, wl: matrix.Workload | None, expect: bytes) -> None:
-        """GET of the workload's path (or /) must answer 200 with ``expect``."""
+    def check(self, wl: matrix.Workload | None, expect: bytes) -> dict[str, Any]:
+        """GET of the workload's path (or /) must answer 200 with ``expect``
+        (a 403 or a 404 benchmarks beautifully); returns what it saw."""
         path = wl.path if wl is not None else "/"
         status, body = fetch(self.port, path)
         if status != 200 or body != expect:
             raise ServerError(f"GET {path}: status {status}, {len(body)} bytes"
                               f"{' (wrong body)' if status == 200 else ''}; "
                               f"expected 200 with {len(expect)} bytes")
+        return {"path": path, "status": status, "bytes": len(body), "body_ok": True}
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -329,6 +539,9 @@ class ServerProcess:
 
     def rss_kib(self) -> int:
         return tree_rss_kib(self.pids)
+
+    def big_anon_mappings(self) -> list[dict[str, Any]]:
+        return big_anon_mappings(self.pids[0]) if self.pids else []
 
     def stop(self, timeout: float = 3) -> str | None:
         """SIGTERM, then SIGKILL after ``timeout`` s; says so if it had to kill."""

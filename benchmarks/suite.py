@@ -19,6 +19,7 @@ import os
 import pathlib
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ from typing import Any, Sequence
 
 from specloop import netlab
 
-from . import content, matrix, report, runner
+from . import ceiling, content, matrix, report, runner
 
 HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_STATIC = pathlib.Path("/var/tmp/specloop-bench/static")
@@ -36,6 +37,7 @@ PORT_BASE = 18100
 START_S = 0.5          # a server start + its checks
 WRK_OVERHEAD_S = 0.15  # wrk runs ~0.1 s past -d, plus netns exec
 BULK_RATE = 300e6      # bytes/s assumed for the estimate of a bulk download
+FAST_PATH_RUNS = 3     # fresh processes per cell of a row whose speed varies per process
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,20 +51,15 @@ class Mode:
     budget_s: float             # the whole run must fit in this
     extra_connections: tuple[int, ...] | None = None   # other apps' hello, if not the same
     rate_workloads: tuple[str, ...] = ("static-8k",)   # with a constant-rate cell
-
-
-# the constant-rate cell: requests/s that every server here sustains (aiohttp's
-# FileResponse on asyncio makes ~3,000 8 KiB responses/s on one connection),
-# over this many connections
-RATE = 2000
-RATE_CONNECTIONS = 8
+    ceiling_seconds: float = 2.0                        # per TX mechanism (ceiling.py)
 
 
 MODES = {
-    "default": Mode("default", 1, (2, 5), (1, 32, 256), matrix.WORKLOAD_IDS, 1 << 30, 840),
-    "quick": Mode("quick", 1, (1, 1), (1, 256), matrix.WORKLOAD_IDS, 256 << 20, 175,
-                  extra_connections=(256,)),
-    "smoke": Mode("smoke", 0, (1, 1), (32,), ("hello", "static-8k", "bulk"), 16 << 20, 80),
+    "default": Mode("default", 1, (2, 5), (1, 32, 256), matrix.WORKLOAD_IDS, 1 << 30, 1200),
+    "quick": Mode("quick", 1, (1, 1), (1, 256), matrix.WORKLOAD_IDS, 256 << 20, 420,
+                  extra_connections=(256,), ceiling_seconds=1.0),
+    "smoke": Mode("smoke", 0, (1, 1), (32,), ("hello", "static-8k", "bulk", matrix.CEILING),
+                  16 << 20, 80, ceiling_seconds=0.3),
 }
 
 
@@ -71,7 +68,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="1 and 256 connections (other apps: 256), 1 s cells, 256 MiB bulk "
-                        "(under 3 minutes)")
+                        "(about 6 minutes)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny matrix for the test suite: hello, 8 KiB, bulk 16 MiB, "
                         "32 connections, 1 s cells, no warm-up")
@@ -88,9 +85,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="measured seconds per cell (default: the longest that fits the budget)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up seconds per cell")
     p.add_argument("--bulk-mib", type=int, default=None, help="bulk file size in MiB")
-    p.add_argument("--rate", type=int, default=RATE,
-                   help=f"requests/s of the constant-rate latency cell (default {RATE}, "
-                        f"over {RATE_CONNECTIONS} connections; 0: none)")
+    p.add_argument("--rate", type=int, default=matrix.RATE,
+                   help=f"requests/s of the constant-rate latency cell (default {matrix.RATE}, "
+                        f"over {matrix.RATE_CONNECTIONS} connections; 0: none)")
+    p.add_argument("--runs", type=int, default=1, metavar="N",
+                   help="fresh server processes per cell, for every server (default 1); "
+                        "req/s and CPU/request are the medians, min and max beside them")
+    p.add_argument("--fast-path-runs", type=int, default=FAST_PATH_RUNS, metavar="N",
+                   help="at least this many fresh processes per cell for the static fast "
+                        "path rows, whose speed varies from process to process "
+                        f"(default {FAST_PATH_RUNS})")
+    p.add_argument("--ceiling-seconds", type=float, default=None, metavar="S",
+                   help="seconds per TX mechanism of the ceiling workload (default 2; "
+                        "--quick 1)")
     p.add_argument("--static-dir", type=pathlib.Path, default=DEFAULT_STATIC,
                    help=f"where the served files are made once (default {DEFAULT_STATIC})")
     p.add_argument("--readme", action="store_true",
@@ -123,14 +130,22 @@ class Run:
         self.bulk_bytes = (args.bulk_mib << 20) if args.bulk_mib else mode.bulk_bytes
         self.servers = matrix.select_servers(matrix.discover(), args.servers)
         self.workloads = matrix.select_workloads(args.workloads, mode.workloads)
+        if args.runs < 1 or args.fast_path_runs < 1:
+            raise ValueError("--runs and --fast-path-runs must be at least 1")
+        self.runs, self.fast_path_runs = args.runs, args.fast_path_runs
         self.steps = matrix.plan(self.servers, self.workloads, self.connections,
                                  explicit_servers=bool(args.servers),
                                  extra_connections=None if args.connections
-                                 else mode.extra_connections)
+                                 else mode.extra_connections,
+                                 runs=args.runs, varies_runs=args.fast_path_runs)
         self.rate = args.rate
         if self.rate < 0:
             raise ValueError("--rate must be >= 0")
         self.rate_workloads = mode.rate_workloads if self.rate else ()
+        self.ceiling_seconds = (args.ceiling_seconds if args.ceiling_seconds is not None
+                                else mode.ceiling_seconds)
+        if self.ceiling_seconds <= 0:
+            raise ValueError("--ceiling-seconds must be above 0")
         self.duration = args.duration if args.duration is not None else self._fit_duration()
         if self.duration < 1 or self.warmup < 0:
             raise ValueError("--duration must be >= 1 and --warmup >= 0")
@@ -138,6 +153,7 @@ class Run:
         self.bulk: list[dict[str, Any]] = []
         self.rate_results: list[dict[str, Any]] = []
         self.port = PORT_BASE
+        self.cpu_probe: runner.CpuProbe | None = None
 
     # ---- the plan's cost -----------------------------------------------------------
 
@@ -147,12 +163,19 @@ class Run:
         d = self.duration if duration is None else duration
         warm = self.warmup + WRK_OVERHEAD_S if self.warmup else 0
         if step.workload == matrix.BULK:
-            return START_S + warm + self.bulk_bytes / BULK_RATE + 0.5
-        cells = len(step.connections) + (step.workload in self.rate_workloads)
-        return START_S + cells * (warm + d + WRK_OVERHEAD_S)
+            return step.runs * (START_S + warm + self.bulk_bytes / BULK_RATE + 0.5)
+        cells = len(step.connections)
+        rate = step.workload in self.rate_workloads
+        return (step.runs * (START_S + cells * (warm + d + WRK_OVERHEAD_S))
+                + rate * (warm + d + WRK_OVERHEAD_S))
 
     def estimate(self, duration: int | None = None) -> float:
-        return sum(self.step_cost(s, duration) for s in self.steps)
+        return sum(self.step_cost(s, duration) for s in self.steps) + self.ceiling_cost()
+
+    def ceiling_cost(self) -> float:
+        if matrix.CEILING not in self.workloads:
+            return 0.0
+        return len(ceiling.MODES) * (self.ceiling_seconds + 0.3) + 1.0   # + gcc
 
     def _fit_duration(self) -> int:
         lo, hi = self.mode.durations
@@ -162,7 +185,7 @@ class Run:
         return lo
 
     def cells(self) -> int:
-        return sum((len(s.connections) or 1) + (s.workload in self.rate_workloads)
+        return sum(s.runs * (len(s.connections) or 1) + (s.workload in self.rate_workloads)
                    for s in self.steps if not s.skip)
 
     # ---- execution -------------------------------------------------------------------------
@@ -177,6 +200,9 @@ class Run:
         t0 = time.monotonic()
         n_cells = self.cells()
         k = 0
+        # the VM's own speed before each cell of a row with several runs
+        self.cpu_probe = (runner.CpuProbe(tmp) if any(s.runs > 1 for s in self.steps)
+                          else None)
         for step in self.steps:
             wl = None if step.workload == matrix.BULK else matrix.workload(step.workload)
             s = step.server
@@ -185,60 +211,85 @@ class Run:
                 progress(f"[   -/{n_cells:3d}] {step.workload:<9} {s.label}: "
                          f"does not run: {step.skip}")
                 continue
-            done_est += START_S
-            self.port += 1
-            sp = runner.ServerProcess(s, self.port, static_dir, tmp)
-            try:
+            # each run: a fresh server process, checked, then every cell of the step
+            runs: dict[int | None, list[dict[str, Any]]] = {}
+            rate_done = False
+            for i in range(step.runs):
+                run_tag = f" (run {i + 1}/{step.runs})" if step.runs > 1 else ""
+                n_run = len(step.connections) or 1
+                rate_here = not rate_done and wl is not None and wl.id in self.rate_workloads
+                done_est += START_S
+                self.port += 1
+                sp = runner.ServerProcess(s, self.port, static_dir, tmp)
+                last: dict[str, Any] | None = None
                 try:
-                    sp.start()
-                    if wl is not None:
-                        expect = (b"Hello, world!" if wl.file is None
-                                  else (static_dir / wl.file).read_bytes())
-                        sp.check(wl, expect)
-                except (runner.ServerError, OSError, RuntimeError) as exc:
-                    reason = f"did not start: {exc}"
-                    self._record_skip(step, "failed", reason)
-                    k += (len(step.connections) or 1) + (step.workload in self.rate_workloads)
-                    done_est += self.step_cost(step) - START_S
-                    progress(f"[{k:4d}/{n_cells:3d}] {step.workload:<9} {s.label}: {reason}")
-                    continue
-                if wl is None:
-                    rec = self._measure_bulk(sp)
-                    self.bulk.append(rec)
-                    k += 1
-                    done_est += self.step_cost(step) - START_S
-                    progress(self._line(k, n_cells, t0, done_est, total_est, step, None, rec))
-                else:
-                    for c in step.connections:
-                        rec = self._measure_cell(sp, wl, c)
-                        self.results.append(rec)
+                    try:
+                        sp.start()
+                        # every process, before it is measured: the status and the
+                        # bytes of the workload's URL (bulk: the download checks both)
+                        check = None if wl is None else sp.check(
+                            wl, b"Hello, world!" if wl.file is None
+                            else (static_dir / wl.file).read_bytes())
+                    except (runner.ServerError, OSError, RuntimeError) as exc:
+                        reason = f"did not start: {exc}"
+                        for c in (step.connections or (None,)):
+                            rec = self._base(step, c)
+                            rec.update(status="failed", reason=reason)
+                            runs.setdefault(c, []).append(rec)
+                        if rate_here and i == step.runs - 1:
+                            self._record_rate_skip(step, "failed", reason)
+                        k += n_run + rate_here
+                        done_est += self.step_cost(step) / step.runs - START_S
+                        progress(f"[{k:4d}/{n_cells:3d}] {step.workload:<9} {s.label}{run_tag}: "
+                                 f"{reason}")
+                        continue
+                    if wl is None:
+                        last = self._measure_bulk(sp)
+                        runs.setdefault(None, []).append(last)
                         k += 1
-                        done_est += self.cell_cost()
-                        progress(self._line(k, n_cells, t0, done_est, total_est, step, c, rec))
-                    if wl.id in self.rate_workloads:
-                        rec = self._measure_rate(sp, wl)
-                        self.rate_results.append(rec)
-                        k += 1
-                        done_est += self.cell_cost()
-                        progress(self._line(k, n_cells, t0, done_est, total_est, step, None, rec))
-            finally:
-                note = sp.stop()
-            if note:   # on the step's last record: the run just before it
-                last = (self.bulk if wl is None else self.results)[-1]
-                last["stop_note"] = note
-                progress(f"           {s.label}: {note}")
+                        done_est += self.step_cost(step) / step.runs - START_S
+                        progress(self._line(k, n_cells, t0, done_est, total_est, step, None,
+                                            last, run_tag))
+                    else:
+                        for c in step.connections:
+                            last = self._measure_cell(sp, wl, c, step.runs > 1)
+                            last["check"] = check
+                            runs.setdefault(c, []).append(last)
+                            k += 1
+                            done_est += self.cell_cost()
+                            progress(self._line(k, n_cells, t0, done_est, total_est, step, c,
+                                                last, run_tag))
+                        if rate_here:   # once per step: in its first process that starts
+                            rec = self._measure_rate(sp, wl)
+                            self.rate_results.append(rec)
+                            rate_done = True
+                            k += 1
+                            done_est += self.cell_cost()
+                            progress(self._line(k, n_cells, t0, done_est, total_est, step, None,
+                                                rec, run_tag))
+                finally:
+                    note = sp.stop()
+                if note and last is not None:   # on the run's last record
+                    last["stop_note"] = note
+                    progress(f"           {s.label}: {note}")
+            if wl is None:
+                self.bulk.append(aggregate(runs[None], "mb_per_s"))
+            else:
+                for c in step.connections:
+                    self.results.append(aggregate(runs[c], "requests_per_s"))
 
     def _line(self, k: int, n: int, t0: float, done_est: float, total_est: float,
-              step: matrix.Step, c: int | None, rec: dict[str, Any]) -> str:
+              step: matrix.Step, c: int | None, rec: dict[str, Any], tag: str = "") -> str:
         """One progress line; ``c`` None for bulk; a constant-rate record
-        (it has ``rate``) shows its rate instead of connections."""
+        (it has ``rate``) shows its rate instead of connections; ``tag``
+        names the run of a row with several."""
         elapsed = time.monotonic() - t0
         scale = elapsed / done_est if done_est > 0 else 1.0
         left = max(0.0, (total_est - done_est) * scale)
         rate = "rate" in rec
         col = f"@{rec['rate']}" if rate else f"c={c}" if c else "bulk"
         head = (f"[{k:4d}/{n:3d} {fmt_clock(elapsed)} elapsed, ~{fmt_clock(left)} left] "
-                f"{step.workload:<9} {col:<6} {step.server.label:<32}")
+                f"{step.workload:<9} {col:<6} {step.server.label + tag:<32}")
         if rec["status"] != "ok":
             return head + f" {rec['status']}: {rec['reason']}"
         if c is None and not rate:
@@ -248,6 +299,8 @@ class Run:
                 f"  p99 {report.sig(lat['p99'] / 1000)} ms")
         if rate:
             tail += " (constant rate)"
+        if "cpu_us_per_request" in rec:
+            tail += f"  server {report.sig(rec['cpu_us_per_request']['server'])} µs/req"
         if rec["error_count"]:
             tail += f"  ({rec['reason']})"
         return head + tail
@@ -269,22 +322,34 @@ class Run:
             rec.update(status=status, reason=reason)
             self.results.append(rec)
         if step.workload in self.rate_workloads:
-            rec = self._base(step, None)
-            rec.update(rate=self.rate, connections=RATE_CONNECTIONS, status=status,
-                       reason=reason)
-            self.rate_results.append(rec)
+            self._record_rate_skip(step, status, reason)
+
+    def _record_rate_skip(self, step: matrix.Step, status: str, reason: str) -> None:
+        rec = self._base(step, None)
+        rec.update(rate=self.rate, connections=matrix.RATE_CONNECTIONS, status=status,
+                   reason=reason)
+        self.rate_results.append(rec)
 
     def _measure_cell(self, sp: runner.ServerProcess, wl: matrix.Workload,
-                      c: int) -> dict[str, Any]:
+                      c: int, probe_cpu: bool = False) -> dict[str, Any]:
         rec: dict[str, Any] = {"server": sp.server.id, "workload": wl.id, "connections": c}
         try:
             if self.warmup:
                 runner.wrk(sp.port, wl.path, c, self.warmup)
+            speed = self.cpu_probe.measure() if probe_cpu and self.cpu_probe else None
             sp.refresh_pids()
+            probe = runner.KernelProbe(sp.pids)
             m0, s0, t0 = runner.machine_busy_ticks(), sp.cpu_ticks(), time.monotonic()
             r = runner.wrk(sp.port, wl.path, c, self.duration)
             m1, s1, t1 = runner.machine_busy_ticks(), sp.cpu_ticks(), time.monotonic()
+            diag = probe.delta(int(r["requests"]), t1 - t0)
+            diag["client_ctx_switches_per_request"] = [
+                round(x / max(1, int(r["requests"])), 2) for x in r["client_ctx_switches"]]
             rss = sp.rss_kib()
+            if sp.server.bypass:
+                diag["anon_maps"] = sp.big_anon_mappings()
+            if speed is not None:
+                diag["cpu_probe_ns"] = speed
         except (RuntimeError, OSError, ValueError) as exc:
             rec.update(status="failed", reason=f"client failed: {exc}")
             return rec
@@ -299,10 +364,19 @@ class Run:
             rec.update(status="failed", reason="no responses (" + _errors_text(errs) + ")",
                        errors=errs, error_count=error_count)
             return rec
+        # every response of the run: its status (wrk counts non-2xx/3xx as
+        # errors) and its size (head + body; the body alone is wl.size)
+        per_response = int(r["bytes"]) / n
+        if per_response < wl.size:
+            rec.update(status="failed", errors=errs, error_count=error_count,
+                       reason=f"responses average {per_response:,.0f} bytes, less than the "
+                              f"{wl.size:,}-byte body ({_errors_text(errs)})")
+            return rec
         rec.update(
             status="ok", reason=_errors_text(errs) if error_count else None,
             requests=n, seconds=round(seconds, 3), requests_per_s=round(n / seconds, 1),
-            bytes=int(r["bytes"]), errors=errs, error_count=error_count,
+            bytes=int(r["bytes"]), response_bytes=round(per_response, 1),
+            errors=errs, error_count=error_count,
             latency_us={k: r["latency_us"][k] for k in ("p50", "p90", "p99", "p999", "p9999",
                                                          "mean", "max")},
             cpu_us_per_request={
@@ -315,17 +389,17 @@ class Run:
                 "client": round(r["client_cpu_s"] / (t1 - t0) * 100, 1),
                 "other": round(((m1 - m0 - (s1 - s0)) / runner.CLK_TCK - r["client_cpu_s"])
                                / (t1 - t0) * 100, 1)},
-            rss_mib=round(rss / 1024, 1))
+            rss_mib=round(rss / 1024, 1), diag=diag)
         return rec
 
     def _measure_rate(self, sp: runner.ServerProcess, wl: matrix.Workload) -> dict[str, Any]:
         rec: dict[str, Any] = {"server": sp.server.id, "workload": wl.id, "rate": self.rate,
-                               "connections": RATE_CONNECTIONS}
+                               "connections": matrix.RATE_CONNECTIONS}
         try:
             if self.warmup:
-                runner.wrk_rate(sp.port, wl.path, self.rate, RATE_CONNECTIONS, self.warmup)
+                runner.wrk_rate(sp.port, wl.path, self.rate, matrix.RATE_CONNECTIONS, self.warmup)
             settle = min(1.0, self.duration / 4)
-            r = runner.wrk_rate(sp.port, wl.path, self.rate, RATE_CONNECTIONS, self.duration,
+            r = runner.wrk_rate(sp.port, wl.path, self.rate, matrix.RATE_CONNECTIONS, self.duration,
                                 settle)
         except (RuntimeError, OSError, ValueError) as exc:
             rec.update(status="failed", reason=f"client failed: {exc}")
@@ -357,13 +431,19 @@ class Run:
             if self.warmup:   # the same warm-up for all: 1 MiB file, one connection
                 runner.wrk(sp.port, "/static/1MiB.bin", 1, self.warmup)
             sp.refresh_pids()
+            probe = runner.KernelProbe(sp.pids)
             m0, s0 = runner.machine_busy_ticks(), sp.cpu_ticks()
             r = runner.curl_bulk(sp.port, f"/static/{name}", timeout)
             m1, s1 = runner.machine_busy_ticks(), sp.cpu_ticks()
+            # per 1448-byte segment of the body, not per request
+            diag = probe.delta(max(1, self.bulk_bytes // 1448))
             rss = sp.rss_kib()
         except (RuntimeError, OSError, ValueError) as exc:
             rec.update(status="failed", reason=f"client failed: {exc}")
             return rec
+        # the download is the check: its status and its byte count
+        rec["check"] = {"path": f"/static/{name}", "status": r["status"], "bytes": r["bytes"],
+                        "body_ok": r["status"] == 200 and r["bytes"] == self.bulk_bytes}
         if r["status"] != 200 or r["bytes"] != self.bulk_bytes:
             why = "timed out" if r["rc"] == 28 else f"curl exit {r['rc']}"
             rec.update(status="failed",
@@ -380,8 +460,72 @@ class Run:
                    mb_per_s=round(r["bytes_per_s"] / 1e6, 1),
                    cpu_s_per_gib={"server": round((s1 - s0) / runner.CLK_TCK / gib, 3),
                                   "machine": round((m1 - m0) / runner.CLK_TCK / gib, 3)},
-                   rss_mib=round(rss / 1024, 1))
+                   rss_mib=round(rss / 1024, 1), diag=diag)
         return rec
+
+
+# ---- several runs of one cell -> one record -------------------------------------------
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": round(statistics.median(values), 2),
+            "max": max(values)}
+
+
+def _run_summary(r: dict[str, Any], metric: str) -> dict[str, Any]:
+    """What one run (one server process) of a cell measured, for the
+    record's ``runs`` list."""
+    out: dict[str, Any] = {"status": r["status"]}
+    if r.get("reason"):
+        out["reason"] = r["reason"]
+    if r["status"] == "ok":
+        out[metric] = r[metric]
+        if metric == "requests_per_s":
+            cpu = r["cpu_us_per_request"]
+            out.update(server_cpu_us_per_request=cpu["server"],
+                       client_cpu_us_per_request=cpu["client"],
+                       client_busy_pct=r["cpu_pct"]["client"],
+                       p50_us=r["latency_us"]["p50"], p99_us=r["latency_us"]["p99"])
+        else:
+            out["server_cpu_s_per_gib"] = r["cpu_s_per_gib"]["server"]
+    for key in ("check", "stop_note", "diag"):
+        if r.get(key) is not None:
+            out[key] = r[key]
+    return out
+
+
+def aggregate(recs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """One cell's record from its runs (each in a fresh server process):
+    ``metric`` and the server CPU per request (per GiB for bulk) are the
+    medians, with min/median/max in ``spread``; latency, client CPU, RSS and
+    the rest come from the median run (the lower of the middle two for an
+    even count); ``runs`` lists every run."""
+    ok = [r for r in recs if r["status"] == "ok"]
+    failed = [r for r in recs if r["status"] != "ok"]
+    summaries = [_run_summary(r, metric) for r in recs]
+    if not ok:
+        out = {k: v for k, v in recs[0].items() if k not in ("diag", "check")}
+        out.update(run_count=len(recs), runs=summaries)
+        return out
+    ok_sorted = sorted(ok, key=lambda r: r[metric])
+    out = {k: v for k, v in ok_sorted[(len(ok) - 1) // 2].items()
+           if k not in ("diag", "check", "stop_note")}
+    cpu_key = "cpu_us_per_request" if metric == "requests_per_s" else "cpu_s_per_gib"
+    values = [r[metric] for r in ok]
+    cpu = [r[cpu_key]["server"] for r in ok]
+    out[metric] = round(statistics.median(values), 1)
+    out[cpu_key] = dict(out[cpu_key], server=round(statistics.median(cpu), 3))
+    out["spread"] = {metric: _spread(values), "server_cpu": _spread(cpu)}
+    out["run_count"] = len(recs)
+    out["runs"] = summaries
+    notes = [out.get("reason")] if out.get("reason") else []
+    if failed:
+        notes.append(f"{len(failed)} of {len(recs)} runs failed: {failed[0]['reason']}")
+    stops = [r["stop_note"] for r in recs if r.get("stop_note")]
+    if stops:
+        out["stop_note"] = stops[0] + (f" ({len(stops)} of {len(recs)} runs)"
+                                       if len(recs) > 1 else "")
+    out["reason"] = "; ".join(notes) or None
+    return out
 
 
 def _errors_text(errs: dict[str, int]) -> str:
@@ -457,10 +601,18 @@ def main(argv: Sequence[str]) -> int:
         files = content.ensure(args.static_dir,
                                run.bulk_bytes if matrix.BULK in run.workloads else None)
         background = {"before_pct": runner.background_busy()}
+        ceiling_data: dict[str, Any] | None = None
         progress(f"background load: {background['before_pct']:.0f}% of one CPU busy with "
                  "other work before the run")
         with tempfile.TemporaryDirectory(prefix="specloop-bench-") as tmp:
             run.execute(args.static_dir, pathlib.Path(tmp))
+            if matrix.CEILING in run.workloads:
+                progress(f"transport ceiling: {len(ceiling.MODES)} TX mechanisms, "
+                         f"{run.ceiling_seconds:g} s each")
+                ceiling_data = ceiling.measure(pathlib.Path(tmp), run.ceiling_seconds,
+                                               progress)
+                if not ceiling_data["measured"]:
+                    progress(f"           ceiling: {ceiling_data['reason']}")
         background["after_pct"] = runner.background_busy()
     finally:
         if built:
@@ -470,7 +622,7 @@ def main(argv: Sequence[str]) -> int:
     data = report.build(
         command="specloop bench" + "".join(" " + shlex.quote(a) for a in argv),
         started=started, elapsed=elapsed, mode=mode.name, lab=lab, run=run, files=files,
-        background=background)
+        background=background, ceiling=ceiling_data)
     md = report.write(data, out, json_path=args.json)
     print(md)
     progress(f"done in {fmt_clock(elapsed)}: {out / 'report.md'}, {out / 'results.json'}"

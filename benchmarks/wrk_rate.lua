@@ -28,7 +28,7 @@ function setup(thread)
    table.insert(threads, thread)
 end
 
-local interval, next_slot, start_us, waited, counted, settle_until, behind
+local interval, next_slot, start_us, waited, counted, was_late, settle_until
 lat = {}      -- this connection's latencies (read by done() through thread:get)
 late = 0      -- answered requests that were sent after their slot had passed
 
@@ -51,7 +51,7 @@ end
 function request()
    local now = now_us()
    counted = next_slot >= settle_until
-   behind = not waited
+   was_late = not waited
    if waited then
       start_us = now   -- sat waiting for its slot: from the actual send
    else
@@ -62,10 +62,11 @@ function request()
 end
 
 function response(status, headers, body)
+   -- counted when answered (one request in flight per connection), so that
+   -- a request still unanswered at the end is neither late nor a response
    if counted then
       lat[#lat + 1] = now_us() - start_us
-      -- counted with its answer: one still in flight at the end is neither
-      if behind then late = late + 1 end
+      if was_late then late = late + 1 end
    end
 end
 

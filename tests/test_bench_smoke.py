@@ -22,12 +22,17 @@ from specloop import netlab
 pytestmark = pytest.mark.lab
 
 TOP_KEYS = {"schema", "date", "command", "mode", "elapsed_s", "machine", "background_load",
-            "settings", "servers", "workloads", "results", "bulk", "constant_rate", "plots"}
+            "settings", "servers", "workloads", "results", "bulk", "constant_rate", "ceiling",
+            "plots"}
 CELL_OK_KEYS = {"server", "workload", "connections", "status", "requests", "seconds",
                 "requests_per_s", "errors", "error_count", "latency_us",
-                "cpu_us_per_request", "rss_mib", "ratio"}
+                "cpu_us_per_request", "rss_mib", "ratio", "cpu_ratio", "refs", "spread",
+                "run_count", "runs", "response_bytes"}
 BULK_OK_KEYS = {"server", "workload", "status", "bytes", "seconds", "mb_per_s",
-                "cpu_s_per_gib", "rss_mib", "ratio"}
+                "cpu_s_per_gib", "rss_mib", "ratio", "cpu_ratio", "refs", "spread",
+                "run_count", "runs"}
+NGINX = {"nginx-sendfile", "nginx-nopush", "nginx-nosendfile"}
+FAST = {"aiohttp-specloop-fastpath", "aiohttp-specloop-fastpath-mb"}
 
 
 def _split_row(line: str) -> list[str]:
@@ -67,7 +72,9 @@ def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
     assert data["settings"]["lab"]["server_ns"] == netlab.SERVER_NS
     server_ids = {s["id"] for s in data["servers"]}
     assert {"aiohttp-asyncio", "aiohttp-uvloop", "aiohttp-specloop-kernel",
-            "aiohttp-specloop-bypass", "aiohttp-specloop-fastpath", "nginx"} <= server_ids
+            "aiohttp-specloop-bypass", "aiohttp-specloop-fastpath",
+            "raw-asyncio", "raw-uvloop", "raw-specloop-bypass"} | NGINX <= server_ids
+    by_server = {s["id"]: s for s in data["servers"]}
 
     # every server has a hello row: measured, or saying why not
     hello = [r for r in data["results"] if r["workload"] == "hello"]
@@ -80,18 +87,77 @@ def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
             continue
         keys = BULK_OK_KEYS if r["workload"] == "bulk" else CELL_OK_KEYS
         assert keys <= r.keys(), (keys - r.keys(), r)
-        assert set(r["ratio"]) == {"nginx", "uvloop"}
+        assert set(r["ratio"]) == set(r["cpu_ratio"]) == set(r["refs"]) == {"nginx", "uvloop"}
+        # ×uvloop: against the same app on uvloop (aiohttp's for nginx)
+        assert r["refs"]["uvloop"] in (by_server[r["server"]]["uvloop_ref"], None), r
+        # one run per fresh server process; the fast path's at least three
+        assert r["run_count"] == len(r["runs"]) >= (3 if r["server"] in FAST else 1), r
+        metric = "mb_per_s" if r["workload"] == "bulk" else "requests_per_s"
+        sp = r["spread"][metric]
+        assert sp["min"] <= r[metric] <= sp["max"] and sp["min"] <= sp["median"] <= sp["max"]
+        assert r["spread"]["server_cpu"]["min"] <= r["spread"]["server_cpu"]["max"]
+        # every process was checked before it was measured: status and bytes
+        for run in r["runs"]:
+            if run["status"] == "ok":
+                chk = run["check"]
+                assert chk["status"] == 200 and chk["body_ok"] is True, run
         if r["workload"] == "bulk":
             assert r["bytes"] == data["settings"]["bulk_bytes"]
+            assert all(run["check"]["bytes"] == r["bytes"] for run in r["runs"]
+                       if run["status"] == "ok")
             assert _number(r["mb_per_s"])
         else:
+            size = next(w["size"] for w in data["workloads"] if w["id"] == r["workload"])
+            assert all(run["check"]["bytes"] == size for run in r["runs"]
+                       if run["status"] == "ok")
+            assert r["response_bytes"] >= size
             assert r["requests"] > 0 and _number(r["requests_per_s"])
             assert {"p50", "p99", "p999"} <= r["latency_us"].keys()
             assert all(_number(v) for v in r["latency_us"].values())
             assert {"server", "machine", "client"} <= r["cpu_us_per_request"].keys()
             assert all(_number(v) for v in r["cpu_us_per_request"].values())
+            diag = r["runs"][0]["diag"]
+            assert {"net_rx_per_request", "softirq_pct", "ksoftirqd_pct",
+                    "steal_pct"} <= diag.keys()
+            if by_server[r["server"]]["bypass"]:
+                assert isinstance(diag["anon_maps"], list)
+            if r["server"] in FAST:   # several runs: the VM's speed probed before each
+                for run in r["runs"]:
+                    probe = run["diag"]["cpu_probe_ns"]
+                    assert len(probe) == os.cpu_count()
+                    assert all(_number(x) and x > 0 for pair in probe for x in pair)
     fast = [r for r in data["results"] if r["server"] == "aiohttp-specloop-fastpath"]
     assert fast and all(r["status"] == "ok" or r["reason"] for r in fast)
+
+    # nginx at its best: in each cell the fastest configuration is "nginx"
+    for recs in (data["results"], data["bulk"]):
+        cells: dict[tuple, list] = {}
+        for r in recs:
+            cells.setdefault((r["workload"], r.get("connections")), []).append(r)
+        for key, rows in cells.items():
+            ng = [r for r in rows if r["server"] in NGINX and r["status"] == "ok"]
+            if not ng:
+                continue
+            metric = "mb_per_s" if key[0] == "bulk" else "requests_per_s"
+            best = max(ng, key=lambda r: r[metric])
+            assert [r for r in ng if r.get("nginx_best")] == [best], key
+            for r in rows:
+                if r["status"] == "ok":
+                    assert r["refs"]["nginx"] == best["server"]
+                    assert abs(r["ratio"]["nginx"] - r[metric] / best[metric]) < 0.01
+    assert {(b["workload"], b.get("connections")) for b in data["settings"]["nginx_best"]}
+
+    # the transport's ceiling: every TX mechanism, the frames counted at the client
+    ceiling = data["ceiling"]
+    assert ceiling["measured"] is True, ceiling
+    assert {r["id"] for r in ceiling["results"]} == {
+        "afxdp", "packet", "packet-mmsg", "packet-gso", "packet-gso-mmsg", "kernel-tcp",
+        "kernel-tcp-sendfile"}
+    for r in ceiling["results"]:
+        assert r["status"] == "ok", r
+        assert r["segments_per_s"] > 0 and r["payload_gbit_s"] > 0
+        assert _number(r["cpu_us_per_segment"]) and r["cpu_us_per_segment"] > 0
+        assert 90 <= r["delivered_pct"] <= 100.5, r
     # the constant-rate cell of 8 KiB: every server that serves it, at the rate asked
     cr = data["constant_rate"]
     assert cr["measured"] is True and cr["reason"] and cr["rate"] > 0
@@ -116,6 +182,15 @@ def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
     assert md.strip() in p.stdout
     tables = _tables(md)
     assert len(tables) >= 3      # summary, hello, 8 KiB, bulk, constant rate
+    for section in ("## Summary", "## The bypass against uvloop", "## Runs: one fresh server "
+                    "process each", "## Transport ceiling"):
+        assert section in md, section
+    # CPU per request beside req/s in the summary; the fast path's spread
+    summary = md.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "| c=32 req/s | c=32 µs/req |" in summary
+    assert "nginx (fastest configuration per cell)" in summary
+    assert re.search(r"\| specloop static fast path \| [\d,]+ \([\d.]+×\) \[[\d.k]+–[\d.k]+\]",
+                     summary), summary
     for t in tables:
         assert len(t) >= 3, t
         ncol = len(_split_row(t[0]))
