@@ -15,7 +15,7 @@ APT_PACKAGES := clang llvm libxdp-dev libbpf-dev libelf-dev zlib1g-dev \
 
 NATIVE := $(wildcard native/*.c native/*.h native/py/*.c native/py/*.h native/bpf/*.c native/build.py)
 
-.PHONY: all demo test test-fast system setup asan fuzz fuzz-build bench soak lab-down clean
+.PHONY: all demo test test-fast test-versions system setup asan fuzz fuzz-build bench soak lab-down clean
 
 all: setup
 
@@ -44,6 +44,28 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q --require-lab -p no:cacheprovider
+	$(MAKE) test-versions
+
+# The other supported Pythons (3.12, 3.13; the machine image has them under
+# pyenv): each gets a venv with the project built for it, and runs the
+# subset that covers what differs between Python versions (the C loop core,
+# asyncio's own tests, transports, servers, the TCP and the fast path).
+OTHER_PYTHONS ?= 3.12 3.13
+VERSION_TESTS ?= tests/test_loopcore.py tests/test_asyncio_suite.py tests/test_transport.py \
+	tests/test_tcp_unit.py tests/test_config.py tests/test_kernel_path.py \
+	tests/test_static_fast.py tests/test_servers.py tests/test_tx_gso.py
+
+test-versions: system
+	@for v in $(OTHER_PYTHONS); do \
+		py=$$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/$$v.*/bin/python$$v 2>/dev/null | tail -1); \
+		[ -n "$$py" ] || py=$$(command -v python$$v); \
+		if [ -z "$$py" ]; then echo "Python $$v not found (pyenv or PATH): install it"; exit 1; fi; \
+		echo "== Python $$v ($$py)"; \
+		[ -x .venv-$$v/bin/python ] || $$py -m venv .venv-$$v || exit 1; \
+		.venv-$$v/bin/pip install -q --upgrade pip && \
+		.venv-$$v/bin/pip install -q -e '.[dev]' && \
+		.venv-$$v/bin/python -m pytest -q --require-lab -p no:cacheprovider $(VERSION_TESTS) || exit 1; \
+	done
 
 test-fast: setup
 	$(PY) -m pytest -q -x --require-lab -p no:cacheprovider -m "not slow"
@@ -115,4 +137,4 @@ lab-down: setup
 	$(VENV)/bin/specloop lab down
 
 clean:
-	rm -rf build native/_gen specloop/_native*.so specloop/*.egg-info *.egg-info
+	rm -rf build native/_gen specloop/_native*.so specloop/_core*.so specloop/*.egg-info *.egg-info

@@ -431,9 +431,10 @@ static uint8_t *build_header(struct sl_engine *eng, const struct http_req *r,
 			     "Last-Modified: %s\r\n", r->minor, e->etag, e->last_modified);
 		break;
 	case R_416:
-		n = snprintf((char *)h, cap, "HTTP/1.%d 416 Requested Range Not Satisfiable\r\n"
+		n = snprintf((char *)h, cap, "HTTP/1.%d 416 %s\r\n"
 			     "Content-Range: bytes */%u\r\nTransfer-Encoding: chunked\r\n"
-			     "Content-Type: application/octet-stream\r\n", r->minor, e->size);
+			     "Content-Type: application/octet-stream\r\n", r->minor, s->reason_416,
+			     e->size);
 		break;
 	}
 	n += snprintf((char *)h + n, cap - (size_t)n, "%.*sDate: %s\r\nServer: %s\r\n%s\r\n%s",

@@ -46,6 +46,7 @@ struct sl_static {
 	uint64_t budget;
 	uint32_t keepalive_ms;
 	char server[128];
+	char reason_416[64];	/* as the Python the app runs on words it */
 	char date[32];
 	time_t date_sec;
 };

@@ -353,7 +353,7 @@ int sl_static_put(struct sl_engine *eng, uint32_t port, const char *path,
 		  const char *extra_headers, uint32_t flags);
 int sl_static_remove(struct sl_engine *eng, uint32_t port, const char *path);
 int sl_static_config(struct sl_engine *eng, const char *server, uint64_t budget,
-		     uint32_t keepalive_ms);
+		     uint32_t keepalive_ms, const char *reason_416);
 int sl_listen_set_fast(struct sl_engine *eng, uint32_t listener, int on);
 
 /* The earliest TCP timer, CLOCK_MONOTONIC microseconds; 0 if none. */

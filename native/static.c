@@ -43,6 +43,7 @@ int static_init(struct sl_engine *eng)
 		return -ENOMEM;
 	}
 	snprintf(s->server, sizeof(s->server), "specloop");
+	snprintf(s->reason_416, sizeof(s->reason_416), "Requested Range Not Satisfiable");
 	eng->stat = s;
 	return 0;
 }
@@ -274,13 +275,17 @@ int sl_static_remove(struct sl_engine *eng, uint32_t port, const char *path)
 }
 
 int sl_static_config(struct sl_engine *eng, const char *server, uint64_t budget,
-		     uint32_t keepalive_ms)
+		     uint32_t keepalive_ms, const char *reason_416)
 {
 	struct sl_static *s = eng->stat;
 
 	if (!s || !server || !header_safe(server) || strlen(server) >= sizeof(s->server))
 		return -EINVAL;
+	if (!reason_416 || !reason_416[0] || !header_safe(reason_416) ||
+	    strlen(reason_416) >= sizeof(s->reason_416))
+		return -EINVAL;
 	snprintf(s->server, sizeof(s->server), "%s", server);
+	snprintf(s->reason_416, sizeof(s->reason_416), "%s", reason_416);
 	s->budget = budget;
 	s->keepalive_ms = keepalive_ms;
 	return 0;

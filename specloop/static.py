@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import http
 import logging
 import os
 import stat
@@ -140,8 +141,12 @@ class StaticRegistry:
         _, _, server = self._fields
         ka = min(r.keepalive_timeout for r in routes)
         self._budget = max(self._budget, max(r.memory_budget for r in routes))
+        # aiohttp words a status as http.HTTPStatus does on this Python
+        # (3.13 renamed 416 "Range Not Satisfiable")
         check(lib.sl_static_config(self._stack._ptr, server.encode(), self._budget,
-                                   int(ka * 1000)), "sl_static_config")
+                                   int(ka * 1000),
+                                   http.HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE.phrase.encode()),
+              "sl_static_config")
         self._by_port.setdefault(port, []).extend(routes)
         self._files.setdefault(port, {})
         self._scan(port)

@@ -764,7 +764,8 @@ static void op_static(struct world *w, struct input *in)
 		sl_static_remove(w->eng, FAST_PORT, "/big");
 		break;
 	default:
-		sl_static_config(w->eng, "fuzz", call & 0x10 ? 30000 : 0, (call >> 5) * 1000);
+		sl_static_config(w->eng, "fuzz", call & 0x10 ? 30000 : 0, (call >> 5) * 1000,
+				 "Range Not Satisfiable");
 		break;
 	}
 }
@@ -869,7 +870,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fail("sl_listen");
 	sl_listen_set_fast(w->eng, (uint32_t)w->listener_fast, 1);
 	put_files(w, 0);
-	sl_static_config(w->eng, "fuzz", 0, (conf & 16) ? 5000 : 0);
+	sl_static_config(w->eng, "fuzz", 0, (conf & 16) ? 5000 : 0,
+			 "Requested Range Not Satisfiable");
 	for (int i = 0; i < NPEERS; i++) {
 		w->peer[i].sport = (uint16_t)(40000 + i);
 		w->peer[i].dport = i == 2 ? PLAIN_PORT : i == 3 ? CLOSED_PORT - (conf >> 7) : FAST_PORT;
