@@ -188,11 +188,6 @@ void sl_engine_close(struct sl_engine *eng)
 	free(eng);
 }
 
-int sl_engine_fd(const struct sl_engine *eng)
-{
-	return eng->xsk.fd;
-}
-
 int sl_engine_fds(const struct sl_engine *eng, int *fds, int max)
 {
 	int n;

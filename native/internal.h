@@ -65,7 +65,7 @@ struct sl_xsk {
 	struct xsk_umem *umem;
 	struct sl_xq q[SL_MAX_QUEUES];
 	uint32_t nq;
-	struct xsk_ring_prod tx;	/* q[0]'s, copied here for the hot path */
+	struct xsk_ring_prod *tx;	/* &q[0].tx: TX leaves on the first queue */
 	int fd;				/* q[0]'s */
 	uint32_t *free_stack;	/* indices of free frames */
 	uint32_t free_top;

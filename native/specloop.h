@@ -232,8 +232,6 @@ enum sl_tx_flags {
 int sl_engine_tx_next(struct sl_engine *eng, uint8_t *buf, size_t cap, uint32_t *flags);
 int sl_engine_set_clock(struct sl_engine *eng, uint64_t now_us);
 
-/* The xsk file descriptor: readable when RX has frames. */
-int sl_engine_fd(const struct sl_engine *eng);
 /* Every queue's xsk fd (up to max) into fds; returns how many. */
 int sl_engine_fds(const struct sl_engine *eng, int *fds, int max);
 /* Non-zero when the RX ring has frames (for busy polling; no syscall). */

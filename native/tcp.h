@@ -273,7 +273,6 @@ struct sl_conn *conn_by_id(struct sl_engine *eng, uint32_t id);
 struct sl_conn *conn_new(struct sl_engine *eng, const struct pkt *p);
 void conn_free(struct sl_engine *eng, struct sl_conn *c);
 void conn_reset_close(struct sl_engine *eng, struct sl_conn *c, int err);
-void conn_set_state(struct sl_engine *eng, struct sl_conn *c, int state);
 void conn_dirty(struct sl_engine *eng, struct sl_conn *c);
 void conn_established(struct sl_engine *eng, struct sl_conn *c);
 struct tcp_listener *listener_for_port(struct sl_engine *eng, uint16_t port);

@@ -305,11 +305,6 @@ void conn_reset_close(struct sl_engine *eng, struct sl_conn *c, int err)
 	conn_free(eng, c);
 }
 
-void conn_set_state(struct sl_engine *eng, struct sl_conn *c, int state)
-{
-	c->state = (uint8_t)state;
-}
-
 void conn_dirty(struct sl_engine *eng, struct sl_conn *c)
 {
 	if (c->in_dirty)

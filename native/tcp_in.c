@@ -4,11 +4,13 @@
  *
  * tcp_input → (no connection) closed_input / listen_input
  *           → (TIME-WAIT) timewait_input
- *           → tcp_segment_arrives: one step per RFC paragraph, in order:
- *               check_paws (RFC 7323 §5.3), check_sequence (first),
- *               check_rst (second, RFC 5961 §3.2), check_syn (fourth,
- *               RFC 5961 §4.2), tcp_ack (fifth, RFC 5961 §5.2,
- *               RFC 5681, 6582, 2018), tcp_data (seventh), tcp_fin (eighth).
+ *           → tcp_segment_arrives: the RFC's steps in order, each under a
+ *               comment naming it: PAWS (paws_rejects, RFC 7323 §5.3), first
+ *               the sequence number (seq_acceptable), second the RST bit
+ *               (RFC 5961 §3.2), fourth a SYN (RFC 5961 §4.2, challenge_ack),
+ *               fifth the ACK (RFC 5961 §5.2, then tcp_ack: RFC 5681, 6582,
+ *               2018, 8985), seventh the text (tcp_data), eighth the FIN
+ *               (tcp_fin).
  *
  * Every segment that is not taken is counted under its reason.
  */

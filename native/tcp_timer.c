@@ -2,8 +2,9 @@
 /*
  * tcp_timer.c - every TCP timer of every connection in one structure.
  *
- * A connection has four timers (retransmission/persist, delayed ACK,
- * keep-alive, TIME-WAIT/FIN-WAIT-2); its earliest one is its key in a
+ * A connection has five timers (enum tcp_timer: retransmission/persist/
+ * tail loss probe, delayed ACK, keep-alive, TIME-WAIT/FIN-WAIT-2, RACK
+ * reordering); its earliest one is its key in a
  * binary min-heap of connections.  The loop asks sl_engine_next_timer()
  * for the heap's top and polls the engine then; tcp_timers_run() fires what
  * is due.

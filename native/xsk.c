@@ -2,10 +2,15 @@
 /*
  * xsk.c - the AF_XDP socket: UMEM, its four rings and the frame allocator.
  *
- * Ring access goes through libxdp's xsk_ring_* inlines, which do the
- * acquire/release ordering against the kernel (net/xdp/xsk_queue.h).  We use
- * libxdp only for the socket and its rings; the XDP program is our own
- * (steer.c), hence XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD.
+ * Reserving, submitting, peeking and releasing go through libxdp's
+ * xsk_ring_* inlines, which do the acquire/release ordering against the
+ * kernel (net/xdp/xsk_queue.h).  Three places read a ring's shared index
+ * directly, each with its acquire load commented: how full the fill ring
+ * is (fill_outstanding), whether the kernel has taken every TX descriptor
+ * (tx_ring_empty) and whether RX has frames (sl_engine_rx_ready, engine.c);
+ * libxdp has no inline for those questions.  We use libxdp only for the
+ * socket and its rings; the XDP program is our own (steer.c), hence
+ * XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD.
  *
  * Every UMEM frame has one owner at a time (enum frame_owner); the counters
  * report frames by owner and they always add up to frame_count.
@@ -224,7 +229,7 @@ int xsk_open(struct sl_xsk *x, const struct sl_config *cfg, int bind_flags,
 		xq->fd = xsk_socket__fd(xq->socket);
 		x->nq = q + 1;
 	}
-	x->tx = x->q[0].tx;
+	x->tx = &x->q[0].tx;
 	x->fd = x->q[0].fd;
 	x->sg = (bind_flags & XDP_USE_SG) != 0;
 	return 0;
@@ -432,13 +437,13 @@ int xsk_tx_submit_raw(struct sl_engine *eng, uint32_t frame, uint32_t off, uint3
 	if (x->test)
 		return test_submit(eng, frame, off, len);
 
-	if (xsk_ring_prod__reserve(&x->tx, 1, &idx) != 1) {
+	if (xsk_ring_prod__reserve(x->tx, 1, &idx) != 1) {
 		eng->ctr.tx_ring_full++;
 		xsk_kick(eng);
-		if (xsk_ring_prod__reserve(&x->tx, 1, &idx) != 1)
+		if (xsk_ring_prod__reserve(x->tx, 1, &idx) != 1)
 			return -EAGAIN;
 	}
-	d = xsk_ring_prod__tx_desc(&x->tx, idx);
+	d = xsk_ring_prod__tx_desc(x->tx, idx);
 	d->addr = ((uint64_t)frame << x->frame_shift) + off;
 	d->len = len;
 	d->options = 0;
@@ -466,17 +471,17 @@ int xsk_tx_submit_sg(struct sl_engine *eng, uint32_t hdr_frame, uint32_t hdr_len
 	struct xdp_desc *d;
 	uint32_t idx;
 
-	if (xsk_ring_prod__reserve(&x->tx, 2, &idx) != 2) {
+	if (xsk_ring_prod__reserve(x->tx, 2, &idx) != 2) {
 		eng->ctr.tx_ring_full++;
 		xsk_kick(eng);
-		if (xsk_ring_prod__reserve(&x->tx, 2, &idx) != 2)
+		if (xsk_ring_prod__reserve(x->tx, 2, &idx) != 2)
 			return -EAGAIN;
 	}
-	d = xsk_ring_prod__tx_desc(&x->tx, idx);
+	d = xsk_ring_prod__tx_desc(x->tx, idx);
 	d->addr = (uint64_t)hdr_frame << x->frame_shift;
 	d->len = hdr_len;
 	d->options = XDP_PKT_CONTD;
-	d = xsk_ring_prod__tx_desc(&x->tx, idx + 1);
+	d = xsk_ring_prod__tx_desc(x->tx, idx + 1);
 	d->addr = (uint64_t)payload_frame << x->frame_shift;
 	d->len = payload_len;
 	d->options = 0;
@@ -526,7 +531,7 @@ void xsk_reap_completions(struct sl_xsk *x)
 /* acquire: pairs with the kernel's release of the TX consumer */
 static bool tx_ring_empty(const struct sl_xsk *x)
 {
-	return __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE) == *x->tx.producer;
+	return __atomic_load_n(x->tx->consumer, __ATOMIC_ACQUIRE) == *x->tx->producer;
 }
 
 /*
@@ -545,7 +550,7 @@ static int kick(struct sl_engine *eng, bool again)
 		return 0;
 	if (x->tx_queued) {
 		/* release: descriptors are written before the producer moves */
-		xsk_ring_prod__submit(&x->tx, x->tx_queued);
+		xsk_ring_prod__submit(x->tx, x->tx_queued);
 		x->tx_queued = 0;
 		x->tx_gen++;		/* what is queued from now on is the next batch */
 		eng->ctr.tx_kicks++;

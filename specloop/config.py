@@ -162,29 +162,30 @@ def _queues(value: Any, where: str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Resolved settings of one loop.  Build it with :meth:`resolve`."""
+    """Resolved settings of one loop.  Build it with :meth:`resolve`: the
+    defaults, types and rules are the ``_SETTINGS`` table's."""
 
-    interface: str | None = None
-    core: str = "c"
-    queue: Any = "all"
-    xdp_mode: str = "auto"
-    frame_size: int = 4096
-    frame_count: int = 16384
-    ring_size: int = 2048
-    tx_multibuffer: int = 0
-    tx_gso: str = "auto"
-    busy_poll_us: int = 0
-    max_conns: int = 16384
-    sndbuf: int = 1 << 20
-    rcvbuf: int = 1 << 20
-    rx_budget: int = 256 << 20
-    time_wait: float = 60.0
-    rto_min: float = 0.2
-    rto_max: float = 120.0
-    retries: int = 15
-    syn_retries: int = 5
-    delack: float = 0.04
-    fin_timeout: float = 60.0
+    interface: str | None
+    core: str
+    queue: Any
+    xdp_mode: str
+    frame_size: int
+    frame_count: int
+    ring_size: int
+    tx_multibuffer: int
+    tx_gso: str
+    busy_poll_us: int
+    max_conns: int
+    sndbuf: int
+    rcvbuf: int
+    rx_budget: int
+    time_wait: float
+    rto_min: float
+    rto_max: float
+    retries: int
+    syn_retries: int
+    delack: float
+    fin_timeout: float
 
     @classmethod
     def resolve(cls, settings: Mapping[str, Any] | None = None,

@@ -11,13 +11,34 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import socket
 import sys
 from typing import Any
 
 from ._native import ffi, lib
 from .config import Config
 
-__all__ = ["BypassUnavailableError", "Engine", "check", "ffi", "lib"]
+__all__ = ["BypassUnavailableError", "Engine", "check", "ffi", "lib", "OPT", "SOCKET_OPTIONS"]
+
+# connection options (enum sl_conn_option) by name
+OPT = {name[len("SL_OPT_"):]: getattr(lib, name) for name in dir(lib)
+       if name.startswith("SL_OPT_")}
+
+# The socket options a bypass connection takes, as the kernel names them:
+# name -> (level, optname, engine option).  One table for the transport's
+# setsockopt/getsockopt and for what connections inherit from a listener.
+SOCKET_OPTIONS: dict[str, tuple[int, int, int]] = {
+    name: (level, getattr(socket, name), OPT[engine])
+    for name, level, engine in (
+        ("TCP_NODELAY", socket.IPPROTO_TCP, "NODELAY"),
+        ("SO_KEEPALIVE", socket.SOL_SOCKET, "KEEPALIVE"),
+        ("TCP_KEEPIDLE", socket.IPPROTO_TCP, "KEEPIDLE"),
+        ("TCP_KEEPINTVL", socket.IPPROTO_TCP, "KEEPINTVL"),
+        ("TCP_KEEPCNT", socket.IPPROTO_TCP, "KEEPCNT"),
+        ("TCP_USER_TIMEOUT", socket.IPPROTO_TCP, "USER_TIMEOUT"),
+        ("SO_RCVBUF", socket.SOL_SOCKET, "RCVBUF"),
+        ("SO_SNDBUF", socket.SOL_SOCKET, "SNDBUF"),
+    ) if hasattr(socket, name)}
 
 _XDP_MODES = {"auto": lib.SL_XDP_AUTO, "native": lib.SL_XDP_NATIVE,
               "generic": lib.SL_XDP_GENERIC}
@@ -115,12 +136,10 @@ class Engine:
         if rc < 0:
             raise _engine_error(rc, ffi.string(err).decode(errors="replace"), cfg)
         self._ptr = out[0]
-        self.fd: int = lib.sl_engine_fd(self._ptr)
         fds = ffi.new("int[16]")
         self.fds: list[int] = list(fds[0:lib.sl_engine_fds(self._ptr, fds, 16)])
         self.queues = tuple(queues)
         self.xdp_mode: str = _XDP_MODE_NAMES.get(lib.sl_engine_xdp_mode(self._ptr), "none")
-        self.events = lib.sl_engine_events(self._ptr)
         self.ipv4 = ipv4
         self.mac = mac
         self.mtu = mtu
@@ -201,6 +220,98 @@ class Engine:
         """Gives TCP ``port`` back to the kernel."""
         check(lib.sl_engine_unsteer_port(self.ptr, port), f"unsteering port {port}",
               argument="port")
+
+    # ---- connections and listeners: every call into the C library is here --
+
+    def conn_info(self, conn: int) -> dict[str, int]:
+        """``struct sl_conn_info`` of a connection, by field name."""
+        out = ffi.new("struct sl_conn_info *")
+        check(lib.sl_conn_info(self.ptr, conn, out), "sl_conn_info")
+        return {name: getattr(out, name) for name, _ in ffi.typeof(out[0]).fields}
+
+    def conn_list(self) -> list[int]:
+        """The ids of every connection in the TCP table."""
+        n = lib.sl_conn_list(self.ptr, ffi.NULL, 0)
+        ids = ffi.new("uint32_t[]", max(n, 1) + 64)
+        n = min(lib.sl_conn_list(self.ptr, ids, len(ids)), len(ids))
+        return list(ids[0:n])
+
+    def conn_write(self, conn: int, data: Any) -> int:
+        """Copies what the send buffer takes of ``data``; returns how much."""
+        return check(lib.sl_conn_write(self.ptr, conn, ffi.from_buffer(data), len(data)),
+                     "write")
+
+    def conn_sendfile(self, conn: int, fd: int, offset: int, count: int) -> int:
+        """Reads up to ``count`` bytes of ``fd`` at ``offset`` into the send
+        queue: bytes queued, 0 at end of file; BlockingIOError when full."""
+        return check(lib.sl_conn_sendfile(self.ptr, conn, fd, offset, count), "sendfile")
+
+    def conn_shutdown_write(self, conn: int) -> None:
+        """A FIN after the queued data."""
+        check(lib.sl_conn_shutdown_write(self.ptr, conn), "shutdown")
+
+    def conn_close(self, conn: int) -> None:
+        """Python is done with the connection: FIN after the data (or RST if
+        data arrives that nobody reads, as Linux does)."""
+        check(lib.sl_conn_close(self.ptr, conn), "close")
+
+    def conn_abort(self, conn: int) -> None:
+        """RST now."""
+        check(lib.sl_conn_abort(self.ptr, conn), "abort")
+
+    def conn_pause_reading(self, conn: int) -> None:
+        check(lib.sl_conn_pause_reading(self.ptr, conn), "pause_reading")
+
+    def conn_resume_reading(self, conn: int) -> None:
+        check(lib.sl_conn_resume_reading(self.ptr, conn), "resume_reading")
+
+    def conn_setopt(self, conn: int, opt: int, value: int) -> None:
+        """A connection option (``OPT``); ValueError for a bad value."""
+        check(lib.sl_conn_setopt(self.ptr, conn, opt, value), "setsockopt", argument="value")
+
+    def conn_getopt(self, conn: int, opt: int) -> int:
+        return check(lib.sl_conn_getopt(self.ptr, conn, opt), "getsockopt")
+
+    def listen(self, port: int, backlog: int) -> int:
+        """A listener on ``port`` (host order); its id."""
+        return check(lib.sl_listen(self.ptr, port, backlog, 1), f"listening on port {port}")
+
+    def listen_set_fast(self, listener: int, on: bool = True) -> None:
+        """The static fast path in front of the listener's connections."""
+        check(lib.sl_listen_set_fast(self.ptr, listener, int(on)), "sl_listen_set_fast")
+
+    def listen_close(self, listener: int) -> None:
+        check(lib.sl_listen_close(self.ptr, listener), "sl_listen_close")
+
+    def static_config(self, server: str, budget: int, keepalive_ms: int,
+                      reason_416: str) -> None:
+        """The fast path's Server field, memory budget, keep-alive timeout
+        and the wording of 416."""
+        check(lib.sl_static_config(self.ptr, server.encode(), budget, keepalive_ms,
+                                   reason_416.encode()), "sl_static_config")
+
+    def static_put(self, port: int, path: str, body: Any, content_type: str, etag: str,
+                   last_modified: str, mtime_ns: int, extra: str, variants: bool) -> int:
+        """Registers one file for ``port``; the C return code (>= 0, or
+        -errno: the caller decides what a refusal means)."""
+        return int(lib.sl_static_put(self.ptr, port, path.encode(), body, len(body),
+                                     content_type.encode(), etag.encode(),
+                                     last_modified.encode(), mtime_ns,
+                                     extra.encode() if extra else ffi.NULL,
+                                     lib.SL_STATIC_HAS_VARIANTS if variants else 0))
+
+    def static_remove(self, port: int, path: str) -> None:
+        lib.sl_static_remove(self.ptr, port, path.encode())
+
+    def impair(self, cfg: dict[str, int] | None) -> None:
+        """Fault injection (``struct sl_impair`` fields), or off with None."""
+        if cfg is None:
+            check(lib.sl_engine_impair(self.ptr, ffi.NULL), "impair")
+            return
+        c = ffi.new("struct sl_impair *")
+        for name, value in cfg.items():
+            setattr(c, name, value)
+        check(lib.sl_engine_impair(self.ptr, c), "impair", argument="probability")
 
     def close(self) -> None:
         """Detaches the XDP program and frees the socket and UMEM."""

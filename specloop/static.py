@@ -24,8 +24,6 @@ import stat
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from .engine import check, ffi, lib
-
 if TYPE_CHECKING:
     from .stack import Stack
 
@@ -128,9 +126,6 @@ class StaticRegistry:
         self._watcher: asyncio.TimerHandle | None = None
         self._fields = None
 
-    def ports(self) -> list[int]:
-        return list(self._by_port)
-
     def serve(self, port: int, routes: Iterable[StaticRoute]) -> int:
         """Registers the routes' files for ``port``; returns how many files."""
         routes = list(routes)
@@ -143,10 +138,9 @@ class StaticRegistry:
         self._budget = max(self._budget, max(r.memory_budget for r in routes))
         # aiohttp words a status as http.HTTPStatus does on this Python
         # (3.13 renamed 416 "Range Not Satisfiable")
-        check(lib.sl_static_config(self._stack._ptr, server.encode(), self._budget,
-                                   int(ka * 1000),
-                                   http.HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE.phrase.encode()),
-              "sl_static_config")
+        self._stack.engine.static_config(
+            server, self._budget, int(ka * 1000),
+            http.HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE.phrase)
         self._by_port.setdefault(port, []).extend(routes)
         self._files.setdefault(port, {})
         self._scan(port)
@@ -227,11 +221,9 @@ class StaticRegistry:
         variants = any(os.path.isfile(path + ext) and not os.path.islink(path + ext)
                        for ext in (".gz", ".br"))
         etag = f"{st.st_mtime_ns:x}-{st.st_size:x}"
-        rc = lib.sl_static_put(self._stack._ptr, port, url.encode(), body, len(body),
-                               content_type(path).encode(), etag.encode(),
-                               last_modified(st.st_mtime).encode(), st.st_mtime_ns,
-                               route.extra_headers.encode() or ffi.NULL,
-                               lib.SL_STATIC_HAS_VARIANTS if variants else 0)
+        rc = self._stack.engine.static_put(port, url, body, content_type(path), etag,
+                                           last_modified(st.st_mtime), st.st_mtime_ns,
+                                           route.extra_headers, variants)
         if rc < 0:
             # over the budget (-ENOSPC) or odd: served by the app instead
             self._files[port].pop(url, None)
@@ -240,7 +232,7 @@ class StaticRegistry:
 
     def _remove(self, port: int, url: str) -> None:
         if self._files.get(port, {}).pop(url, None) is not None and not self._stack._closed:
-            lib.sl_static_remove(self._stack._ptr, port, url.encode())
+            self._stack.engine.static_remove(port, url)
 
     def close(self) -> None:
         if self._watcher is not None:

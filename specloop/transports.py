@@ -30,7 +30,7 @@ from asyncio import base_events, constants, futures, protocols, sslproto, transp
 from typing import TYPE_CHECKING, Any
 
 from . import _core
-from .engine import check, ffi, lib
+from .engine import OPT, SOCKET_OPTIONS
 
 if TYPE_CHECKING:
     from .stack import Stack
@@ -42,16 +42,7 @@ logger = logging.getLogger("specloop")
 # Python 3.13 passes the transport to Server._attach/_detach
 _ATTACH_TAKES_TRANSPORT = len(inspect.signature(base_events.Server._attach).parameters) > 1
 
-_OPTS = {
-    (socket.IPPROTO_TCP, socket.TCP_NODELAY): lib.SL_OPT_NODELAY,
-    (socket.SOL_SOCKET, socket.SO_KEEPALIVE): lib.SL_OPT_KEEPALIVE,
-    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE): lib.SL_OPT_KEEPIDLE,
-    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL): lib.SL_OPT_KEEPINTVL,
-    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT): lib.SL_OPT_KEEPCNT,
-    (socket.SOL_SOCKET, socket.SO_RCVBUF): lib.SL_OPT_RCVBUF,
-    (socket.SOL_SOCKET, socket.SO_SNDBUF): lib.SL_OPT_SNDBUF,
-    (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT): lib.SL_OPT_USER_TIMEOUT,
-}
+_OPTS = {(level, optname): eo for level, optname, eo in SOCKET_OPTIONS.values()}
 
 
 class BypassSocket:
@@ -94,16 +85,14 @@ class BypassSocket:
             raise OSError(errno.EBADF, "specloop bypass socket: connection is closed")
         if not isinstance(value, int):
             value = int.from_bytes(bytes(value)[:4], "little")
-        check(lib.sl_conn_setopt(t._stack.engine.ptr, t._conn, opt, value),
-              f"setsockopt({level}, {optname})", argument="value")
+        t._stack.engine.conn_setopt(t._conn, opt, value)
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> int:
         opt = self._opt(level, optname)
         t = self._transport
         if t._stack is None or t._gone:
             raise OSError(errno.EBADF, "specloop bypass socket: connection is closed")
-        return check(lib.sl_conn_getopt(t._stack.engine.ptr, t._conn, opt),
-                     f"getsockopt({level}, {optname})")
+        return t._stack.engine.conn_getopt(t._conn, opt)
 
     def gettimeout(self) -> float:
         return 0.0
@@ -154,7 +143,10 @@ class BypassTransport(_core.TransportCore):
             else:
                 self._server._attach()
         # As asyncio's socket transports: TCP_NODELAY on by default.
-        lib.sl_conn_setopt(stack.engine.ptr, conn, lib.SL_OPT_NODELAY, 1)
+        try:
+            stack.engine.conn_setopt(conn, OPT["NODELAY"], 1)
+        except OSError:
+            pass  # reset before we got to it: its CLOSED event follows
         self._loop.call_soon(self._connection_made, waiter)
 
     def __repr__(self) -> str:
@@ -237,7 +229,7 @@ class BypassTransport(_core.TransportCore):
             return
         self._paused = True
         if not self._gone and self._stack is not None:
-            lib.sl_conn_pause_reading(self._stack.engine.ptr, self._conn)
+            self._engine_call("conn_pause_reading")
         if self._loop.get_debug():
             logger.debug("%r pauses reading", self)
 
@@ -248,7 +240,7 @@ class BypassTransport(_core.TransportCore):
         if self._made:
             self._release_held()
         if not self._paused and not self._gone and self._stack is not None:
-            lib.sl_conn_resume_reading(self._stack.engine.ptr, self._conn)
+            self._engine_call("conn_resume_reading")
             self._stack.poll_soon()
         if self._loop.get_debug():
             logger.debug("%r resumes reading", self)
@@ -279,14 +271,14 @@ class BypassTransport(_core.TransportCore):
             return
         if self._write_waiter is not None and not self._write_waiter.done():
             self._write_waiter.set_result(None)
-        ptr = self._stack.engine.ptr  # type: ignore[union-attr]
+        engine = self._stack.engine  # type: ignore[union-attr]
         while self._buffer:
             chunk = self._buffer[0]
-            n = lib.sl_conn_write(ptr, self._conn, ffi.from_buffer(chunk), len(chunk))
-            if n < 0:
+            try:
+                n = engine.conn_write(self._conn, chunk)
+            except OSError as exc:
                 self._buffer.clear()
                 self._buffer_size = 0
-                exc = OSError(-n, os.strerror(-n))
                 self._fatal_error(exc, "Fatal write error on socket transport")
                 if self._empty_waiter is not None:
                     self._empty_waiter.set_exception(exc)
@@ -303,14 +295,25 @@ class BypassTransport(_core.TransportCore):
             if self._closing:
                 self._call_connection_lost(None)
             elif self._eof:
-                lib.sl_conn_shutdown_write(ptr, self._conn)
+                self._engine_call("conn_shutdown_write")
+
+    def _engine_call(self, what: str) -> None:
+        """One of the engine's per-connection calls; a connection the engine
+        already ended (its CLOSED event on the way) is not an error here."""
+        stack = self._stack
+        if stack is None or self._gone:
+            return
+        try:
+            getattr(stack.engine, what)(self._conn)
+        except OSError:
+            pass
 
     def write_eof(self) -> None:
         if self._closing or self._eof:
             return
         self._eof = True
         if not self._buffer and not self._gone:
-            lib.sl_conn_shutdown_write(self._stack.engine.ptr, self._conn)  # type: ignore[union-attr]
+            self._engine_call("conn_shutdown_write")
 
     def can_write_eof(self) -> bool:
         return True
@@ -358,10 +361,13 @@ class BypassTransport(_core.TransportCore):
         try:
             if stack is not None and not self._gone:
                 self._gone = True
-                if getattr(self, "_reset", False):
-                    lib.sl_conn_abort(stack.engine.ptr, self._conn)
-                else:
-                    lib.sl_conn_close(stack.engine.ptr, self._conn)
+                try:
+                    if getattr(self, "_reset", False):
+                        stack.engine.conn_abort(self._conn)
+                    else:
+                        stack.engine.conn_close(self._conn)
+                except OSError:
+                    pass  # the engine ended it first
             if stack is not None:
                 stack.forget(self._conn)
             if self._protocol_connected and self._made:
@@ -409,15 +415,14 @@ class BypassTransport(_core.TransportCore):
                 if self._conn_lost or self._gone:
                     raise ConnectionError("Connection is closed by peer")
                 want = (count - total) if count is not None else (1 << 30)
-                n = lib.sl_conn_sendfile(self._stack.engine.ptr, self._conn,  # type: ignore[union-attr]
-                                         fd, offset + total, min(want, 1 << 30))
-                if n == -errno.EAGAIN:
+                try:
+                    n = self._stack.engine.conn_sendfile(  # type: ignore[union-attr]
+                        self._conn, fd, offset + total, min(want, 1 << 30))
+                except BlockingIOError:
                     self._write_waiter = self._loop.create_future()
                     await self._write_waiter
                     self._write_waiter = None
                     continue
-                if n < 0:
-                    raise OSError(-n, os.strerror(-n))
                 if n == 0:
                     break  # end of file
                 total += n
@@ -444,7 +449,9 @@ class BypassListenSocket:
     For a wildcard server (host None or "0.0.0.0") it is bound to 0.0.0.0
     and listens too (``kernel_listens``): the kernel serves the port on
     every other interface, the bypass on ours, behind one socket as asyncio
-    shows it.
+    shows it.  Its connections inherit the options set on that socket, as
+    accept() gives a kernel connection those of its listener
+    (specloop.server.inherited_options).
     """
 
     family = socket.AF_INET
@@ -464,8 +471,14 @@ class BypassListenSocket:
         self._ssl: Any = None
         self._server: Any = None
         self._ssl_timeouts: tuple[Any, Any] = (None, None)
+        self._inherit: list[tuple[int, int]] = []   # (engine option, value)
+        if self.kernel_listens and placeholder is not None:
+            # a dual-stack "::" socket shows as what it is
+            self.family = placeholder.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
 
-    def getsockname(self) -> tuple[str, int]:
+    def getsockname(self) -> Any:
+        if self.kernel_listens and self._placeholder is not None:
+            return self._placeholder.getsockname()
         if self.kernel_listens:
             return ("0.0.0.0", self.port)
         return (self.address, self.port)
@@ -518,6 +531,9 @@ class BypassListenSocket:
         """Starts accepting (asyncio's loop._start_serving)."""
         if self._listener is not None or self._stack is None:
             return
+        if self._placeholder is not None:
+            self._inherit = self._stack.servers.inherited_options(
+                self._placeholder, (self.address, self.port))
         self._factory = protocol_factory
         self._ssl = sslcontext
         self._server = server
@@ -548,12 +564,21 @@ class BypassListenSocket:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            lib.sl_conn_abort(stack.engine.ptr, conn)
+            try:
+                stack.engine.conn_abort(conn)
+            except OSError:
+                pass
             if loop.get_debug():
                 loop.call_exception_handler({
                     "message": "Error on transport creation for incoming connection",
                     "exception": exc, "protocol": protocol})
             return
+
+        for opt, value in self._inherit:
+            try:
+                stack.engine.conn_setopt(conn, opt, value)
+            except (OSError, ValueError):
+                pass  # reset meanwhile, or a value the kernel allows and we do not
 
         def done(fut: futures.Future) -> None:
             if fut.cancelled():

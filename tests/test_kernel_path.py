@@ -116,3 +116,16 @@ def test_policy_and_install():
         assert asyncio.run(which()) is specloop.Loop
     finally:
         asyncio.set_event_loop_policy(old)
+
+
+def test_import_specloop_loads_neither_pyroute2_nor_the_lab():
+    """pyroute2 is loaded when a bypass is built, the test lab never by the
+    package itself: a kernel-only user pays for neither."""
+    import subprocess
+    import sys
+
+    code = ("import sys, specloop, specloop.aiohttp; loop = specloop.new_event_loop(); loop.close(); "
+            "bad = sorted(m for m in sys.modules if m.startswith('pyroute2') or "
+            "m == 'specloop.netlab'); print(bad); assert not bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -9,8 +9,8 @@
  * is dropped (the XDP_DROP fallback of bpf_redirect_map), so the kernel never
  * sees a SYN for a port specloop owns and never answers it with a RST.
  *
- * Parsing convention (as xdp-tutorial's parsing helpers): a cursor walks the
- * packet; every header is bounds-checked against data_end before it is read.
+ * Parsing convention: every header is bounds-checked against data_end
+ * before it is read, and anything unexpected goes to the kernel.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
