@@ -3,9 +3,10 @@
  * http_fast.c - HTTP/1.x requests for registered static files, answered in
  * C from the static store without waking Python (the Sandstorm idea).
  *
- * A connection accepted by a listener with the fast path on starts owned by
- * the engine: Python does not even know it exists.  Its in-order bytes come
- * here (http_fast_input) instead of to Python.  Each complete request is
+ * It is TCP's application (struct tcp_app, http_fast_app below): a
+ * connection accepted by a listener with the fast path on starts owned by
+ * it, and Python does not even know it exists.  Its in-order bytes come
+ * here (fast_input) instead of to Python.  Each complete request is
  * either
  *   - one this file answers exactly as aiohttp's FileResponse would (GET or
  *     HEAD of a registered file; 200, 206, 304, 416), queued as a response;
@@ -18,7 +19,7 @@
  * Every length and index here comes from the wire: all parsing is bounded
  * by the buffer length, never by a terminator.
  *
- * Responses are produced lazily (http_fast_fill, from tcp_output): a
+ * Responses are produced lazily (fast_fill, from tcp_output): a
  * header segment (header + the first body bytes) copied into a frame, then
  * segments that reference the stored body (SEG_STATIC), cut in the same
  * places for every response so that their checksum sums are computed once.
@@ -27,6 +28,23 @@
 #include <stdlib.h>
 
 #include "http_fast.h"
+
+static struct fast_conn *fc(const struct sl_conn *c)
+{
+	return (struct fast_conn *)c->app_ctx;
+}
+
+/* tcp_app.owns: the input is ours until a request goes to Python */
+static bool fast_owns(const struct sl_conn *c)
+{
+	return fc(c) && !fc(c)->handed;
+}
+
+/* tcp_app.pending: responses wait to be queued */
+static bool fast_pending(const struct sl_conn *c)
+{
+	return fc(c) && fc(c)->head;
+}
 
 enum { M_GET = 1, M_HEAD = 2 };
 
@@ -514,7 +532,7 @@ static void resp_free(struct sl_engine *eng, struct fast_resp *fr)
 /* Queues the response to one parsed request.  false: not ours after all. */
 static bool respond(struct sl_engine *eng, struct sl_conn *c, const struct http_req *r)
 {
-	struct fast_conn *f = c->fast;
+	struct fast_conn *f = fc(c);
 	struct static_entry *e = static_lookup(eng, c->local_port, r->path, r->path_len);
 	struct fast_resp *fr;
 	enum resp_kind kind;
@@ -533,7 +551,7 @@ static bool respond(struct sl_engine *eng, struct sl_conn *c, const struct http_
 		return false;
 	}
 	if ((kind == R_200 || kind == R_206) && r->method == M_GET && count) {
-		e->refs++;
+		payload_get(&e->payload);
 		fr->e = e;
 		fr->body_next = (uint32_t)start;
 		fr->body_end = (uint32_t)(start + count);
@@ -556,18 +574,27 @@ static bool respond(struct sl_engine *eng, struct sl_conn *c, const struct http_
 
 /* ---- the connection ------------------------------------------------------ */
 
-int fast_conn_new(struct sl_engine *eng, struct sl_conn *c)
+/* tcp_app.attach: a new connection of a fast-path listener is ours. */
+static int fast_attach(struct sl_engine *eng, struct sl_conn *c)
 {
-	c->fast = calloc(1, sizeof(*c->fast));
+	struct fast_conn *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return -ENOMEM;
+	c->app_ctx = f;
 	/* a response is a whole: its last, short segment must not wait for
 	 * the ACK of the others (Nagle against the peer's delayed ACK) */
 	c->nodelay = true;
-	return c->fast ? 0 : -ENOMEM;
+	if (eng->stat && eng->stat->keepalive_ms)
+		timer_set(eng, c, T_KEEPALIVE,
+			  eng->now_us + (uint64_t)eng->stat->keepalive_ms * 1000);
+	return 0;
 }
 
-void fast_conn_free(struct sl_engine *eng, struct sl_conn *c)
+/* tcp_app.release: the connection goes. */
+static void fast_release(struct sl_engine *eng, struct sl_conn *c)
 {
-	struct fast_conn *f = c->fast;
+	struct fast_conn *f = fc(c);
 	struct fast_resp *fr, *n;
 
 	if (!f)
@@ -578,14 +605,14 @@ void fast_conn_free(struct sl_engine *eng, struct sl_conn *c)
 	}
 	free(f->req.buf);
 	free(f);
-	c->fast = NULL;
+	c->app_ctx = NULL;
 }
 
 /* Python takes the connection: ACCEPT, then `rest` and all later input. */
 static bool hand_over(struct sl_engine *eng, struct sl_conn *c, const uint8_t *rest,
 		      uint32_t len)
 {
-	struct fast_conn *f = c->fast;
+	struct fast_conn *f = fc(c);
 
 	f->handed = true;
 	eng->ctr.fast_handovers++;
@@ -602,12 +629,12 @@ static bool hand_over(struct sl_engine *eng, struct sl_conn *c, const uint8_t *r
 
 static void close_when_done(struct sl_engine *eng, struct sl_conn *c)
 {
-	struct fast_conn *f = c->fast;
+	struct fast_conn *f = fc(c);
 
 	f->closing = true;
 	c->detached = true;	/* nobody above will ever read it */
 	if (!f->head)
-		conn_fast_close(eng, c);
+		conn_app_close(eng, c);
 }
 
 /*
@@ -615,10 +642,10 @@ static void close_when_done(struct sl_engine *eng, struct sl_conn *c)
  * the bytes could not be taken at all (no memory): the caller does not ACK
  * them then.
  */
-bool http_fast_input(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
-		     uint32_t len)
+static bool fast_input(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		       uint32_t len)
 {
-	struct fast_conn *f = c->fast;
+	struct fast_conn *f = fc(c);
 	const uint8_t *buf = data;
 	uint32_t blen = len, used = 0;
 	struct http_req r;
@@ -685,9 +712,9 @@ bool http_fast_input(struct sl_engine *eng, struct sl_conn *c, const uint8_t *da
 }
 
 /* The peer sent FIN on an engine-owned connection. */
-void http_fast_eof(struct sl_engine *eng, struct sl_conn *c)
+static void fast_eof(struct sl_engine *eng, struct sl_conn *c)
 {
-	struct fast_conn *f = c->fast;
+	struct fast_conn *f = fc(c);
 
 	if (f->closing)
 		return;
@@ -703,11 +730,11 @@ void http_fast_eof(struct sl_engine *eng, struct sl_conn *c)
 
 /* Idle too long between requests (aiohttp's keepalive_timeout): close.
  * A connection still sending or receiving a request is not idle. */
-void http_fast_idle(struct sl_engine *eng, struct sl_conn *c)
+static void fast_idle(struct sl_engine *eng, struct sl_conn *c)
 {
-	if (!fast_owned(c) || c->fast->closing)
+	if (!fast_owns(c) || fc(c)->closing)
 		return;
-	if (!c->fast->head && !c->fast->req.len) {
+	if (!fc(c)->head && !fc(c)->req.len) {
 		close_when_done(eng, c);
 		return;
 	}
@@ -717,9 +744,9 @@ void http_fast_idle(struct sl_engine *eng, struct sl_conn *c)
 }
 
 /* The server stopped listening: finish what was asked, then close. */
-void http_fast_shutdown(struct sl_engine *eng, struct sl_conn *c)
+static void fast_shutdown(struct sl_engine *eng, struct sl_conn *c)
 {
-	if (fast_owned(c) && !c->fast->closing && !c->fast->req.len)
+	if (fast_owns(c) && !fc(c)->closing && !fc(c)->req.len)
 		close_when_done(eng, c);
 }
 
@@ -728,9 +755,9 @@ void http_fast_shutdown(struct sl_engine *eng, struct sl_conn *c)
  * tcp_output when nothing unsent is queued).  Returns true if it queued
  * something.
  */
-bool http_fast_fill(struct sl_engine *eng, struct sl_conn *c)
+static bool fast_fill(struct sl_engine *eng, struct sl_conn *c)
 {
-	struct fast_conn *f = c->fast;
+	struct fast_conn *f = fc(c);
 	struct fast_resp *fr = f ? f->head : NULL;
 	uint32_t mss = c->mss;
 
@@ -760,7 +787,7 @@ bool http_fast_fill(struct sl_engine *eng, struct sl_conn *c)
 
 		if (b > mss)
 			b = mss;
-		if (tcp_queue_static(eng, c, fr->e, fr->body_next, b, first,
+		if (tcp_queue_static(eng, c, &fr->e->payload, fr->body_next, b, first,
 				     static_chunk_csum(fr->e, first, mss, fr->body_next, b)) < 0)
 			return false;
 		fr->body_next += b;
@@ -775,9 +802,31 @@ bool http_fast_fill(struct sl_engine *eng, struct sl_conn *c)
 		f->nresp--;
 		resp_free(eng, fr);
 		if (close || (f->closing && !f->head))
-			conn_fast_close(eng, c);
+			conn_app_close(eng, c);
 		else if (!f->head && f->handed)
 			conn_writable_later(eng, c);	/* Python's turn to write */
 	}
 	return true;
+}
+
+const struct tcp_app http_fast_app = {
+	.attach = fast_attach,
+	.input = fast_input,
+	.eof = fast_eof,
+	.fill = fast_fill,
+	.owns = fast_owns,
+	.pending = fast_pending,
+	.idle = fast_idle,
+	.shutdown = fast_shutdown,
+	.release = fast_release,
+};
+
+int sl_listen_set_fast(struct sl_engine *eng, uint32_t id, int on)
+{
+	struct tcp_listener *l = listener_by_id(eng, id);
+
+	if (!l)
+		return -EBADF;
+	l->app = on ? &http_fast_app : NULL;
+	return 0;
 }

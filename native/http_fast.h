@@ -16,7 +16,9 @@
 /* A registered file: its bytes and the header fields of its responses. */
 struct static_entry {
 	struct static_entry *hnext;
-	uint32_t refs;		/* the table's, and one per response/segment */
+	/* its body as TCP's stored payload; payload.refs: the table's, and
+	 * one per response and per send-queue segment */
+	struct tcp_payload payload;
 	uint16_t port;
 	uint32_t flags;		/* SL_STATIC_* */
 	char *path;		/* decoded URL path, the key */
@@ -79,27 +81,11 @@ void static_entry_put(struct sl_engine *eng, struct static_entry *e);
 const char *static_date(struct sl_engine *eng);
 uint32_t static_chunk_csum(struct static_entry *e, uint32_t first, uint32_t mss,
 			   uint32_t off, uint32_t len);
-uint32_t static_chunk_frame(struct sl_engine *eng, struct static_entry *e, uint32_t first,
-			    uint32_t mss, uint32_t off, uint32_t len);
+
 
 /* http_fast.c */
-int fast_conn_new(struct sl_engine *eng, struct sl_conn *c);
-void fast_conn_free(struct sl_engine *eng, struct sl_conn *c);
-bool http_fast_input(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
-		     uint32_t len);
-void http_fast_eof(struct sl_engine *eng, struct sl_conn *c);
-bool http_fast_fill(struct sl_engine *eng, struct sl_conn *c);
-void http_fast_idle(struct sl_engine *eng, struct sl_conn *c);
-void http_fast_shutdown(struct sl_engine *eng, struct sl_conn *c);
 
-static inline bool fast_owned(const struct sl_conn *c)
-{
-	return c->fast && !c->fast->handed;
-}
-
-static inline bool fast_pending(const struct sl_conn *c)
-{
-	return c->fast && c->fast->head;
-}
+/* The fast path as TCP's application (struct tcp_app of tcp.h). */
+extern const struct tcp_app http_fast_app;
 
 #endif /* SPECLOOP_HTTP_FAST_H */

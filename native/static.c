@@ -23,6 +23,10 @@
 
 #define STATIC_BUCKETS 4096
 
+static void entry_payload_put(struct sl_engine *eng, struct tcp_payload *p);
+static uint32_t entry_payload_frame(struct sl_engine *eng, struct tcp_payload *p,
+				    uint32_t first, uint32_t mss, uint32_t off, uint32_t len);
+
 static uint32_t path_hash(const struct sl_engine *eng, uint16_t port,
 			  const char *path, uint32_t len)
 {
@@ -83,7 +87,7 @@ static void entry_free(struct static_entry *e)
 
 void static_entry_put(struct sl_engine *eng, struct static_entry *e)
 {
-	if (--e->refs)
+	if (--e->payload.refs)
 		return;
 	if (eng->stat)
 		eng->stat->bytes -= e->size;
@@ -208,7 +212,7 @@ int sl_static_put(struct sl_engine *eng, uint32_t port, const char *path,
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
-	e->refs = 1;
+	e->payload.refs = 1;
 	e->port = (uint16_t)port;
 	e->path = dup_str(path, 4096);
 	e->path_len = (uint32_t)plen;
@@ -230,6 +234,9 @@ int sl_static_put(struct sl_engine *eng, uint32_t port, const char *path,
 	}
 	if (size)
 		memcpy(e->body, body, size);
+	e->payload.data = e->body;
+	e->payload.put = entry_payload_put;
+	e->payload.frame = entry_payload_frame;
 	e->fields_len = (uint32_t)snprintf(e->fields, flen,
 					   "Content-Type: %s\r\nEtag: \"%s\"\r\nLast-Modified: %s\r\n",
 					   content_type, etag, last_modified);
@@ -353,7 +360,7 @@ uint32_t static_chunk_csum(struct static_entry *e, uint32_t first, uint32_t mss,
  * SL_NO_FRAME (another cut, no frame to spare: the caller copies instead).
  * A file keeps one cut in UMEM, the one its first response used.
  */
-uint32_t static_chunk_frame(struct sl_engine *eng, struct static_entry *e, uint32_t first,
+static uint32_t chunk_frame(struct sl_engine *eng, struct static_entry *e, uint32_t first,
 			    uint32_t mss, uint32_t off, uint32_t len)
 {
 	struct sl_xsk *x = &eng->xsk;
@@ -392,4 +399,21 @@ uint32_t static_chunk_frame(struct sl_engine *eng, struct static_entry *e, uint3
 	memcpy(xsk_frame_data(x, f), e->body + off, len);
 	e->chunk_frames[k] = f;
 	return f;
+}
+
+static struct static_entry *entry_of(struct tcp_payload *p)
+{
+	return (struct static_entry *)((char *)p - offsetof(struct static_entry, payload));
+}
+
+/* struct tcp_payload's put: a segment or response lets go of the body */
+static void entry_payload_put(struct sl_engine *eng, struct tcp_payload *p)
+{
+	static_entry_put(eng, entry_of(p));
+}
+
+static uint32_t entry_payload_frame(struct sl_engine *eng, struct tcp_payload *p,
+				    uint32_t first, uint32_t mss, uint32_t off, uint32_t len)
+{
+	return chunk_frame(eng, entry_of(p), first, mss, off, len);
 }

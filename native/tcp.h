@@ -62,11 +62,58 @@ static inline uint32_t seq_min(uint32_t a, uint32_t b) { return seq_lt(a, b) ? a
 #define SEG_LOST 0x08		/* deemed lost: to be retransmitted */
 #define SEG_RETRANS 0x10	/* retransmitted since marked lost */
 #define SEG_SENT 0x20		/* transmitted at least once */
-#define SEG_STATIC 0x40		/* payload is in the static store, no frame */
+#define SEG_STATIC 0x40		/* payload is stored (struct tcp_payload), no frame */
 #define SEG_CSUM 0x80		/* csum holds the payload's partial sum */
 
-struct static_entry;
-struct fast_conn;
+struct sl_conn;
+
+/*
+ * Stored payload: bytes that outlive a write (a static file's body, see
+ * static.c), which send-queue segments reference instead of copying
+ * (SEG_STATIC), so the store is the retransmission buffer.  Its owner
+ * embeds it and frees it when the last reference is put.
+ */
+struct tcp_payload {
+	const uint8_t *data;
+	uint32_t refs;
+	void (*put)(struct sl_engine *eng, struct tcp_payload *p);
+	/* multi-buffer TX: a UMEM frame holding data[off, off+len) of the cut
+	 * whose first segment has `first` bytes, or SL_NO_FRAME */
+	uint32_t (*frame)(struct sl_engine *eng, struct tcp_payload *p, uint32_t first,
+			  uint32_t mss, uint32_t off, uint32_t len);
+};
+
+static inline void payload_get(struct tcp_payload *p)
+{
+	p->refs++;
+}
+
+static inline void payload_put(struct sl_engine *eng, struct tcp_payload *p)
+{
+	p->put(eng, p);
+}
+
+/*
+ * An application that owns a connection's input above TCP (as an httpd is a
+ * client of lwIP's TCP through tcp_recv/tcp_sent): a listener's app is
+ * attached when a connection is established.  The HTTP fast path
+ * (http_fast.c) is one; a connection without an app, or whose app gave it
+ * up (owns() false), is Python's, through events.
+ */
+struct tcp_app {
+	/* takes the connection (its state in c->app_ctx); <0: it stays Python's */
+	int (*attach)(struct sl_engine *eng, struct sl_conn *c);
+	/* in-order bytes; false when they could not be taken (not ACKed then) */
+	bool (*input)(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		      uint32_t len);
+	void (*eof)(struct sl_engine *eng, struct sl_conn *c);		/* the peer's FIN */
+	bool (*fill)(struct sl_engine *eng, struct sl_conn *c);		/* queue more: true if it did */
+	bool (*owns)(const struct sl_conn *c);		/* its input is the app's */
+	bool (*pending)(const struct sl_conn *c);	/* has data to fill */
+	void (*idle)(struct sl_engine *eng, struct sl_conn *c);		/* keep-alive timer fired */
+	void (*shutdown)(struct sl_engine *eng, struct sl_conn *c);	/* its listener closed */
+	void (*release)(struct sl_engine *eng, struct sl_conn *c);	/* the connection goes */
+};
 
 /*
  * One segment of the send queue.  Its frame holds the finished packet:
@@ -83,9 +130,9 @@ struct tcp_seg {
 	uint8_t flags;
 	uint8_t xmits;
 	uint64_t xmit_us;	/* last transmission */
-	struct static_entry *sentry;	/* SEG_STATIC: body[soff, soff+len) */
-	uint32_t soff;
-	uint32_t sfirst;		/* the cut it belongs to (see static.c) */
+	struct tcp_payload *payload;	/* SEG_STATIC: data[poff, poff+len) */
+	uint32_t poff;
+	uint32_t pfirst;		/* the cut it belongs to (see static.c) */
 };
 
 /* Out-of-order data, copied out of the RX frame (RFC 9293 §3.10.7.4). */
@@ -195,7 +242,8 @@ struct sl_conn {
 	uint32_t starved_next;		/* waiting for free frames, conn index */
 	uint64_t last_rx_us;
 
-	struct fast_conn *fast;		/* the HTTP fast path owns its input */
+	const struct tcp_app *app;	/* owns its input while app->owns() */
+	void *app_ctx;			/* the app's state for it */
 
 	/* flags */
 	bool in_dirty;
@@ -224,7 +272,7 @@ struct tcp_listener {
 	uint32_t pending;	/* SYN-RECEIVED + established, not accepted */
 	uint32_t id;
 	bool accepting;
-	bool fast;		/* HTTP fast path for its connections */
+	const struct tcp_app *app;	/* attached to its connections (NULL: Python's) */
 };
 
 #define SL_MAX_LISTENERS 64
@@ -287,7 +335,8 @@ void tcp_deliver_pending(struct sl_engine *eng);
 void conn_starved(struct sl_engine *eng, struct sl_conn *c);
 bool conn_hand_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *rest,
 			 uint32_t len);
-void conn_fast_close(struct sl_engine *eng, struct sl_conn *c);
+void conn_app_close(struct sl_engine *eng, struct sl_conn *c);
+struct tcp_listener *listener_by_id(struct sl_engine *eng, uint32_t id);
 void tcp_feed_starved(struct sl_engine *eng);
 void tcp_reset_all(struct sl_engine *eng);
 void tcp_free_deferred(struct sl_engine *eng);
@@ -305,7 +354,7 @@ int tcp_queue_data(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data
 int tcp_queue_fin(struct sl_engine *eng, struct sl_conn *c);
 int tcp_queue_segment(struct sl_engine *eng, struct sl_conn *c, const uint8_t *a,
 		      uint32_t alen, const uint8_t *b, uint32_t blen);
-int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct static_entry *e,
+int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct tcp_payload *p,
 		     uint32_t off, uint32_t len, uint32_t first, uint32_t csum);
 int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t offset,
 		   uint32_t len);
@@ -336,6 +385,16 @@ void tcp_timers_run(struct sl_engine *eng);
 void tcp_rtt_sample(struct sl_conn *c, uint32_t rtt_us, const struct sl_config *cfg);
 void tcp_rearm_rexmit(struct sl_engine *eng, struct sl_conn *c);
 void tcp_arm_rexmit_or_tlp(struct sl_engine *eng, struct sl_conn *c);
+
+static inline bool app_owns(const struct sl_conn *c)
+{
+	return c->app && c->app->owns(c);
+}
+
+static inline bool app_pending(const struct sl_conn *c)
+{
+	return c->app && c->app->pending(c);
+}
 
 static inline uint32_t conn_index(const struct sl_engine *eng, const struct sl_conn *c)
 {

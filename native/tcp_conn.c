@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <sys/random.h>
 
-#include "http_fast.h"
+#include "tcp.h"
 
 #define ID_INDEX_BITS 20
 #define ID_INDEX_MASK ((1u << ID_INDEX_BITS) - 1)
@@ -33,6 +33,15 @@ static uint32_t hash_tuple(const struct sl_engine *eng, uint32_t peer_ip,
 	put_be16(key + 4, peer_port);
 	put_be16(key + 6, local_port);
 	return (uint32_t)siphash24(eng->tcp->key, key, sizeof(key)) & eng->tcp->hash_mask;
+}
+
+/* The connection goes: its app, if any, lets go of it. */
+static void app_release(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (c->app)
+		c->app->release(eng, c);
+	c->app = NULL;
+	c->app_ctx = NULL;
 }
 
 int tcp_init(struct sl_engine *eng, char *err, size_t errlen)
@@ -109,10 +118,10 @@ void tcp_fini(struct sl_engine *eng)
 
 			if (!c->id)
 				continue;
-			fast_conn_free(eng, c);
+			app_release(eng, c);
 			for (si = c->sq_head; si != SL_NONE; si = t->segs[si].next)
 				if (t->segs[si].flags & SEG_STATIC)
-					static_entry_put(eng, t->segs[si].sentry);
+					payload_put(eng, t->segs[si].payload);
 			for (o = c->ooo; o; o = n) {
 				n = o->next;
 				free(o);
@@ -275,7 +284,7 @@ void conn_free(struct sl_engine *eng, struct sl_conn *c)
 		l->pending--;
 	timer_clear_all(eng, c);
 	tcp_free_sendq(eng, c);
-	fast_conn_free(eng, c);
+	app_release(eng, c);
 	t->rx_held -= (uint64_t)c->rxq.len + c->ooo_bytes;
 	for (o = c->ooo; o; o = n) {
 		n = o->next;
@@ -349,13 +358,11 @@ void conn_established(struct sl_engine *eng, struct sl_conn *c)
 
 	c->state = TCP_ESTABLISHED;
 	eng->ctr.conns_opened++;
-	if (l && l->port && l->fast && l->accepting && fast_conn_new(eng, c) == 0) {
-		/* the engine owns it until a request needs Python */
+	if (l && l->port && l->app && l->accepting && l->app->attach(eng, c) == 0) {
+		/* the app owns it until it hands it to Python */
+		c->app = l->app;
 		if (l->pending)
 			l->pending--;
-		if (eng->stat && eng->stat->keepalive_ms)
-			timer_set(eng, c, T_KEEPALIVE,
-				  eng->now_us + (uint64_t)eng->stat->keepalive_ms * 1000);
 		return;
 	}
 	if (l && l->port && l->accepting)
@@ -363,8 +370,8 @@ void conn_established(struct sl_engine *eng, struct sl_conn *c)
 }
 
 /*
- * The fast path gives an engine-owned connection to Python: an ACCEPT (as
- * if it had just been established) and then `rest` as its first DATA.
+ * An app (the fast path) gives its connection to Python: an ACCEPT (as if
+ * it had just been established) and then `rest` as its first DATA.
  */
 bool conn_hand_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *rest,
 			 uint32_t len)
@@ -377,7 +384,7 @@ bool conn_hand_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t
 	timer_set(eng, c, T_KEEPALIVE, 0);
 	if (!l || !l->port) {
 		/* the server is gone: nobody can answer this request */
-		conn_fast_close(eng, c);
+		conn_app_close(eng, c);
 		return true;
 	}
 	l->pending++;
@@ -386,8 +393,8 @@ bool conn_hand_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t
 	return true;
 }
 
-/* Closes an engine-owned connection (its responses go out first). */
-void conn_fast_close(struct sl_engine *eng, struct sl_conn *c)
+/* An app closes its connection (what it queued goes out first). */
+void conn_app_close(struct sl_engine *eng, struct sl_conn *c)
 {
 	c->detached = true;
 	if (c->state == TCP_ESTABLISHED)
@@ -469,8 +476,8 @@ bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 
 	if (!len)
 		return true;
-	if (fast_owned(c))
-		return http_fast_input(eng, c, data, len);
+	if (app_owns(c))
+		return c->app->input(eng, c, data, len);
 	if (c->accepted && !c->rx_paused && !c->rxq.len && !c->deliver_pending) {
 		ev = engine_event(eng, SL_EV_DATA, c->id);
 		if (ev) {
@@ -489,8 +496,8 @@ bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 
 void conn_eof(struct sl_engine *eng, struct sl_conn *c)
 {
-	if (fast_owned(c)) {
-		http_fast_eof(eng, c);
+	if (app_owns(c)) {
+		c->app->eof(eng, c);
 		return;
 	}
 	if (c->detached)
@@ -546,7 +553,7 @@ void tcp_feed_starved(struct sl_engine *eng)
 		c->on_starved = false;
 		if (!c->id)
 			continue;
-		if (fast_pending(c))
+		if (app_pending(c))
 			conn_dirty(eng, c);	/* its responses wait for frames */
 		if (eng->nevents + 1 > SL_MAX_EVENTS) {
 			conn_starved(eng, c);
@@ -687,22 +694,13 @@ int sl_listen(struct sl_engine *eng, uint32_t port, uint32_t backlog, int accept
 	return (int)i;
 }
 
-static struct tcp_listener *listener_by_id(struct sl_engine *eng, uint32_t id)
+struct tcp_listener *listener_by_id(struct sl_engine *eng, uint32_t id)
 {
 	if (id >= SL_MAX_LISTENERS || !eng->tcp->listeners[id].port)
 		return NULL;
 	return &eng->tcp->listeners[id];
 }
 
-int sl_listen_set_fast(struct sl_engine *eng, uint32_t id, int on)
-{
-	struct tcp_listener *l = listener_by_id(eng, id);
-
-	if (!l)
-		return -EBADF;
-	l->fast = on != 0;
-	return 0;
-}
 
 int sl_listen_set_accepting(struct sl_engine *eng, uint32_t id, int accepting)
 {
@@ -719,7 +717,7 @@ int sl_listen_set_accepting(struct sl_engine *eng, uint32_t id, int accepting)
 		struct sl_conn *c = &eng->tcp->conns[i];
 
 		if (c->id && c->listener == id && !c->accepted && !c->detached &&
-		    c->state != TCP_SYN_RECEIVED && !fast_owned(c))
+		    c->state != TCP_SYN_RECEIVED && !app_owns(c))
 			emit_accept(eng, c, l);
 	}
 	return 0;
@@ -743,10 +741,10 @@ int sl_listen_close(struct sl_engine *eng, uint32_t id)
 
 		if (!c->id || c->listener != id)
 			continue;
-		if (fast_owned(c)) {
-			/* served without Python: finish what was asked, close */
+		if (app_owns(c)) {
+			/* served without Python: the app finishes what was asked */
 			c->listener = SL_NONE;
-			http_fast_shutdown(eng, c);
+			c->app->shutdown(eng, c);
 		} else if (!c->accepted) {
 			tcp_send_rst(eng, c);
 			conn_free(eng, c);
@@ -802,7 +800,7 @@ int sl_conn_write(struct sl_engine *eng, uint32_t id, const uint8_t *data, size_
 		return 0;
 	if (!data)
 		return -EINVAL;
-	if (fast_pending(c)) {
+	if (app_pending(c)) {
 		/* fast-path responses to earlier requests are still going out */
 		c->want_writable = true;
 		return 0;
@@ -836,7 +834,7 @@ int sl_conn_sendfile(struct sl_engine *eng, uint32_t id, int fd, uint64_t offset
 		return -EBADF;
 	if (!count)
 		return 0;
-	if (fast_pending(c)) {
+	if (app_pending(c)) {
 		c->want_writable = true;
 		return -EAGAIN;
 	}
@@ -1060,7 +1058,7 @@ int sl_conn_info(struct sl_engine *eng, uint32_t id, struct sl_conn_info *out)
 	out->rxq_bytes = c->rxq.len;
 	out->ooo_bytes = c->ooo_bytes;
 	out->flags = (c->ts_on ? 1u : 0) | (c->sack_on ? 2u : 0) | (c->ws_on ? 4u : 0) |
-		     (c->fast ? 8u : 0) | (c->detached ? 16u : 0) | (c->accepted ? 32u : 0);
+		     (c->app ? 8u : 0) | (c->detached ? 16u : 0) | (c->accepted ? 32u : 0);
 	out->snd_una = c->snd_una;
 	out->snd_nxt = c->snd_nxt;
 	out->rcv_nxt = c->rcv_nxt;

@@ -16,7 +16,7 @@
  */
 #include <stdlib.h>
 
-#include "http_fast.h"
+#include "tcp.h"
 
 struct tcp_opts {
 	bool has_mss, has_ws, sack_perm, has_ts;
@@ -772,7 +772,7 @@ static bool tcp_data(struct sl_engine *eng, struct sl_conn *c, const struct pkt 
 	/* data after close(): Linux resets (tcp_rcv_state_process).  Not the
 	 * fast path closing after "Connection: close": RFC 9112 §9.6 wants a
 	 * lingering close there, later bytes are read and dropped */
-	if (c->detached && len && !fast_owned(c)) {
+	if (c->detached && len && !app_owns(c)) {
 		eng->ctr.drop_data_after_close++;
 		tcp_send_rst(eng, c);
 		conn_free(eng, c);

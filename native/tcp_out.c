@@ -19,7 +19,7 @@
  */
 #include <sys/uio.h>
 
-#include "http_fast.h"
+#include "tcp.h"
 
 #define ETH_HLEN 14
 #define IP_HLEN 20
@@ -373,8 +373,8 @@ static void seg_release(struct sl_engine *eng, uint32_t i)
 			xsk_frame_free(x, s->frame);
 	}
 	if (s->flags & SEG_STATIC)
-		static_entry_put(eng, s->sentry);
-	s->sentry = NULL;
+		payload_put(eng, s->payload);
+	s->payload = NULL;
 	s->frame = SL_NO_FRAME;
 	s->next = t->seg_free;
 	t->seg_free = i;
@@ -489,9 +489,9 @@ int tcp_queue_segment(struct sl_engine *eng, struct sl_conn *c, const uint8_t *a
 	return (int)s->len;
 }
 
-/* A segment of a stored file: no frame until it is sent, the body itself
+/* A segment of stored payload: no frame until it is sent, the store itself
  * is the retransmission buffer; csum is its payload's partial sum. */
-int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct static_entry *e,
+int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct tcp_payload *p,
 		     uint32_t off, uint32_t len, uint32_t first, uint32_t csum)
 {
 	uint32_t si = seg_alloc(eng);
@@ -503,10 +503,10 @@ int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct static_ent
 	}
 	s = &eng->tcp->segs[si];
 	s->flags = SEG_STATIC | SEG_CSUM;
-	s->sentry = e;
-	e->refs++;
-	s->soff = off;
-	s->sfirst = first;
+	s->payload = p;
+	payload_get(p);
+	s->poff = off;
+	s->pfirst = first;
 	s->seq = c->write_seq;
 	s->len = len;
 	s->csum = csum;
@@ -622,7 +622,7 @@ int tcp_queue_fin(struct sl_engine *eng, struct sl_conn *c)
 	c->fin_queued = true;
 	/* after the fast path's queued responses; if no frame now,
 	 * tcp_output tries again */
-	if (!fast_pending(c))
+	if (!app_pending(c))
 		make_fin(eng, c);
 	conn_dirty(eng, c);
 	return 0;
@@ -862,8 +862,8 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 		 * headers and one copy of the stored bytes; the checksum sum
 		 * came precomputed with the segment either way */
 		if (x->sg && !eng->impair)
-			chunk = static_chunk_frame(eng, s->sentry, s->sfirst, c->mss, s->soff,
-						   s->len);
+			chunk = s->payload->frame(eng, s->payload, s->pfirst, c->mss, s->poff,
+						  s->len);
 		frame = xsk_frame_alloc(x, false);
 		if (frame == SL_NO_FRAME) {
 			eng->ctr.tx_no_frame++;
@@ -873,7 +873,7 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 		x->meta[frame].keep = 0;
 		buf = xsk_frame_data(x, frame);
 		if (chunk == SL_NO_FRAME)
-			memcpy(buf + s->hdr_len, s->sentry->body + s->soff, s->len);
+			memcpy(buf + s->hdr_len, s->payload->data + s->poff, s->len);
 	} else {
 		if (x->meta[frame].tx_pending) {
 			eng->ctr.tx_frame_busy++;
@@ -941,13 +941,13 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 		*b = *a;
 		b->seq = a->seq + keep;
 		b->len = a->len - keep;
-		b->soff = a->soff + keep;
+		b->poff = a->poff + keep;
 		b->flags = (uint8_t)(SEG_STATIC | SEG_CSUM | (a->flags & SEG_FIN));
-		b->csum = csum_partial(a->sentry->body + b->soff, b->len, 0);
-		a->sentry->refs++;
+		b->csum = csum_partial(a->payload->data + b->poff, b->len, 0);
+		payload_get(a->payload);
 		a->len = keep;
 		a->flags &= (uint8_t)~SEG_FIN;
-		a->csum = csum_partial(a->sentry->body + a->soff, a->len, 0);
+		a->csum = csum_partial(a->payload->data + a->poff, a->len, 0);
 		b->next = a->next;
 		a->next = bi;
 		if (c->sq_tail == i)
@@ -1123,7 +1123,7 @@ static bool send_run(struct sl_engine *eng, struct sl_conn *c, uint32_t k)
 		struct iovec *prev = &g.iov[g.niov - 1];
 
 		s = &segs[i];
-		p = (s->flags & SEG_STATIC) ? s->sentry->body + s->soff :
+		p = (s->flags & SEG_STATIC) ? s->payload->data + s->poff :
 					      xsk_frame_data(x, s->frame) + s->hdr_len;
 		/* a stored body's consecutive segments are one piece */
 		if (g.niov > 1 && (const uint8_t *)prev->iov_base + prev->iov_len == p) {
@@ -1219,7 +1219,7 @@ static bool send_new(struct sl_engine *eng, struct sl_conn *c)
  * with super-frames what the windows and this flush's budget let go at
  * once (one super-frame at most), else 1 (a segment when none is unsent).
  */
-static uint32_t fast_fill_target(const struct sl_engine *eng, const struct sl_conn *c)
+static uint32_t app_fill_target(const struct sl_engine *eng, const struct sl_conn *c)
 {
 	uint32_t in_flight = tcp_in_flight(c), right = c->snd_una + c->snd_wnd, n, wnd;
 
@@ -1246,7 +1246,7 @@ void tcp_output(struct sl_engine *eng, struct sl_conn *c)
 	if (!c->id)
 		return;
 	if (state_sends_data(c->state)) {
-		if (c->fin_queued && !c->fin_in_queue && !fast_pending(c))
+		if (c->fin_queued && !c->fin_in_queue && !app_pending(c))
 			make_fin(eng, c);
 		if (c->lost_out > c->retrans_out)
 			retransmit_lost(eng, c);
@@ -1254,21 +1254,21 @@ void tcp_output(struct sl_engine *eng, struct sl_conn *c)
 		/* the fast path's responses, as far as the windows let them
 		 * go: queued a super-frame's worth ahead (headers written, the
 		 * body referenced in the static store), else a segment at a time */
-		while (fast_pending(c) && eng->tx_budget && tcp_in_flight(c) < c->cwnd) {
-			uint32_t want = fast_fill_target(eng, c);
+		while (app_pending(c) && eng->tx_budget && tcp_in_flight(c) < c->cwnd) {
+			uint32_t want = app_fill_target(eng, c);
 
 			/* whole segments only: a short one would go alone */
-			while (fast_pending(c) &&
+			while (app_pending(c) &&
 			       (c->sq_send == SL_NONE ||
 				c->write_seq - c->snd_nxt + c->mss <= want) &&
-			       http_fast_fill(eng, c))
+			       c->app->fill(eng, c))
 				;
 			if (c->sq_send == SL_NONE || !send_new(eng, c))
 				break;
 		}
-		if (fast_pending(c) && !eng->tx_budget)
+		if (app_pending(c) && !eng->tx_budget)
 			conn_dirty(eng, c);
-		if (c->fin_queued && !c->fin_in_queue && !fast_pending(c)) {
+		if (c->fin_queued && !c->fin_in_queue && !app_pending(c)) {
 			make_fin(eng, c);
 			send_new(eng, c);
 		}

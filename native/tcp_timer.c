@@ -9,7 +9,7 @@
  * for the heap's top and polls the engine then; tcp_timers_run() fires what
  * is due.
  */
-#include "http_fast.h"
+#include "tcp.h"
 
 static bool heap_less(const struct tcp_state_all *t, uint32_t a, uint32_t b)
 {
@@ -251,8 +251,8 @@ static void keepalive_timeout(struct sl_engine *eng, struct sl_conn *c)
 {
 	uint64_t idle_us = (uint64_t)c->ka_idle_s * 1000000u;
 
-	if (fast_owned(c)) {
-		http_fast_idle(eng, c);	/* the HTTP keep-alive timeout */
+	if (app_owns(c)) {
+		c->app->idle(eng, c);	/* the app's own keep-alive (HTTP's) */
 		return;
 	}
 	if (!c->keepalive || c->state != TCP_ESTABLISHED)

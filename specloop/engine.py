@@ -179,6 +179,12 @@ class Engine:
         check(lib.sl_engine_set_clock(self.ptr, now_us), "sl_engine_set_clock")
 
     @property
+    def events(self) -> Any:
+        """The ``struct sl_event`` array of the last poll (test harnesses
+        read it; the loop's dispatch is specloop._core's)."""
+        return lib.sl_engine_events(self.ptr)
+
+    @property
     def address(self) -> int:
         """The ``struct sl_engine *`` as an integer, for specloop._core."""
         return int(ffi.cast("uintptr_t", self.ptr))
