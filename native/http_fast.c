@@ -431,6 +431,36 @@ static uint8_t *build_header(struct sl_engine *eng, const struct http_req *r,
 		conn = "Connection: keep-alive\r\n";
 	else if (r->minor == 1 && r->conn_close)
 		conn = "Connection: close\r\n";
+	if (kind == R_200 && e->head200) {
+		/* the common case, copied: the parts made once per file, the
+		 * date of this second, the server name, the connection field */
+		const char *date = static_date(eng);
+		size_t dl = strlen(date), sl = strlen(s->server), cl = strlen(conn);
+		uint8_t *p = h;
+
+		if (9 + e->head200_len + dl + 10 + sl + 2 + cl + 2 > cap) {
+			free(h);
+			return NULL;
+		}
+		memcpy(p, r->minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+		p += 9;
+		memcpy(p, e->head200, e->head200_len);
+		p += e->head200_len;
+		memcpy(p, date, dl);
+		p += dl;
+		memcpy(p, "\r\nServer: ", 10);
+		p += 10;
+		memcpy(p, s->server, sl);
+		p += sl;
+		memcpy(p, "\r\n", 2);
+		p += 2;
+		memcpy(p, conn, cl);
+		p += cl;
+		memcpy(p, "\r\n", 2);
+		p += 2;
+		*out_len = (uint32_t)(p - h);
+		return h;
+	}
 	switch (kind) {
 	case R_200:
 	case R_206:
@@ -585,6 +615,7 @@ static int fast_attach(struct sl_engine *eng, struct sl_conn *c)
 	/* a response is a whole: its last, short segment must not wait for
 	 * the ACK of the others (Nagle against the peer's delayed ACK) */
 	c->nodelay = true;
+	f->active_us = eng->now_us;
 	if (eng->stat && eng->stat->keepalive_ms)
 		timer_set(eng, c, T_KEEPALIVE,
 			  eng->now_us + (uint64_t)eng->stat->keepalive_ms * 1000);
@@ -705,7 +736,10 @@ static bool fast_input(struct sl_engine *eng, struct sl_conn *c, const uint8_t *
 		memcpy(f->req.buf, buf + used, blen - used);
 		f->req.len = blen - used;
 	}
-	if (eng->stat && eng->stat->keepalive_ms)
+	/* keep-alive counts from here; the timer is moved only when it fires
+	 * (fast_idle), not per request */
+	f->active_us = eng->now_us;
+	if (eng->stat && eng->stat->keepalive_ms && !c->timer[T_KEEPALIVE])
 		timer_set(eng, c, T_KEEPALIVE,
 			  eng->now_us + (uint64_t)eng->stat->keepalive_ms * 1000);
 	return true;
@@ -732,8 +766,15 @@ static void fast_eof(struct sl_engine *eng, struct sl_conn *c)
  * A connection still sending or receiving a request is not idle. */
 static void fast_idle(struct sl_engine *eng, struct sl_conn *c)
 {
+	uint64_t ka_us = eng->stat ? (uint64_t)eng->stat->keepalive_ms * 1000 : 0;
+
 	if (!fast_owns(c) || fc(c)->closing)
 		return;
+	if (ka_us && eng->now_us < fc(c)->active_us + ka_us) {
+		/* input came since it was armed: idle from the last one */
+		timer_set(eng, c, T_KEEPALIVE, fc(c)->active_us + ka_us);
+		return;
+	}
 	if (!fc(c)->head && !fc(c)->req.len) {
 		close_when_done(eng, c);
 		return;

@@ -32,6 +32,10 @@ struct static_entry {
 	uint32_t fields_len;
 	char *extra;		/* extra header lines (Cache-Control), or NULL */
 	uint32_t extra_len;
+	/* a whole 200's header from after "HTTP/1.x " up to "Date: ", made
+	 * once: a response copies it instead of formatting it */
+	char *head200;
+	uint32_t head200_len;
 	/* checksum partial sums of the body cut as a 200 response cuts it */
 	uint32_t csum_mss, csum_first;
 	uint64_t *csums;	/* bit 32 set: computed */
@@ -70,6 +74,7 @@ struct fast_conn {
 	uint32_t nresp;
 	bool handed;		/* Python owns the connection's input now */
 	bool closing;		/* close once the responses are out */
+	uint64_t active_us;	/* the last input: keep-alive counts from it */
 };
 
 /* static.c */

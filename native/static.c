@@ -82,6 +82,7 @@ static void entry_free(struct static_entry *e)
 	free(e->last_modified);
 	free(e->csums);
 	free(e->extra);
+	free(e->head200);
 	free(e);
 }
 
@@ -244,6 +245,17 @@ int sl_static_put(struct sl_engine *eng, uint32_t port, const char *path,
 		entry_free(e);
 		return -ENOMEM;
 	}
+	/* as http_fast.c's build_header words a 200 */
+	flen = 64 + e->fields_len + e->extra_len;
+	e->head200 = malloc(flen);
+	if (!e->head200) {
+		entry_free(e);
+		return -ENOMEM;
+	}
+	e->head200_len = (uint32_t)snprintf(e->head200, flen,
+					    "200 OK\r\n%.*sContent-Length: %u\r\nAccept-Ranges: bytes\r\n"
+					    "%.*sDate: ", (int)e->fields_len, e->fields, e->size,
+					    (int)e->extra_len, e->extra ? e->extra : "");
 	pp = slot_of(eng, (uint16_t)port, path, (uint32_t)plen);
 	if (*pp) {
 		struct static_entry *old = *pp;
