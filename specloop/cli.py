@@ -79,6 +79,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
               "(run it from a checkout: make bench)", file=sys.stderr)
         return 2
     sys.path.insert(0, str(root))
+    if args.rest and args.rest[0] == "--bound":
+        from benchmarks import bound  # type: ignore[import-not-found]
+        return int(bound.main(args.rest[1:]))
     from benchmarks import suite  # type: ignore[import-not-found]
     return int(suite.main(args.rest))
 
