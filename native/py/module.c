@@ -13,6 +13,19 @@ struct core_state *core_state_of(PyObject *module)
 	return (struct core_state *)PyModule_GetState(module);
 }
 
+int core_glue_done(PyObject *result, PyObject *where)
+{
+	if (result) {
+		Py_DECREF(result);
+		return 0;
+	}
+	if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+	    PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+		return -1;
+	PyErr_WriteUnraisable(where);
+	return 0;
+}
+
 uint64_t core_monotonic_us(void)
 {
 	struct timespec ts;

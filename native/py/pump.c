@@ -249,28 +249,10 @@ static void forget(struct pump *p, uint32_t conn)
 	}
 }
 
-/* A call into our own Python glue failed: SystemExit and KeyboardInterrupt
- * go up (-1); anything else is a bug of ours, reported, and the loop goes
- * on (as a callback's exception would not stop asyncio's loop). */
-static int glue_failed(PyObject *where)
-{
-	if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-	    PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
-		return -1;
-	PyErr_WriteUnraisable(where);
-	return 0;
-}
-
 static int call_glue(PyObject *obj, PyObject *name, PyObject *arg)
 {
-	PyObject *r = arg ? PyObject_CallMethodOneArg(obj, name, arg)
-			  : PyObject_CallMethodNoArgs(obj, name);
-
-	if (r) {
-		Py_DECREF(r);
-		return 0;
-	}
-	return glue_failed(obj);
+	return core_glue_done(arg ? PyObject_CallMethodOneArg(obj, name, arg)
+				  : PyObject_CallMethodNoArgs(obj, name), obj);
 }
 
 static int dispatch_one(struct pump *p, const struct sl_event *ev)
@@ -287,15 +269,9 @@ static int dispatch_one(struct pump *p, const struct sl_event *ev)
 			Py_DECREF(tr);
 		}
 		return rc;
-	case SL_EV_ACCEPT: {
-		PyObject *r = PyObject_CallMethod(p->stack, "_accept", "II", ev->conn, ev->arg);
-
-		if (r) {
-			Py_DECREF(r);
-			return 0;
-		}
-		return glue_failed(p->stack);
-	}
+	case SL_EV_ACCEPT:
+		return core_glue_done(PyObject_CallMethod(p->stack, "_accept", "II", ev->conn,
+							  ev->arg), p->stack);
 	case SL_EV_WRITABLE:
 		tr = transport_of(p, ev->conn);
 		if (tr) {
@@ -316,7 +292,7 @@ static int dispatch_one(struct pump *p, const struct sl_event *ev)
 			return 0;
 		forget(p, ev->conn);
 		arg = PyLong_FromLong(ev->err);
-		rc = arg ? call_glue(tr, st->s_closed_event, arg) : glue_failed(tr);
+		rc = arg ? call_glue(tr, st->s_closed_event, arg) : core_glue_done(NULL, tr);
 		Py_XDECREF(arg);
 		Py_DECREF(tr);
 		return rc;

@@ -100,6 +100,10 @@ struct core_state *core_state_of(PyObject *module);
 /* Calls func(self, *args, **kw) for a vectorcall's arguments. */
 PyObject *core_call_with_self(PyObject *func, PyObject *self, PyObject *const *args,
 			      size_t nargsf, PyObject *kwnames);
+/* The result of a call into our own Python glue: 0 when it returned (the
+ * result is dropped); -1 for SystemExit/KeyboardInterrupt (they go up);
+ * anything else is a bug of ours: reported as unraisable on `where`, 0. */
+int core_glue_done(PyObject *result, PyObject *where);
 uint64_t core_monotonic_us(void);
 double core_monotonic(void);
 

@@ -110,15 +110,7 @@ static int callback_failed(struct core_state *st, PyObject *tr, const char *mess
 	Py_XDECREF(type);
 	Py_XDECREF(value);
 	Py_XDECREF(tb);
-	if (r) {
-		Py_DECREF(r);
-		return 0;
-	}
-	if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-	    PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
-		return -1;
-	PyErr_WriteUnraisable(tr);
-	return 0;
+	return core_glue_done(r, tr);
 }
 
 /* Hands bytes to the protocol now (the transport is reading and nothing
@@ -225,15 +217,7 @@ int transport_eof(struct core_state *st, PyObject *tr)
 		return 0;
 	}
 	r = PyObject_CallMethodNoArgs(tr, st->s_eof_received);
-	if (r) {
-		Py_DECREF(r);
-		return 0;
-	}
-	if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-	    PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
-		return -1;
-	PyErr_WriteUnraisable(tr);
-	return 0;
+	return core_glue_done(r, tr);
 }
 
 /* _deliver(data): held bytes, oldest first (BypassTransport._release_held). */
