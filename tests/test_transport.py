@@ -632,3 +632,70 @@ def test_thousand_connections(serve_loop, path):
     for _ in range(50):
         serve_loop.run_until_complete(asyncio.sleep(0.05))
     assert_idle(serve_loop)
+
+
+@pytest.mark.parametrize("kind", ["data_received", "get_buffer"])
+def test_protocol_errors_reach_the_exception_handler(serve_loop, path, kind):
+    """A protocol callback that raises: the loop's exception handler gets
+    asyncio's message, the connection is reset and connection_lost gets the
+    exception (the bypass delivers from C, with CPython's wording)."""
+
+    class Bad(asyncio.Protocol):
+        def __init__(self, loop):
+            self.lost = loop.create_future()
+
+        def data_received(self, data):
+            raise ValueError("bad request")
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    class BadBuffered(asyncio.BufferedProtocol):
+        def __init__(self, loop):
+            self.lost = loop.create_future()
+
+        def get_buffer(self, sizehint):
+            return bytearray()
+
+        def buffer_updated(self, nbytes):
+            raise AssertionError("never: the buffer was empty")
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    contexts = []
+    serve_loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+    factory = Bad if kind == "data_received" else BadBuffered
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        protos = []
+        server = await loop.create_server(lambda: protos.append(factory(loop)) or protos[-1],
+                                          HOST, PORT)
+        rc, out, err = await arun_client(*client(f"""
+            import socket
+            s = socket.create_connection(("{HOST}", {PORT}), timeout=10)
+            s.sendall(b"hello")
+            try:
+                print(repr(s.recv(10)))
+            except ConnectionResetError:
+                print("reset")
+        """), timeout=30)
+        assert rc == 0, err
+        exc = await protos[0].lost
+        server.close()
+        return out.strip(), exc
+
+    out, exc = run(serve_loop, main())
+    assert out in (b"reset", b"b''"), out
+    assert len(contexts) == 1, contexts
+    ctx = contexts[0]
+    if kind == "data_received":
+        assert ctx["message"] == "Fatal error: protocol.data_received() call failed."
+        assert isinstance(ctx["exception"], ValueError)
+    else:
+        assert ctx["message"] == "Fatal error: protocol.get_buffer() call failed."
+        assert isinstance(ctx["exception"], RuntimeError)
+        assert "empty buffer" in str(ctx["exception"])
+    assert exc is ctx["exception"]
+    assert_idle(serve_loop)
