@@ -411,25 +411,6 @@ cap:
 		c->cwnd = 65535;
 }
 
-/* RFC 5681 §3.2 steps 2-4, RFC 6675 §5: enter fast recovery. */
-void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c)
-{
-	uint32_t flight = tcp_in_flight(c);
-
-	c->recover = c->snd_max;
-	c->ssthresh = flight / 2 > 2 ? flight / 2 : 2;
-	c->cwnd = c->ssthresh;
-	c->cwnd_cnt = 0;
-	c->in_recovery = true;
-	/* RFC 5681 §3.2 step 4, RFC 6675 §5 (4.2): the first lost segment is
-	 * retransmitted whatever the congestion window says */
-	c->force_rexmit = true;
-	eng->ctr.fast_retransmits++;
-	tcp_mark_head_lost(eng, c);
-	if (c->sack_on)
-		tcp_mark_lost_sack(eng, c);
-}
-
 /* The newest fully acknowledged, never retransmitted segment gives an RTT
  * sample (Karn: none if any acknowledged segment was sent twice). */
 static uint32_t rtt_from_acked(struct sl_engine *eng, const struct sl_conn *c, uint32_t ack)

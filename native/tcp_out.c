@@ -14,8 +14,9 @@
  * transmission.
  *
  * Congestion control is NewReno (RFC 5681, RFC 6582) with SACK-based loss
- * marking (RFC 2018, RFC 6675's IsLost), counting in packets as Linux does:
- *   in_flight = packets_out - (sacked_out + lost_out) + retrans_out.
+ * marking (RFC 2018, RFC 6675's IsLost: tcp_recovery.c), counting in
+ * packets as Linux does:
+ *   in_flight = packets_out - (sacked_out + reno_sacked + lost_out) + retrans_out.
  */
 #include <sys/uio.h>
 
@@ -29,12 +30,6 @@ static inline uint32_t csum_add(uint32_t a, uint32_t b)
 {
 	a += b;
 	return a + (a < b);
-}
-
-static inline uint32_t seg_end(const struct tcp_seg *s)
-{
-	return s->seq + s->len + ((s->flags & SEG_SYN) ? 1 : 0) +
-	       ((s->flags & SEG_FIN) ? 1 : 0);
 }
 
 uint32_t tcp_ts_now(const struct sl_engine *eng, const struct sl_conn *c)
@@ -683,125 +678,6 @@ void tcp_ack_segs(struct sl_engine *eng, struct sl_conn *c, uint32_t ack)
 		c->sq_tail = c->sq_send = SL_NONE;
 }
 
-/* RFC 2018 §3: a SACK block [start, end) received */
-void tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start, uint32_t end)
-{
-	struct tcp_seg *segs = eng->tcp->segs;
-	uint32_t i;
-
-	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
-		struct tcp_seg *s = &segs[i];
-
-		if (seq_ge(s->seq, end))
-			break;
-		if ((s->flags & SEG_SACKED) || seq_lt(s->seq, start) ||
-		    seq_gt(seg_end(s), end))
-			continue;
-		if (s->flags & SEG_LOST)
-			c->lost_out--;
-		if (s->flags & SEG_RETRANS)
-			c->retrans_out--;
-		s->flags = (uint8_t)((s->flags & ~(SEG_LOST | SEG_RETRANS)) | SEG_SACKED);
-		c->sacked_out++;
-		if (s->xmits == 1 && s->xmit_us > c->rack_xmit_us)
-			c->rack_xmit_us = s->xmit_us;
-	}
-	if (seq_gt(end, c->highest_sack) || !c->sacked_out)
-		c->highest_sack = end;
-}
-
-static void mark_lost(struct sl_conn *c, struct tcp_seg *s)
-{
-	if (s->flags & (SEG_LOST | SEG_SACKED))
-		return;
-	s->flags |= SEG_LOST;
-	c->lost_out++;
-}
-
-/* RFC 6675 §4 IsLost: DupThresh segments SACKed above it. */
-void tcp_mark_lost_sack(struct sl_engine *eng, struct sl_conn *c)
-{
-	struct tcp_seg *segs = eng->tcp->segs;
-	uint32_t above = c->sacked_out, i;
-
-	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
-		struct tcp_seg *s = &segs[i];
-
-		if (s->flags & SEG_SACKED) {
-			above--;
-			continue;
-		}
-		if (above < TCP_DUPTHRESH)
-			break;
-		mark_lost(c, s);
-	}
-}
-
-/* The first unacknowledged, un-SACKed segment is lost (fast retransmit,
- * RFC 5681 §3.2 step 4; NewReno partial ACK, RFC 6582 §3.2 step 5). */
-void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c)
-{
-	struct tcp_seg *segs = eng->tcp->segs;
-	uint32_t i;
-
-	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
-		struct tcp_seg *s = &segs[i];
-
-		if (s->flags & SEG_SACKED)
-			continue;
-		mark_lost(c, s);	/* no-op if already lost (and resent) */
-		return;
-	}
-}
-
-/*
- * RFC 8985 §6.2 step 5 (RACK): a segment sent more than a reordering window
- * before one that was delivered is lost, a retransmission included (that is
- * how a lost retransmission is found without waiting for the RTO).
- * Returns true if it marked anything.
- */
-bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c)
-{
-	struct tcp_seg *segs = eng->tcp->segs;
-	uint64_t reo = (uint64_t)c->min_rtt_us / 4 * (c->reo_mult ? c->reo_mult : 1), wait = 0;
-	bool marked = false;
-	uint32_t i;
-
-	if (!c->rack_xmit_us)
-		return false;
-	/* RFC 8985 §6.2 step 4: min_RTT/4 times the DSACK multiplier, at most
-	 * SRTT, and never below the floor */
-	if (c->srtt_us && reo > c->srtt_us)
-		reo = c->srtt_us;
-	if (reo < TCP_REO_WND_MIN_US)
-		reo = TCP_REO_WND_MIN_US;
-	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
-		struct tcp_seg *s = &segs[i];
-
-		if (s->flags & SEG_SACKED)
-			continue;
-		if (s->xmit_us + reo >= c->rack_xmit_us) {
-			/* sent too close to the delivered one to tell yet:
-			 * §6.3, look again when its reordering window ends */
-			if (s->xmit_us < c->rack_xmit_us && !(s->flags & SEG_LOST))
-				wait = s->xmit_us + reo + c->srtt_us;
-			break;
-		}
-		if (s->flags & SEG_RETRANS) {
-			s->flags &= (uint8_t)~SEG_RETRANS;
-			c->retrans_out--;
-			marked = true;
-		} else if (!(s->flags & SEG_LOST)) {
-			s->flags |= SEG_LOST;
-			c->lost_out++;
-			marked = true;
-		}
-	}
-	if (wait > eng->now_us)
-		timer_set(eng, c, T_RACK, wait);
-	return marked;
-}
-
 /*
  * RFC 8985 §7.3: the tail loss probe.  New data if the window allows,
  * else the last segment sent again, so that a lost tail is reported by
@@ -823,27 +699,6 @@ void tcp_send_tlp(struct sl_engine *eng, struct sl_conn *c)
 		eng->ctr.retransmits++;
 		eng->ctr.tail_loss_probes++;
 	}
-}
-
-/* RFC 6298 §5.4-5.6 / RFC 5681 §3.1: after an RTO everything outstanding
- * that was not SACKed is lost and is sent again in slow start. */
-void tcp_mark_lost_on_rto(struct sl_engine *eng, struct sl_conn *c)
-{
-	struct tcp_seg *segs = eng->tcp->segs;
-	uint32_t i;
-
-	c->lost_out = 0;
-	c->retrans_out = 0;
-	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
-		struct tcp_seg *s = &segs[i];
-
-		s->flags &= (uint8_t)~(SEG_LOST | SEG_RETRANS);
-		if (!(s->flags & SEG_SACKED)) {
-			s->flags |= SEG_LOST;
-			c->lost_out++;
-		}
-	}
-	c->reno_sacked = 0;
 }
 
 /* Sends one queued segment; -EBUSY if its frame is still in the TX ring. */
