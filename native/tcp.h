@@ -386,8 +386,10 @@ void tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start,
 void tcp_mark_lost_sack(struct sl_engine *eng, struct sl_conn *c);
 void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c);
 bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c);
+void tcp_rack_timeout(struct sl_engine *eng, struct sl_conn *c);
+uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c);
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);
-void tcp_mark_lost_on_rto(struct sl_engine *eng, struct sl_conn *c);
+void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c);
 
 /* tcp_timer.c */
 void timer_set(struct sl_engine *eng, struct sl_conn *c, int which, uint64_t at_us);

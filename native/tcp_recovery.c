@@ -2,15 +2,16 @@
 /*
  * tcp_recovery.c - loss detection and recovery: the SACK scoreboard (a
  * segment's SEG_SACKED, SEG_LOST and SEG_RETRANS flags, counted in
- * sacked_out, lost_out and retrans_out), which segments are lost, and
- * entering fast recovery.  tcp_output (tcp_out.c) retransmits what is
- * marked lost.
+ * sacked_out, lost_out and retrans_out), which segments are lost, and the
+ * congestion response to a loss.  tcp_output (tcp_out.c) retransmits what
+ * is marked lost.
  *
  * Called from tcp_ack (tcp_in.c): tcp_sack_mark for each SACK block,
  * tcp_rack_detect_loss, then tcp_enter_recovery, or in recovery
  * tcp_mark_lost_sack and tcp_mark_head_lost; from the timers (tcp_timer.c):
- * tcp_mark_lost_on_rto after an RTO, tcp_rack_detect_loss and
- * tcp_enter_recovery when the RACK reordering timer fires.
+ * tcp_enter_loss when the RTO expires, tcp_rack_timeout when the RACK
+ * reordering timer fires, tcp_tlp_timeout when the retransmission timer
+ * is armed after new data.
  */
 #include "tcp.h"
 
@@ -133,13 +134,54 @@ bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c)
 	return marked;
 }
 
-/* RFC 5681 §3.2 steps 2-4, RFC 6675 §5: enter fast recovery. */
-void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c)
+/* RFC 8985 §6.3: the reordering timer fired. */
+void tcp_rack_timeout(struct sl_engine *eng, struct sl_conn *c)
+{
+	/* as if an ACK had come now */
+	c->rack_xmit_us = eng->now_us - c->srtt_us;
+	if (c->packets_out && tcp_rack_detect_loss(eng, c)) {
+		if (!c->in_recovery && !c->after_rto)
+			tcp_enter_recovery(eng, c);
+		conn_dirty(eng, c);
+	}
+}
+
+/*
+ * RFC 8985 §7.2: with SACK and an RTT estimate, the first timer after new
+ * data is a probe timeout (2*SRTT, plus the delayed-ACK time if only one
+ * segment is out), not the RTO.  Returns the PTO in µs, or 0 when no probe
+ * is due (no SACK or RTT yet, in recovery, after an RTO, a probe already
+ * sent for this flight).  The caller arms it if it comes before the RTO.
+ */
+uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c)
+{
+	uint64_t pto;
+
+	if (!c->sack_on || !c->srtt_us || c->in_recovery || c->after_rto ||
+	    c->tlp_sent || c->backoff)
+		return 0;
+	pto = 2ull * c->srtt_us;
+	if (c->packets_out == 1)
+		pto += (uint64_t)eng->cfg.delack_ms * 1000;
+	if (pto < TCP_PTO_MIN_US)
+		pto = TCP_PTO_MIN_US;
+	return pto;
+}
+
+/* RFC 5681 §3.1 equation (4), §3.2 step 2: ssthresh = max(FlightSize / 2,
+ * 2*SMSS), in packets, after a loss (fast retransmit or RTO). */
+static void halve_ssthresh(struct sl_conn *c)
 {
 	uint32_t flight = tcp_in_flight(c);
 
-	c->recover = c->snd_max;
 	c->ssthresh = flight / 2 > 2 ? flight / 2 : 2;
+}
+
+/* RFC 5681 §3.2 steps 2-4, RFC 6675 §5: enter fast recovery. */
+void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->recover = c->snd_max;
+	halve_ssthresh(c);
 	c->cwnd = c->ssthresh;
 	c->cwnd_cnt = 0;
 	c->in_recovery = true;
@@ -154,7 +196,7 @@ void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c)
 
 /* RFC 6298 §5.4-5.6 / RFC 5681 §3.1: after an RTO everything outstanding
  * that was not SACKed is lost and is sent again in slow start. */
-void tcp_mark_lost_on_rto(struct sl_engine *eng, struct sl_conn *c)
+static void mark_lost_on_rto(struct sl_engine *eng, struct sl_conn *c)
 {
 	struct tcp_seg *segs = eng->tcp->segs;
 	uint32_t i;
@@ -171,4 +213,20 @@ void tcp_mark_lost_on_rto(struct sl_engine *eng, struct sl_conn *c)
 		}
 	}
 	c->reno_sacked = 0;
+}
+
+/* RFC 5681 §3.1: the RTO expired.  The congestion window is the loss
+ * window (one segment), slow start runs up to the halved ssthresh, a fast
+ * recovery in progress ends and none starts until what was sent before is
+ * acknowledged (recover, after_rto); everything not SACKed is lost. */
+void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c)
+{
+	halve_ssthresh(c);
+	c->cwnd = 1;
+	c->cwnd_cnt = 0;
+	c->in_recovery = false;
+	c->after_rto = true;
+	c->recover = c->snd_max;
+	c->dupacks = 0;
+	mark_lost_on_rto(eng, c);
 }
