@@ -376,6 +376,28 @@ static void seg_release(struct sl_engine *eng, uint32_t i)
 	t->segs_used--;
 }
 
+/* A segment with a UMEM frame of its own, kept until acknowledged, its
+ * payload to go at hdr_len: the segment's index, or SL_NONE (nothing
+ * taken) when no frame or no segment is free. */
+static uint32_t seg_alloc_frame(struct sl_engine *eng, bool may_use_reserve,
+				uint32_t hdr_len)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t f = xsk_frame_alloc(x, may_use_reserve), si;
+
+	if (f == SL_NO_FRAME)
+		return SL_NONE;
+	si = seg_alloc(eng);
+	if (si == SL_NONE) {
+		xsk_frame_free(x, f);
+		return SL_NONE;
+	}
+	x->meta[f].keep = 1;
+	eng->tcp->segs[si].frame = f;
+	eng->tcp->segs[si].hdr_len = (uint16_t)hdr_len;
+	return si;
+}
+
 static void seg_append(struct sl_engine *eng, struct sl_conn *c, uint32_t i)
 {
 	struct tcp_seg *segs = eng->tcp->segs;
@@ -414,29 +436,20 @@ int tcp_queue_data(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data
 		}
 	}
 	while (done < len) {
-		uint32_t si, f, n = len - done;
+		uint32_t si, n = len - done;
 		struct tcp_seg *s;
 
 		if (n > c->mss)
 			n = c->mss;
-		f = xsk_frame_alloc(x, false);
-		if (f == SL_NO_FRAME) {
-			eng->ctr.tx_no_frame++;
-			break;
-		}
-		si = seg_alloc(eng);
+		si = seg_alloc_frame(eng, false, hdr);
 		if (si == SL_NONE) {
-			xsk_frame_free(x, f);
 			eng->ctr.tx_no_frame++;
 			break;
 		}
-		x->meta[f].keep = 1;
 		s = &segs[si];
-		s->frame = f;
 		s->seq = c->write_seq + done;
 		s->len = n;
-		s->hdr_len = (uint16_t)hdr;
-		memcpy(xsk_frame_data(x, f) + hdr, data + done, n);
+		memcpy(xsk_frame_data(x, s->frame) + hdr, data + done, n);
 		seg_append(eng, c, si);
 		done += n;
 	}
@@ -452,32 +465,23 @@ int tcp_queue_segment(struct sl_engine *eng, struct sl_conn *c, const uint8_t *a
 {
 	struct sl_xsk *x = &eng->xsk;
 	struct tcp_seg *s;
-	uint32_t f, si, hdr = FRAME_HDR_LEN(c->ts_on);
+	uint32_t si, hdr = FRAME_HDR_LEN(c->ts_on);
 
 	if (alen + blen > c->mss || hdr + alen + blen > x->frame_size)
 		return -EINVAL;
-	f = xsk_frame_alloc(x, false);
-	if (f == SL_NO_FRAME) {
+	si = seg_alloc_frame(eng, false, hdr);
+	if (si == SL_NONE) {
 		eng->ctr.tx_no_frame++;
 		conn_starved(eng, c);
 		return -ENOBUFS;
 	}
-	si = seg_alloc(eng);
-	if (si == SL_NONE) {
-		xsk_frame_free(x, f);
-		conn_starved(eng, c);
-		return -ENOBUFS;
-	}
-	x->meta[f].keep = 1;
 	s = &eng->tcp->segs[si];
-	s->frame = f;
 	s->seq = c->write_seq;
 	s->len = alen + blen;
-	s->hdr_len = (uint16_t)hdr;
 	if (alen)
-		memcpy(xsk_frame_data(x, f) + hdr, a, alen);
+		memcpy(xsk_frame_data(x, s->frame) + hdr, a, alen);
 	if (blen)
-		memcpy(xsk_frame_data(x, f) + hdr + alen, b, blen);
+		memcpy(xsk_frame_data(x, s->frame) + hdr + alen, b, blen);
 	seg_append(eng, c, si);
 	c->write_seq += s->len;
 	c->sq_bytes += s->len;
@@ -527,20 +531,12 @@ int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t of
 	ssize_t got;
 
 	while (left && n < 64) {
-		uint32_t f = xsk_frame_alloc(x, false), si, take = left < c->mss ? left : c->mss;
+		uint32_t si = seg_alloc_frame(eng, false, hdr), take = left < c->mss ? left : c->mss;
 
-		if (f == SL_NO_FRAME)
+		if (si == SL_NONE)
 			break;
-		si = seg_alloc(eng);
-		if (si == SL_NONE) {
-			xsk_frame_free(x, f);
-			break;
-		}
-		x->meta[f].keep = 1;
-		segs[si].frame = f;
-		segs[si].hdr_len = (uint16_t)hdr;
 		segs[si].len = take;
-		iov[n].iov_base = xsk_frame_data(x, f) + hdr;
+		iov[n].iov_base = xsk_frame_data(x, segs[si].frame) + hdr;
 		iov[n].iov_len = take;
 		idx[n++] = si;
 		left -= take;
@@ -577,9 +573,8 @@ int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t of
 /* Puts the FIN in the queue: on the last unsent segment, or alone. */
 static int make_fin(struct sl_engine *eng, struct sl_conn *c)
 {
-	struct sl_xsk *x = &eng->xsk;
 	struct tcp_seg *segs = eng->tcp->segs;
-	uint32_t si, f;
+	uint32_t si;
 
 	if (c->fin_in_queue)
 		return 0;
@@ -591,20 +586,12 @@ static int make_fin(struct sl_engine *eng, struct sl_conn *c)
 			goto queued;
 		}
 	}
-	f = xsk_frame_alloc(x, true);
-	if (f == SL_NO_FRAME)
+	si = seg_alloc_frame(eng, true, FRAME_HDR_LEN(c->ts_on));
+	if (si == SL_NONE)
 		return -ENOBUFS;
-	si = seg_alloc(eng);
-	if (si == SL_NONE) {
-		xsk_frame_free(x, f);
-		return -ENOBUFS;
-	}
-	x->meta[f].keep = 1;
-	segs[si].frame = f;
 	segs[si].seq = c->write_seq;
 	segs[si].len = 0;
 	segs[si].flags = SEG_FIN;
-	segs[si].hdr_len = (uint16_t)FRAME_HDR_LEN(c->ts_on);
 	seg_append(eng, c, si);
 queued:
 	c->write_seq++;
@@ -782,7 +769,7 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 {
 	struct sl_xsk *x = &eng->xsk;
 	struct tcp_seg *segs = eng->tcp->segs, *a = &segs[i], *b;
-	uint32_t bi, f;
+	uint32_t bi;
 
 	if (!keep || keep >= a->len)
 		return -EINVAL;
@@ -811,23 +798,15 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 	}
 	if (x->meta[a->frame].tx_pending)
 		return -EINVAL;
-	f = xsk_frame_alloc(x, false);
-	if (f == SL_NO_FRAME)
+	bi = seg_alloc_frame(eng, false, a->hdr_len);
+	if (bi == SL_NONE)
 		return -ENOBUFS;
-	bi = seg_alloc(eng);
-	if (bi == SL_NONE) {
-		xsk_frame_free(x, f);
-		return -ENOBUFS;
-	}
 	a = &segs[i];
 	b = &segs[bi];
-	x->meta[f].keep = 1;
-	b->frame = f;
-	b->hdr_len = a->hdr_len;
 	b->seq = a->seq + keep;
 	b->len = a->len - keep;
 	b->flags = a->flags & SEG_FIN;
-	memcpy(xsk_frame_data(x, f) + b->hdr_len,
+	memcpy(xsk_frame_data(x, b->frame) + b->hdr_len,
 	       xsk_frame_data(x, a->frame) + a->hdr_len + keep, b->len);
 	a->len = keep;
 	a->flags &= (uint8_t)~(SEG_FIN | SEG_CSUM);
