@@ -393,17 +393,24 @@ bool conn_hand_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t
 	return true;
 }
 
-/* An app closes its connection (what it queued goes out first). */
-void conn_app_close(struct sl_engine *eng, struct sl_conn *c)
+/* RFC 9293 §3.10.4 CLOSE: ESTABLISHED → FIN-WAIT-1, CLOSE-WAIT →
+ * LAST-ACK; the FIN follows the queued data.  -ENOTCONN in other states. */
+static int shutdown_write(struct sl_engine *eng, struct sl_conn *c)
 {
-	c->detached = true;
 	if (c->state == TCP_ESTABLISHED)
 		c->state = TCP_FIN_WAIT_1;
 	else if (c->state == TCP_CLOSE_WAIT)
 		c->state = TCP_LAST_ACK;
 	else
-		return;
-	tcp_queue_fin(eng, c);
+		return -ENOTCONN;
+	return tcp_queue_fin(eng, c);
+}
+
+/* An app closes its connection (what it queued goes out first). */
+void conn_app_close(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->detached = true;
+	shutdown_write(eng, c);
 }
 
 struct tcp_listener *listener_for_port(struct sl_engine *eng, uint16_t port)
@@ -863,15 +870,7 @@ int sl_conn_shutdown_write(struct sl_engine *eng, uint32_t id)
 		return -ENOTCONN;
 	if (c->fin_queued)
 		return 0;
-	/* RFC 9293 §3.10.4 CLOSE: ESTABLISHED → FIN-WAIT-1, CLOSE-WAIT →
-	 * LAST-ACK; the FIN follows the queued data */
-	if (c->state == TCP_ESTABLISHED)
-		c->state = TCP_FIN_WAIT_1;
-	else if (c->state == TCP_CLOSE_WAIT)
-		c->state = TCP_LAST_ACK;
-	else
-		return -ENOTCONN;
-	return tcp_queue_fin(eng, c);
+	return shutdown_write(eng, c);
 }
 
 int sl_conn_close(struct sl_engine *eng, uint32_t id)
