@@ -24,16 +24,9 @@ static uint64_t monotonic_us(const struct sl_engine *eng)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static int check_config(const struct sl_config *cfg, char *err, size_t errlen)
+/* What every engine's configuration is checked for (a test engine's too). */
+static int check_modes(const struct sl_config *cfg, char *err, size_t errlen)
 {
-	if (!cfg || !cfg->ifname || !cfg->ifname[0]) {
-		sl_errf(err, errlen, "no interface given");
-		return -EINVAL;
-	}
-	if (strlen(cfg->ifname) >= IF_NAMESIZE) {
-		sl_errf(err, errlen, "interface name too long: %s", cfg->ifname);
-		return -EINVAL;
-	}
 	if (cfg->xdp_mode > SL_XDP_GENERIC) {
 		sl_errf(err, errlen, "xdp_mode %u: must be auto, native or generic",
 			cfg->xdp_mode);
@@ -44,6 +37,59 @@ static int check_config(const struct sl_config *cfg, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+static int check_config(const struct sl_config *cfg, char *err, size_t errlen)
+{
+	if (!cfg || !cfg->ifname || !cfg->ifname[0]) {
+		sl_errf(err, errlen, "no interface given");
+		return -EINVAL;
+	}
+	if (strlen(cfg->ifname) >= IF_NAMESIZE) {
+		sl_errf(err, errlen, "interface name too long: %s", cfg->ifname);
+		return -EINVAL;
+	}
+	return check_modes(cfg, err, errlen);
+}
+
+/* A new engine with its own copy of cfg, named ifname, nothing open yet. */
+static struct sl_engine *engine_new(const struct sl_config *cfg, const char *ifname,
+				    char *err, size_t errlen)
+{
+	struct sl_engine *eng = calloc(1, sizeof(*eng));
+
+	if (!eng) {
+		sl_errf(err, errlen, "out of memory for the engine");
+		return NULL;
+	}
+	eng->cfg = *cfg;
+	snprintf(eng->ifname, sizeof(eng->ifname), "%s", ifname);
+	eng->cfg.ifname = eng->ifname;
+	eng->steer.prog_fd = eng->steer.link_fd = eng->steer.ports_fd = eng->steer.xsks_fd = -1;
+	eng->gso.fd = -1;
+	eng->now_us = monotonic_us(eng);
+	return eng;
+}
+
+/* What every engine has above its frames: TCP and the static store.  On
+ * failure nothing of them is left. */
+static int open_stack(struct sl_engine *eng, char *err, size_t errlen)
+{
+	int rc = tcp_init(eng, err, errlen);
+
+	if (rc)
+		goto out_tcp;
+	rc = static_init(eng);
+	if (rc) {
+		sl_errf(err, errlen, "out of memory for the static store");
+		goto out_tcp;
+	}
+	eng->ctr.frames_total = eng->xsk.frame_count;
+	return 0;
+
+out_tcp:
+	tcp_fini(eng);
+	return rc;
 }
 
 int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
@@ -66,16 +112,9 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 			cfg->ifname);
 		return rc;
 	}
-	eng = calloc(1, sizeof(*eng));
-	if (!eng) {
-		sl_errf(err, errlen, "out of memory for the engine");
+	eng = engine_new(cfg, cfg->ifname, err, errlen);
+	if (!eng)
 		return -ENOMEM;
-	}
-	eng->cfg = *cfg;
-	snprintf(eng->ifname, sizeof(eng->ifname), "%s", cfg->ifname);
-	eng->cfg.ifname = eng->ifname;
-	eng->now_us = monotonic_us(eng);
-	eng->gso.fd = -1;
 
 	rc = steer_open(&eng->steer, eng->ifname, ifindex, (int)cfg->xdp_mode,
 			err, errlen);
@@ -96,22 +135,14 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 	rc = gso_open(eng, ifindex, err, errlen);
 	if (rc)
 		goto out_xsk;
-	rc = tcp_init(eng, err, errlen);
+	rc = open_stack(eng, err, errlen);
 	if (rc)
-		goto out_tcp;
-	rc = static_init(eng);
-	if (rc) {
-		sl_errf(err, errlen, "out of memory for the static store");
-		goto out_tcp;
-	}
-	eng->ctr.frames_total = eng->xsk.frame_count;
+		goto out_gso;
 	xsk_refill(eng);
 	*out = eng;
 	return 0;
 
-out_tcp:
-	tcp_fini(eng);
-	static_fini(eng);
+out_gso:
 	gso_close(eng);
 out_xsk:
 	xsk_close(&eng->xsk);
@@ -137,34 +168,24 @@ int sl_engine_open_test(const struct sl_config *cfg, struct sl_engine **out,
 	if (!out || !cfg)
 		return -EINVAL;
 	*out = NULL;
-	if (cfg->xdp_mode > SL_XDP_GENERIC || cfg->tx_gso > SL_TX_GSO_OFF)
-		return -EINVAL;
-	eng = calloc(1, sizeof(*eng));
-	if (!eng) {
-		sl_errf(err, errlen, "out of memory for the engine");
+	rc = check_modes(cfg, err, errlen);
+	if (rc)
+		return rc;
+	eng = engine_new(cfg, cfg->ifname ? cfg->ifname : "test", err, errlen);
+	if (!eng)
 		return -ENOMEM;
-	}
-	eng->cfg = *cfg;
-	snprintf(eng->ifname, sizeof(eng->ifname), "%s", cfg->ifname ? cfg->ifname : "test");
-	eng->cfg.ifname = eng->ifname;
-	eng->steer.prog_fd = eng->steer.link_fd = eng->steer.ports_fd = eng->steer.xsks_fd = -1;
-	eng->now_us = monotonic_us(eng);
 	rc = xsk_open_test(&eng->xsk, &eng->cfg, err, errlen);
 	if (rc)
 		goto out_engine;
 	gso_open_test(eng);
-	rc = tcp_init(eng, err, errlen);
-	if (rc == 0)
-		rc = static_init(eng);
-	if (rc) {
-		tcp_fini(eng);
-		static_fini(eng);
-		xsk_close(&eng->xsk);
-		goto out_engine;
-	}
-	eng->ctr.frames_total = eng->xsk.frame_count;
+	rc = open_stack(eng, err, errlen);
+	if (rc)
+		goto out_xsk;
 	*out = eng;
 	return 0;
+
+out_xsk:
+	xsk_close(&eng->xsk);
 out_engine:
 	free(eng);
 	return rc;
