@@ -234,6 +234,25 @@ int sl_engine_rx_ready(const struct sl_engine *eng)
 	return 0;
 }
 
+/* Something waits for the next poll or flush (Python should iterate soon):
+ * events to hand over, or output the last flush's budget left queued. */
+int sl_engine_pending(const struct sl_engine *eng)
+{
+	return tcp_pending(eng);
+}
+
+/* When to poll next: the earliest TCP timer or frame the link impairment
+ * holds (absolute µs), 0 if none. */
+uint64_t sl_engine_next_timer(struct sl_engine *eng)
+{
+	uint64_t d = tcp_next_timer(eng);
+	uint64_t held = impair_next_due(eng);
+
+	if (held && (!d || held < d))
+		d = held;
+	return d;
+}
+
 int sl_engine_xdp_mode(const struct sl_engine *eng)
 {
 	return eng->steer.mode;

@@ -595,9 +595,9 @@ void conn_writable_later(struct sl_engine *eng, struct sl_conn *c)
 	deliver_later(eng, c);
 }
 
-/* Something waits for the next poll or flush (Python should iterate soon):
- * events to hand over, or output the last flush's budget left queued. */
-int sl_engine_pending(const struct sl_engine *eng)
+/* Connections wait for the next poll (events to hand over) or flush
+ * (output the last flush's budget left queued). */
+bool tcp_pending(const struct sl_engine *eng)
 {
 	return eng->tcp && (eng->tcp->deliver_head != SL_NONE ||
 			    eng->tcp->dirty_head != SL_NONE);
@@ -1079,15 +1079,4 @@ int sl_conn_info(struct sl_engine *eng, uint32_t id, struct sl_conn_info *out)
 	else
 		out->timer_ms = (uint32_t)((c->deadline - eng->now_us) / 1000);
 	return 0;
-}
-
-uint64_t sl_engine_next_timer(struct sl_engine *eng)
-{
-	struct tcp_state_all *t = eng->tcp;
-	uint64_t d = t && t->heap_len ? t->conns[t->heap[0]].deadline : 0;
-	uint64_t held = impair_next_due(eng);
-
-	if (held && (!d || held < d))
-		d = held;
-	return d;
 }

@@ -6,8 +6,8 @@
  * tail loss probe, delayed ACK, keep-alive, TIME-WAIT/FIN-WAIT-2, RACK
  * reordering); its earliest one is its key in a
  * binary min-heap of connections.  The loop asks sl_engine_next_timer()
- * for the heap's top and polls the engine then; tcp_timers_run() fires what
- * is due.
+ * for the heap's top (tcp_next_timer) and polls the engine then;
+ * tcp_timers_run() fires what is due.
  */
 #include "tcp.h"
 
@@ -285,6 +285,14 @@ static void fire(struct sl_engine *eng, struct sl_conn *c, int which)
 		tcp_rack_timeout(eng, c);
 		break;
 	}
+}
+
+/* The earliest deadline of any connection (absolute µs), 0 if none. */
+uint64_t tcp_next_timer(const struct sl_engine *eng)
+{
+	const struct tcp_state_all *t = eng->tcp;
+
+	return t && t->heap_len ? t->conns[t->heap[0]].deadline : 0;
 }
 
 void tcp_timers_run(struct sl_engine *eng)
