@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * engine.c - the engine handle: open/close, one RX batch per poll, one TX
- * kick per flush, events for Python, counters.
+ * kick per flush, events for Python, counters; the frame boundary, where
+ * a test's link impairment (impair.c) sits, on the way in (handle_frame)
+ * and out (engine_tx_submit; a GSO super-frame's is in gso_xmit).
  *
  * Per loop iteration Python calls sl_engine_poll() when the xsk fd is
  * readable (peek RX → parse → TCP input → events → release RX), dispatches
@@ -9,10 +11,23 @@
  * (TCP output → release frames → reap completions → refill → one kick).
  */
 #include <net/if.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "http_fast.h"
+
+void sl_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
 
 static uint64_t monotonic_us(const struct sl_engine *eng)
 {
@@ -307,6 +322,24 @@ static void handle_desc(struct sl_engine *eng, const struct xdp_desc *d)
 	struct sl_xsk *x = &eng->xsk;
 
 	handle_frame(eng, xsk_addr_frame(x, d->addr), d->addr & (x->frame_size - 1), d->len);
+}
+
+/*
+ * The engine's frame boundary on the way out: frame[off, off+len) goes to
+ * the TX ring (xsk_tx_submit_raw), unless the test's link impairment
+ * takes it; such a frame is reported sent (and freed if nobody keeps it).
+ * Returns 0 or -EAGAIN when the TX ring is full even after a kick.
+ */
+int engine_tx_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len)
+{
+	if (eng->impair &&
+	    impair_tx(eng, xsk_frame_data(&eng->xsk, frame) + off, len)) {
+		if (!eng->xsk.meta[frame].keep && !eng->xsk.meta[frame].tx_pending)
+			xsk_frame_free(&eng->xsk, frame);
+		eng->ctr.tx_packets++;
+		return 0;
+	}
+	return xsk_tx_submit_raw(eng, frame, off, len);
 }
 
 int sl_engine_poll(struct sl_engine *eng, int budget)

@@ -215,7 +215,7 @@ static int send_ctl(struct sl_engine *eng, const uint8_t *mac, uint32_t daddr,
 	len = build_packet(eng, xsk_frame_data(x, f), mac, daddr, sport, dport, seq,
 			   ack, flags, wnd, opts, optlen, 0, 0);
 	x->meta[f].keep = 0;
-	if (xsk_tx_submit(eng, f, 0, len)) {
+	if (engine_tx_submit(eng, f, 0, len)) {
 		xsk_frame_free(x, f);
 		return -EAGAIN;
 	}
@@ -746,7 +746,7 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 	}
 	if (!(s->flags & SEG_STATIC))
 		x->meta[frame].keep = 1;
-	if (xsk_tx_submit(eng, frame, 0, len)) {
+	if (engine_tx_submit(eng, frame, 0, len)) {
 		if (s->flags & SEG_STATIC)
 			xsk_frame_free(x, frame);
 		return -EAGAIN;
