@@ -34,6 +34,7 @@ SOURCES = [
     "tcp_conn.c",
     "tcp_in.c",
     "tcp_out.c",
+    "tcp_recovery.c",
     "tcp_timer.c",
     "tx_gso.c",
     "xsk.c",

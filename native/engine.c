@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * engine.c - the engine handle: open/close, one RX batch per poll, one TX
- * kick per flush, events for Python, counters.
+ * kick per flush, events for Python, counters; the frame boundary, where
+ * a test's link impairment (impair.c) sits, on the way in (handle_frame)
+ * and out (engine_tx_submit; a GSO super-frame's is in gso_xmit).
  *
  * Per loop iteration Python calls sl_engine_poll() when the xsk fd is
  * readable (peek RX → parse → TCP input → events → release RX), dispatches
@@ -9,10 +11,23 @@
  * (TCP output → release frames → reap completions → refill → one kick).
  */
 #include <net/if.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "http_fast.h"
+
+void sl_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
 
 static uint64_t monotonic_us(const struct sl_engine *eng)
 {
@@ -22,6 +37,21 @@ static uint64_t monotonic_us(const struct sl_engine *eng)
 		return eng->fake_now_us;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* What every engine's configuration is checked for (a test engine's too). */
+static int check_modes(const struct sl_config *cfg, char *err, size_t errlen)
+{
+	if (cfg->xdp_mode > SL_XDP_GENERIC) {
+		sl_errf(err, errlen, "xdp_mode %u: must be auto, native or generic",
+			cfg->xdp_mode);
+		return -EINVAL;
+	}
+	if (cfg->tx_gso > SL_TX_GSO_OFF) {
+		sl_errf(err, errlen, "tx_gso %u: must be auto, on or off", cfg->tx_gso);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static int check_config(const struct sl_config *cfg, char *err, size_t errlen)
@@ -34,16 +64,47 @@ static int check_config(const struct sl_config *cfg, char *err, size_t errlen)
 		sl_errf(err, errlen, "interface name too long: %s", cfg->ifname);
 		return -EINVAL;
 	}
-	if (cfg->xdp_mode > SL_XDP_GENERIC) {
-		sl_errf(err, errlen, "xdp_mode %u: must be auto, native or generic",
-			cfg->xdp_mode);
-		return -EINVAL;
+	return check_modes(cfg, err, errlen);
+}
+
+/* A new engine with its own copy of cfg, named ifname, nothing open yet. */
+static struct sl_engine *engine_new(const struct sl_config *cfg, const char *ifname,
+				    char *err, size_t errlen)
+{
+	struct sl_engine *eng = calloc(1, sizeof(*eng));
+
+	if (!eng) {
+		sl_errf(err, errlen, "out of memory for the engine");
+		return NULL;
 	}
-	if (cfg->tx_gso > SL_TX_GSO_OFF) {
-		sl_errf(err, errlen, "tx_gso %u: must be auto, on or off", cfg->tx_gso);
-		return -EINVAL;
+	eng->cfg = *cfg;
+	snprintf(eng->ifname, sizeof(eng->ifname), "%s", ifname);
+	eng->cfg.ifname = eng->ifname;
+	eng->steer.prog_fd = eng->steer.link_fd = eng->steer.ports_fd = eng->steer.xsks_fd = -1;
+	eng->gso.fd = -1;
+	eng->now_us = monotonic_us(eng);
+	return eng;
+}
+
+/* What every engine has above its frames: TCP and the static store.  On
+ * failure nothing of them is left. */
+static int open_stack(struct sl_engine *eng, char *err, size_t errlen)
+{
+	int rc = tcp_init(eng, err, errlen);
+
+	if (rc)
+		goto out_tcp;
+	rc = static_init(eng);
+	if (rc) {
+		sl_errf(err, errlen, "out of memory for the static store");
+		goto out_tcp;
 	}
+	eng->ctr.frames_total = eng->xsk.frame_count;
 	return 0;
+
+out_tcp:
+	tcp_fini(eng);
+	return rc;
 }
 
 int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
@@ -66,16 +127,9 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 			cfg->ifname);
 		return rc;
 	}
-	eng = calloc(1, sizeof(*eng));
-	if (!eng) {
-		sl_errf(err, errlen, "out of memory for the engine");
+	eng = engine_new(cfg, cfg->ifname, err, errlen);
+	if (!eng)
 		return -ENOMEM;
-	}
-	eng->cfg = *cfg;
-	snprintf(eng->ifname, sizeof(eng->ifname), "%s", cfg->ifname);
-	eng->cfg.ifname = eng->ifname;
-	eng->now_us = monotonic_us(eng);
-	eng->gso.fd = -1;
 
 	rc = steer_open(&eng->steer, eng->ifname, ifindex, (int)cfg->xdp_mode,
 			err, errlen);
@@ -96,22 +150,14 @@ int sl_engine_open(const struct sl_config *cfg, struct sl_engine **out,
 	rc = gso_open(eng, ifindex, err, errlen);
 	if (rc)
 		goto out_xsk;
-	rc = tcp_init(eng, err, errlen);
+	rc = open_stack(eng, err, errlen);
 	if (rc)
-		goto out_tcp;
-	rc = static_init(eng);
-	if (rc) {
-		sl_errf(err, errlen, "out of memory for the static store");
-		goto out_tcp;
-	}
-	eng->ctr.frames_total = eng->xsk.frame_count;
+		goto out_gso;
 	xsk_refill(eng);
 	*out = eng;
 	return 0;
 
-out_tcp:
-	tcp_fini(eng);
-	static_fini(eng);
+out_gso:
 	gso_close(eng);
 out_xsk:
 	xsk_close(&eng->xsk);
@@ -137,34 +183,24 @@ int sl_engine_open_test(const struct sl_config *cfg, struct sl_engine **out,
 	if (!out || !cfg)
 		return -EINVAL;
 	*out = NULL;
-	if (cfg->xdp_mode > SL_XDP_GENERIC || cfg->tx_gso > SL_TX_GSO_OFF)
-		return -EINVAL;
-	eng = calloc(1, sizeof(*eng));
-	if (!eng) {
-		sl_errf(err, errlen, "out of memory for the engine");
+	rc = check_modes(cfg, err, errlen);
+	if (rc)
+		return rc;
+	eng = engine_new(cfg, cfg->ifname ? cfg->ifname : "test", err, errlen);
+	if (!eng)
 		return -ENOMEM;
-	}
-	eng->cfg = *cfg;
-	snprintf(eng->ifname, sizeof(eng->ifname), "%s", cfg->ifname ? cfg->ifname : "test");
-	eng->cfg.ifname = eng->ifname;
-	eng->steer.prog_fd = eng->steer.link_fd = eng->steer.ports_fd = eng->steer.xsks_fd = -1;
-	eng->now_us = monotonic_us(eng);
 	rc = xsk_open_test(&eng->xsk, &eng->cfg, err, errlen);
 	if (rc)
 		goto out_engine;
 	gso_open_test(eng);
-	rc = tcp_init(eng, err, errlen);
-	if (rc == 0)
-		rc = static_init(eng);
-	if (rc) {
-		tcp_fini(eng);
-		static_fini(eng);
-		xsk_close(&eng->xsk);
-		goto out_engine;
-	}
-	eng->ctr.frames_total = eng->xsk.frame_count;
+	rc = open_stack(eng, err, errlen);
+	if (rc)
+		goto out_xsk;
 	*out = eng;
 	return 0;
+
+out_xsk:
+	xsk_close(&eng->xsk);
 out_engine:
 	free(eng);
 	return rc;
@@ -211,6 +247,25 @@ int sl_engine_rx_ready(const struct sl_engine *eng)
 		    x->q[q].rx.cached_cons)
 			return 1;
 	return 0;
+}
+
+/* Something waits for the next poll or flush (Python should iterate soon):
+ * events to hand over, or output the last flush's budget left queued. */
+int sl_engine_pending(const struct sl_engine *eng)
+{
+	return tcp_pending(eng);
+}
+
+/* When to poll next: the earliest TCP timer or frame the link impairment
+ * holds (absolute µs), 0 if none. */
+uint64_t sl_engine_next_timer(struct sl_engine *eng)
+{
+	uint64_t d = tcp_next_timer(eng);
+	uint64_t held = impair_next_due(eng);
+
+	if (held && (!d || held < d))
+		d = held;
+	return d;
 }
 
 int sl_engine_xdp_mode(const struct sl_engine *eng)
@@ -267,6 +322,24 @@ static void handle_desc(struct sl_engine *eng, const struct xdp_desc *d)
 	struct sl_xsk *x = &eng->xsk;
 
 	handle_frame(eng, xsk_addr_frame(x, d->addr), d->addr & (x->frame_size - 1), d->len);
+}
+
+/*
+ * The engine's frame boundary on the way out: frame[off, off+len) goes to
+ * the TX ring (xsk_tx_submit_raw), unless the test's link impairment
+ * takes it; such a frame is reported sent (and freed if nobody keeps it).
+ * Returns 0 or -EAGAIN when the TX ring is full even after a kick.
+ */
+int engine_tx_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len)
+{
+	if (eng->impair &&
+	    impair_tx(eng, xsk_frame_data(&eng->xsk, frame) + off, len)) {
+		if (!eng->xsk.meta[frame].keep && !eng->xsk.meta[frame].tx_pending)
+			xsk_frame_free(&eng->xsk, frame);
+		eng->ctr.tx_packets++;
+		return 0;
+	}
+	return xsk_tx_submit_raw(eng, frame, off, len);
 }
 
 int sl_engine_poll(struct sl_engine *eng, int budget)

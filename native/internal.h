@@ -152,7 +152,7 @@ struct sl_engine {
 	struct sl_static *stat;		/* files the HTTP fast path serves */
 };
 
-/* errors: format what failed into the caller's buffer */
+/* engine.c: formats what failed into the caller's buffer */
 void sl_errf(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -168,7 +168,6 @@ uint32_t xsk_frame_alloc(struct sl_xsk *x, bool may_use_reserve);
 void xsk_frame_free(struct sl_xsk *x, uint32_t idx);
 void xsk_refill(struct sl_engine *eng);
 void xsk_release_held(struct sl_xsk *x);
-int xsk_tx_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len);
 int xsk_tx_submit_raw(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len);
 int xsk_tx_submit_sg(struct sl_engine *eng, uint32_t hdr_frame, uint32_t hdr_len,
 		     uint32_t payload_frame, uint32_t payload_len);
@@ -244,6 +243,7 @@ void impair_free(struct sl_engine *eng);
 
 /* engine.c */
 struct sl_event *engine_event(struct sl_engine *eng, uint32_t type, uint32_t conn);
+int engine_tx_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len);
 
 static inline uint16_t get_be16(const uint8_t *p)
 {

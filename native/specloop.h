@@ -253,8 +253,13 @@ const struct sl_event *sl_engine_events(const struct sl_engine *eng);
  */
 int sl_engine_flush(struct sl_engine *eng);
 
-/* Non-zero when events wait for the next poll (poll soon). */
+/* Non-zero when something waits for the next poll or flush (iterate
+ * soon): events to hand over, or output a flush's budget left queued. */
 int sl_engine_pending(const struct sl_engine *eng);
+
+/* When to poll next: the earliest TCP timer or frame held by the link
+ * impairment, CLOCK_MONOTONIC microseconds; 0 if none. */
+uint64_t sl_engine_next_timer(struct sl_engine *eng);
 
 /* Copies the counters into *out (kernel XDP statistics refreshed). */
 int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out);
@@ -353,9 +358,6 @@ int sl_static_remove(struct sl_engine *eng, uint32_t port, const char *path);
 int sl_static_config(struct sl_engine *eng, const char *server, uint64_t budget,
 		     uint32_t keepalive_ms, const char *reason_416);
 int sl_listen_set_fast(struct sl_engine *eng, uint32_t listener, int on);
-
-/* The earliest TCP timer, CLOCK_MONOTONIC microseconds; 0 if none. */
-uint64_t sl_engine_next_timer(struct sl_engine *eng);
 
 /*
  * The engine's hot functions as a table, for the CPython extension that

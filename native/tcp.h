@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * tcp.h - the TCP control block, send segments, listeners, and the
- * helpers shared by tcp_conn.c, tcp_in.c, tcp_out.c and tcp_timer.c.
+ * helpers shared by tcp_conn.c, tcp_in.c, tcp_out.c, tcp_recovery.c and
+ * tcp_timer.c.
  *
  * Call chains:
  *   RX:    sl_engine_poll → tcp_input (tcp_in.c) → tcp_segment_arrives
+ *          → tcp_ack → loss detection and recovery (tcp_recovery.c)
  *   TX:    sl_engine_flush → tcp_output_dirty → tcp_output (tcp_out.c)
  *   Timer: sl_engine_poll → tcp_timers_run (tcp_timer.c)
  *   API:   sl_conn_* / sl_listen_* (tcp_conn.c)
@@ -134,6 +136,13 @@ struct tcp_seg {
 	uint32_t poff;
 	uint32_t pfirst;		/* the cut it belongs to (see static.c) */
 };
+
+/* The sequence number after the segment (SYN and FIN count one each). */
+static inline uint32_t seg_end(const struct tcp_seg *s)
+{
+	return s->seq + s->len + ((s->flags & SEG_SYN) ? 1 : 0) +
+	       ((s->flags & SEG_FIN) ? 1 : 0);
+}
 
 /* Out-of-order data, copied out of the RX frame (RFC 9293 §3.10.7.4). */
 struct ooo_seg {
@@ -339,13 +348,13 @@ void conn_app_close(struct sl_engine *eng, struct sl_conn *c);
 struct tcp_listener *listener_by_id(struct sl_engine *eng, uint32_t id);
 void tcp_feed_starved(struct sl_engine *eng);
 void tcp_reset_all(struct sl_engine *eng);
+bool tcp_pending(const struct sl_engine *eng);
 void tcp_free_deferred(struct sl_engine *eng);
 int tcp_defer_free(struct sl_engine *eng, void *buf);
 uint32_t conn_rcv_window(const struct sl_engine *eng, const struct sl_conn *c);
 
 /* tcp_in.c */
 void tcp_input(struct sl_engine *eng, struct pkt *p);
-void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);
 
 /* tcp_out.c */
 uint32_t tcp_ts_now(const struct sl_engine *eng, const struct sl_conn *c);
@@ -368,20 +377,26 @@ void tcp_send_rst(struct sl_engine *eng, struct sl_conn *c);
 void tcp_send_probe(struct sl_engine *eng, struct sl_conn *c);
 void tcp_reply_rst(struct sl_engine *eng, const struct pkt *p);
 void tcp_ack_segs(struct sl_engine *eng, struct sl_conn *c, uint32_t ack);
-void tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start,
-		   uint32_t end);
-void tcp_mark_lost_on_rto(struct sl_engine *eng, struct sl_conn *c);
-void tcp_mark_lost_sack(struct sl_engine *eng, struct sl_conn *c);
-void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c);
-bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c);
 void tcp_send_tlp(struct sl_engine *eng, struct sl_conn *c);
 void tcp_free_sendq(struct sl_engine *eng, struct sl_conn *c);
 uint32_t tcp_in_flight(const struct sl_conn *c);
+
+/* tcp_recovery.c: loss detection and recovery */
+void tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start,
+		   uint32_t end);
+void tcp_mark_lost_sack(struct sl_engine *eng, struct sl_conn *c);
+void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c);
+bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c);
+void tcp_rack_timeout(struct sl_engine *eng, struct sl_conn *c);
+uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c);
+void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);
+void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c);
 
 /* tcp_timer.c */
 void timer_set(struct sl_engine *eng, struct sl_conn *c, int which, uint64_t at_us);
 void timer_clear_all(struct sl_engine *eng, struct sl_conn *c);
 void tcp_timers_run(struct sl_engine *eng);
+uint64_t tcp_next_timer(const struct sl_engine *eng);
 void tcp_rtt_sample(struct sl_conn *c, uint32_t rtt_us, const struct sl_config *cfg);
 void tcp_rearm_rexmit(struct sl_engine *eng, struct sl_conn *c);
 void tcp_arm_rexmit_or_tlp(struct sl_engine *eng, struct sl_conn *c);

@@ -393,17 +393,24 @@ bool conn_hand_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t
 	return true;
 }
 
-/* An app closes its connection (what it queued goes out first). */
-void conn_app_close(struct sl_engine *eng, struct sl_conn *c)
+/* RFC 9293 §3.10.4 CLOSE: ESTABLISHED → FIN-WAIT-1, CLOSE-WAIT →
+ * LAST-ACK; the FIN follows the queued data.  -ENOTCONN in other states. */
+static int shutdown_write(struct sl_engine *eng, struct sl_conn *c)
 {
-	c->detached = true;
 	if (c->state == TCP_ESTABLISHED)
 		c->state = TCP_FIN_WAIT_1;
 	else if (c->state == TCP_CLOSE_WAIT)
 		c->state = TCP_LAST_ACK;
 	else
-		return;
-	tcp_queue_fin(eng, c);
+		return -ENOTCONN;
+	return tcp_queue_fin(eng, c);
+}
+
+/* An app closes its connection (what it queued goes out first). */
+void conn_app_close(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->detached = true;
+	shutdown_write(eng, c);
 }
 
 struct tcp_listener *listener_for_port(struct sl_engine *eng, uint16_t port)
@@ -588,9 +595,9 @@ void conn_writable_later(struct sl_engine *eng, struct sl_conn *c)
 	deliver_later(eng, c);
 }
 
-/* Something waits for the next poll or flush (Python should iterate soon):
- * events to hand over, or output the last flush's budget left queued. */
-int sl_engine_pending(const struct sl_engine *eng)
+/* Connections wait for the next poll (events to hand over) or flush
+ * (output the last flush's budget left queued). */
+bool tcp_pending(const struct sl_engine *eng)
 {
 	return eng->tcp && (eng->tcp->deliver_head != SL_NONE ||
 			    eng->tcp->dirty_head != SL_NONE);
@@ -863,15 +870,7 @@ int sl_conn_shutdown_write(struct sl_engine *eng, uint32_t id)
 		return -ENOTCONN;
 	if (c->fin_queued)
 		return 0;
-	/* RFC 9293 §3.10.4 CLOSE: ESTABLISHED → FIN-WAIT-1, CLOSE-WAIT →
-	 * LAST-ACK; the FIN follows the queued data */
-	if (c->state == TCP_ESTABLISHED)
-		c->state = TCP_FIN_WAIT_1;
-	else if (c->state == TCP_CLOSE_WAIT)
-		c->state = TCP_LAST_ACK;
-	else
-		return -ENOTCONN;
-	return tcp_queue_fin(eng, c);
+	return shutdown_write(eng, c);
 }
 
 int sl_conn_close(struct sl_engine *eng, uint32_t id)
@@ -1080,15 +1079,4 @@ int sl_conn_info(struct sl_engine *eng, uint32_t id, struct sl_conn_info *out)
 	else
 		out->timer_ms = (uint32_t)((c->deadline - eng->now_us) / 1000);
 	return 0;
-}
-
-uint64_t sl_engine_next_timer(struct sl_engine *eng)
-{
-	struct tcp_state_all *t = eng->tcp;
-	uint64_t d = t && t->heap_len ? t->conns[t->heap[0]].deadline : 0;
-	uint64_t held = impair_next_due(eng);
-
-	if (held && (!d || held < d))
-		d = held;
-	return d;
 }

@@ -411,25 +411,6 @@ cap:
 		c->cwnd = 65535;
 }
 
-/* RFC 5681 §3.2 steps 2-4, RFC 6675 §5: enter fast recovery. */
-void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c)
-{
-	uint32_t flight = tcp_in_flight(c);
-
-	c->recover = c->snd_max;
-	c->ssthresh = flight / 2 > 2 ? flight / 2 : 2;
-	c->cwnd = c->ssthresh;
-	c->cwnd_cnt = 0;
-	c->in_recovery = true;
-	/* RFC 5681 §3.2 step 4, RFC 6675 §5 (4.2): the first lost segment is
-	 * retransmitted whatever the congestion window says */
-	c->force_rexmit = true;
-	eng->ctr.fast_retransmits++;
-	tcp_mark_head_lost(eng, c);
-	if (c->sack_on)
-		tcp_mark_lost_sack(eng, c);
-}
-
 /* The newest fully acknowledged, never retransmitted segment gives an RTT
  * sample (Karn: none if any acknowledged segment was sent twice). */
 static uint32_t rtt_from_acked(struct sl_engine *eng, const struct sl_conn *c, uint32_t ack)
@@ -581,6 +562,18 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 	return true;
 }
 
+/* Unlinks the reassembly-queue entry *pp and frees it. */
+static void ooo_drop(struct sl_engine *eng, struct sl_conn *c, struct ooo_seg **pp)
+{
+	struct ooo_seg *s = *pp;
+
+	*pp = s->next;
+	c->ooo_bytes -= s->len;
+	eng->tcp->rx_held -= s->len;
+	c->ooo_count--;
+	free(s);
+}
+
 /* Pops reassembly-queue data that is now in order, joined with `data` into
  * one buffer.  Returns the buffer (deferred-freed by the caller's event) or
  * NULL if nothing joined. */
@@ -601,14 +594,8 @@ static uint8_t *join_ooo(struct sl_engine *eng, struct sl_conn *c, const uint8_t
 	}
 	if (total == len) {
 		/* nothing contiguous: just drop entries the new data covered */
-		while (c->ooo && seq_le(c->ooo->seq + c->ooo->len, next)) {
-			s = c->ooo;
-			c->ooo = s->next;
-			c->ooo_bytes -= s->len;
-			eng->tcp->rx_held -= s->len;
-			c->ooo_count--;
-			free(s);
-		}
+		while (c->ooo && seq_le(c->ooo->seq + c->ooo->len, next))
+			ooo_drop(eng, c, &c->ooo);
 		*total_out = len;
 		return NULL;
 	}
@@ -628,11 +615,7 @@ static uint8_t *join_ooo(struct sl_engine *eng, struct sl_conn *c, const uint8_t
 			memcpy(buf + (next - c->rcv_nxt), s->data + (next - s->seq), end - next);
 			next = end;
 		}
-		c->ooo = s->next;
-		c->ooo_bytes -= s->len;
-			eng->tcp->rx_held -= s->len;
-		c->ooo_count--;
-		free(s);
+		ooo_drop(eng, c, &c->ooo);
 	}
 	*total_out = total;
 	return buf;
@@ -657,14 +640,8 @@ static void ooo_insert(struct sl_engine *eng, struct sl_conn *c, uint32_t seq,
 		seq = cover;
 		pp = &(*pp)->next;
 	}
-	while (*pp && seq_ge((*pp)->seq, seq) && seq_le((*pp)->seq + (*pp)->len, end)) {
-		n = *pp;
-		*pp = n->next;
-		c->ooo_bytes -= n->len;
-		eng->tcp->rx_held -= n->len;
-		c->ooo_count--;
-		free(n);
-	}
+	while (*pp && seq_ge((*pp)->seq, seq) && seq_le((*pp)->seq + (*pp)->len, end))
+		ooo_drop(eng, c, pp);
 	if (*pp && seq_lt((*pp)->seq, end))
 		len = (*pp)->seq - seq;
 	if (!len)

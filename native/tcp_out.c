@@ -14,8 +14,9 @@
  * transmission.
  *
  * Congestion control is NewReno (RFC 5681, RFC 6582) with SACK-based loss
- * marking (RFC 2018, RFC 6675's IsLost), counting in packets as Linux does:
- *   in_flight = packets_out - (sacked_out + lost_out) + retrans_out.
+ * marking (RFC 2018, RFC 6675's IsLost: tcp_recovery.c), counting in
+ * packets as Linux does:
+ *   in_flight = packets_out - (sacked_out + reno_sacked + lost_out) + retrans_out.
  */
 #include <sys/uio.h>
 
@@ -29,12 +30,6 @@ static inline uint32_t csum_add(uint32_t a, uint32_t b)
 {
 	a += b;
 	return a + (a < b);
-}
-
-static inline uint32_t seg_end(const struct tcp_seg *s)
-{
-	return s->seq + s->len + ((s->flags & SEG_SYN) ? 1 : 0) +
-	       ((s->flags & SEG_FIN) ? 1 : 0);
 }
 
 uint32_t tcp_ts_now(const struct sl_engine *eng, const struct sl_conn *c)
@@ -220,7 +215,7 @@ static int send_ctl(struct sl_engine *eng, const uint8_t *mac, uint32_t daddr,
 	len = build_packet(eng, xsk_frame_data(x, f), mac, daddr, sport, dport, seq,
 			   ack, flags, wnd, opts, optlen, 0, 0);
 	x->meta[f].keep = 0;
-	if (xsk_tx_submit(eng, f, 0, len)) {
+	if (engine_tx_submit(eng, f, 0, len)) {
 		xsk_frame_free(x, f);
 		return -EAGAIN;
 	}
@@ -381,6 +376,28 @@ static void seg_release(struct sl_engine *eng, uint32_t i)
 	t->segs_used--;
 }
 
+/* A segment with a UMEM frame of its own, kept until acknowledged, its
+ * payload to go at hdr_len: the segment's index, or SL_NONE (nothing
+ * taken) when no frame or no segment is free. */
+static uint32_t seg_alloc_frame(struct sl_engine *eng, bool may_use_reserve,
+				uint32_t hdr_len)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t f = xsk_frame_alloc(x, may_use_reserve), si;
+
+	if (f == SL_NO_FRAME)
+		return SL_NONE;
+	si = seg_alloc(eng);
+	if (si == SL_NONE) {
+		xsk_frame_free(x, f);
+		return SL_NONE;
+	}
+	x->meta[f].keep = 1;
+	eng->tcp->segs[si].frame = f;
+	eng->tcp->segs[si].hdr_len = (uint16_t)hdr_len;
+	return si;
+}
+
 static void seg_append(struct sl_engine *eng, struct sl_conn *c, uint32_t i)
 {
 	struct tcp_seg *segs = eng->tcp->segs;
@@ -419,29 +436,20 @@ int tcp_queue_data(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data
 		}
 	}
 	while (done < len) {
-		uint32_t si, f, n = len - done;
+		uint32_t si, n = len - done;
 		struct tcp_seg *s;
 
 		if (n > c->mss)
 			n = c->mss;
-		f = xsk_frame_alloc(x, false);
-		if (f == SL_NO_FRAME) {
-			eng->ctr.tx_no_frame++;
-			break;
-		}
-		si = seg_alloc(eng);
+		si = seg_alloc_frame(eng, false, hdr);
 		if (si == SL_NONE) {
-			xsk_frame_free(x, f);
 			eng->ctr.tx_no_frame++;
 			break;
 		}
-		x->meta[f].keep = 1;
 		s = &segs[si];
-		s->frame = f;
 		s->seq = c->write_seq + done;
 		s->len = n;
-		s->hdr_len = (uint16_t)hdr;
-		memcpy(xsk_frame_data(x, f) + hdr, data + done, n);
+		memcpy(xsk_frame_data(x, s->frame) + hdr, data + done, n);
 		seg_append(eng, c, si);
 		done += n;
 	}
@@ -457,32 +465,23 @@ int tcp_queue_segment(struct sl_engine *eng, struct sl_conn *c, const uint8_t *a
 {
 	struct sl_xsk *x = &eng->xsk;
 	struct tcp_seg *s;
-	uint32_t f, si, hdr = FRAME_HDR_LEN(c->ts_on);
+	uint32_t si, hdr = FRAME_HDR_LEN(c->ts_on);
 
 	if (alen + blen > c->mss || hdr + alen + blen > x->frame_size)
 		return -EINVAL;
-	f = xsk_frame_alloc(x, false);
-	if (f == SL_NO_FRAME) {
+	si = seg_alloc_frame(eng, false, hdr);
+	if (si == SL_NONE) {
 		eng->ctr.tx_no_frame++;
 		conn_starved(eng, c);
 		return -ENOBUFS;
 	}
-	si = seg_alloc(eng);
-	if (si == SL_NONE) {
-		xsk_frame_free(x, f);
-		conn_starved(eng, c);
-		return -ENOBUFS;
-	}
-	x->meta[f].keep = 1;
 	s = &eng->tcp->segs[si];
-	s->frame = f;
 	s->seq = c->write_seq;
 	s->len = alen + blen;
-	s->hdr_len = (uint16_t)hdr;
 	if (alen)
-		memcpy(xsk_frame_data(x, f) + hdr, a, alen);
+		memcpy(xsk_frame_data(x, s->frame) + hdr, a, alen);
 	if (blen)
-		memcpy(xsk_frame_data(x, f) + hdr + alen, b, blen);
+		memcpy(xsk_frame_data(x, s->frame) + hdr + alen, b, blen);
 	seg_append(eng, c, si);
 	c->write_seq += s->len;
 	c->sq_bytes += s->len;
@@ -532,20 +531,12 @@ int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t of
 	ssize_t got;
 
 	while (left && n < 64) {
-		uint32_t f = xsk_frame_alloc(x, false), si, take = left < c->mss ? left : c->mss;
+		uint32_t si = seg_alloc_frame(eng, false, hdr), take = left < c->mss ? left : c->mss;
 
-		if (f == SL_NO_FRAME)
+		if (si == SL_NONE)
 			break;
-		si = seg_alloc(eng);
-		if (si == SL_NONE) {
-			xsk_frame_free(x, f);
-			break;
-		}
-		x->meta[f].keep = 1;
-		segs[si].frame = f;
-		segs[si].hdr_len = (uint16_t)hdr;
 		segs[si].len = take;
-		iov[n].iov_base = xsk_frame_data(x, f) + hdr;
+		iov[n].iov_base = xsk_frame_data(x, segs[si].frame) + hdr;
 		iov[n].iov_len = take;
 		idx[n++] = si;
 		left -= take;
@@ -582,9 +573,8 @@ int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t of
 /* Puts the FIN in the queue: on the last unsent segment, or alone. */
 static int make_fin(struct sl_engine *eng, struct sl_conn *c)
 {
-	struct sl_xsk *x = &eng->xsk;
 	struct tcp_seg *segs = eng->tcp->segs;
-	uint32_t si, f;
+	uint32_t si;
 
 	if (c->fin_in_queue)
 		return 0;
@@ -596,20 +586,12 @@ static int make_fin(struct sl_engine *eng, struct sl_conn *c)
 			goto queued;
 		}
 	}
-	f = xsk_frame_alloc(x, true);
-	if (f == SL_NO_FRAME)
+	si = seg_alloc_frame(eng, true, FRAME_HDR_LEN(c->ts_on));
+	if (si == SL_NONE)
 		return -ENOBUFS;
-	si = seg_alloc(eng);
-	if (si == SL_NONE) {
-		xsk_frame_free(x, f);
-		return -ENOBUFS;
-	}
-	x->meta[f].keep = 1;
-	segs[si].frame = f;
 	segs[si].seq = c->write_seq;
 	segs[si].len = 0;
 	segs[si].flags = SEG_FIN;
-	segs[si].hdr_len = (uint16_t)FRAME_HDR_LEN(c->ts_on);
 	seg_append(eng, c, si);
 queued:
 	c->write_seq++;
@@ -683,125 +665,6 @@ void tcp_ack_segs(struct sl_engine *eng, struct sl_conn *c, uint32_t ack)
 		c->sq_tail = c->sq_send = SL_NONE;
 }
 
-/* RFC 2018 §3: a SACK block [start, end) received */
-void tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start, uint32_t end)
-{
-	struct tcp_seg *segs = eng->tcp->segs;
-	uint32_t i;
-
-	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
-		struct tcp_seg *s = &segs[i];
-
-		if (seq_ge(s->seq, end))
-			break;
-		if ((s->flags & SEG_SACKED) || seq_lt(s->seq, start) ||
-		    seq_gt(seg_end(s), end))
-			continue;
-		if (s->flags & SEG_LOST)
-			c->lost_out--;
-		if (s->flags & SEG_RETRANS)
-			c->retrans_out--;
-		s->flags = (uint8_t)((s->flags & ~(SEG_LOST | SEG_RETRANS)) | SEG_SACKED);
-		c->sacked_out++;
-		if (s->xmits == 1 && s->xmit_us > c->rack_xmit_us)
-			c->rack_xmit_us = s->xmit_us;
-	}
-	if (seq_gt(end, c->highest_sack) || !c->sacked_out)
-		c->highest_sack = end;
-}
-
-static void mark_lost(struct sl_conn *c, struct tcp_seg *s)
-{
-	if (s->flags & (SEG_LOST | SEG_SACKED))
-		return;
-	s->flags |= SEG_LOST;
-	c->lost_out++;
-}
-
-/* RFC 6675 §4 IsLost: DupThresh segments SACKed above it. */
-void tcp_mark_lost_sack(struct sl_engine *eng, struct sl_conn *c)
-{
-	struct tcp_seg *segs = eng->tcp->segs;
-	uint32_t above = c->sacked_out, i;
-
-	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
-		struct tcp_seg *s = &segs[i];
-
-		if (s->flags & SEG_SACKED) {
-			above--;
-			continue;
-		}
-		if (above < TCP_DUPTHRESH)
-			break;
-		mark_lost(c, s);
-	}
-}
-
-/* The first unacknowledged, un-SACKed segment is lost (fast retransmit,
- * RFC 5681 §3.2 step 4; NewReno partial ACK, RFC 6582 §3.2 step 5). */
-void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c)
-{
-	struct tcp_seg *segs = eng->tcp->segs;
-	uint32_t i;
-
-	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
-		struct tcp_seg *s = &segs[i];
-
-		if (s->flags & SEG_SACKED)
-			continue;
-		mark_lost(c, s);	/* no-op if already lost (and resent) */
-		return;
-	}
-}
-
-/*
- * RFC 8985 §6.2 step 5 (RACK): a segment sent more than a reordering window
- * before one that was delivered is lost, a retransmission included (that is
- * how a lost retransmission is found without waiting for the RTO).
- * Returns true if it marked anything.
- */
-bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c)
-{
-	struct tcp_seg *segs = eng->tcp->segs;
-	uint64_t reo = (uint64_t)c->min_rtt_us / 4 * (c->reo_mult ? c->reo_mult : 1), wait = 0;
-	bool marked = false;
-	uint32_t i;
-
-	if (!c->rack_xmit_us)
-		return false;
-	/* RFC 8985 §6.2 step 4: min_RTT/4 times the DSACK multiplier, at most
-	 * SRTT, and never below the floor */
-	if (c->srtt_us && reo > c->srtt_us)
-		reo = c->srtt_us;
-	if (reo < TCP_REO_WND_MIN_US)
-		reo = TCP_REO_WND_MIN_US;
-	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
-		struct tcp_seg *s = &segs[i];
-
-		if (s->flags & SEG_SACKED)
-			continue;
-		if (s->xmit_us + reo >= c->rack_xmit_us) {
-			/* sent too close to the delivered one to tell yet:
-			 * §6.3, look again when its reordering window ends */
-			if (s->xmit_us < c->rack_xmit_us && !(s->flags & SEG_LOST))
-				wait = s->xmit_us + reo + c->srtt_us;
-			break;
-		}
-		if (s->flags & SEG_RETRANS) {
-			s->flags &= (uint8_t)~SEG_RETRANS;
-			c->retrans_out--;
-			marked = true;
-		} else if (!(s->flags & SEG_LOST)) {
-			s->flags |= SEG_LOST;
-			c->lost_out++;
-			marked = true;
-		}
-	}
-	if (wait > eng->now_us)
-		timer_set(eng, c, T_RACK, wait);
-	return marked;
-}
-
 /*
  * RFC 8985 §7.3: the tail loss probe.  New data if the window allows,
  * else the last segment sent again, so that a lost tail is reported by
@@ -823,27 +686,6 @@ void tcp_send_tlp(struct sl_engine *eng, struct sl_conn *c)
 		eng->ctr.retransmits++;
 		eng->ctr.tail_loss_probes++;
 	}
-}
-
-/* RFC 6298 §5.4-5.6 / RFC 5681 §3.1: after an RTO everything outstanding
- * that was not SACKed is lost and is sent again in slow start. */
-void tcp_mark_lost_on_rto(struct sl_engine *eng, struct sl_conn *c)
-{
-	struct tcp_seg *segs = eng->tcp->segs;
-	uint32_t i;
-
-	c->lost_out = 0;
-	c->retrans_out = 0;
-	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
-		struct tcp_seg *s = &segs[i];
-
-		s->flags &= (uint8_t)~(SEG_LOST | SEG_RETRANS);
-		if (!(s->flags & SEG_SACKED)) {
-			s->flags |= SEG_LOST;
-			c->lost_out++;
-		}
-	}
-	c->reno_sacked = 0;
 }
 
 /* Sends one queued segment; -EBUSY if its frame is still in the TX ring. */
@@ -904,7 +746,7 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 	}
 	if (!(s->flags & SEG_STATIC))
 		x->meta[frame].keep = 1;
-	if (xsk_tx_submit(eng, frame, 0, len)) {
+	if (engine_tx_submit(eng, frame, 0, len)) {
 		if (s->flags & SEG_STATIC)
 			xsk_frame_free(x, frame);
 		return -EAGAIN;
@@ -927,7 +769,7 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 {
 	struct sl_xsk *x = &eng->xsk;
 	struct tcp_seg *segs = eng->tcp->segs, *a = &segs[i], *b;
-	uint32_t bi, f;
+	uint32_t bi;
 
 	if (!keep || keep >= a->len)
 		return -EINVAL;
@@ -956,23 +798,15 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 	}
 	if (x->meta[a->frame].tx_pending)
 		return -EINVAL;
-	f = xsk_frame_alloc(x, false);
-	if (f == SL_NO_FRAME)
+	bi = seg_alloc_frame(eng, false, a->hdr_len);
+	if (bi == SL_NONE)
 		return -ENOBUFS;
-	bi = seg_alloc(eng);
-	if (bi == SL_NONE) {
-		xsk_frame_free(x, f);
-		return -ENOBUFS;
-	}
 	a = &segs[i];
 	b = &segs[bi];
-	x->meta[f].keep = 1;
-	b->frame = f;
-	b->hdr_len = a->hdr_len;
 	b->seq = a->seq + keep;
 	b->len = a->len - keep;
 	b->flags = a->flags & SEG_FIN;
-	memcpy(xsk_frame_data(x, f) + b->hdr_len,
+	memcpy(xsk_frame_data(x, b->frame) + b->hdr_len,
 	       xsk_frame_data(x, a->frame) + a->hdr_len + keep, b->len);
 	a->len = keep;
 	a->flags &= (uint8_t)~(SEG_FIN | SEG_CSUM);

@@ -6,8 +6,8 @@
  * tail loss probe, delayed ACK, keep-alive, TIME-WAIT/FIN-WAIT-2, RACK
  * reordering); its earliest one is its key in a
  * binary min-heap of connections.  The loop asks sl_engine_next_timer()
- * for the heap's top and polls the engine then; tcp_timers_run() fires what
- * is due.
+ * for the heap's top (tcp_next_timer) and polls the engine then;
+ * tcp_timers_run() fires what is due.
  */
 #include "tcp.h"
 
@@ -153,27 +153,17 @@ void tcp_rearm_rexmit(struct sl_engine *eng, struct sl_conn *c)
 	timer_set(eng, c, T_REXMIT, eng->now_us + backed_off_rto(eng, c));
 }
 
-/*
- * RFC 8985 §7.2: with SACK and an RTT estimate, the first timer after new
- * data is a probe timeout (2*SRTT, plus the delayed-ACK time if only one
- * segment is out), not the RTO.
- */
+/* The retransmission timer after new data: the tail loss probe's timeout
+ * when one is due before the RTO (RFC 8985 §7.2, tcp_tlp_timeout), else
+ * the RTO. */
 void tcp_arm_rexmit_or_tlp(struct sl_engine *eng, struct sl_conn *c)
 {
-	uint64_t pto, rto = backed_off_rto(eng, c);
+	uint64_t pto = tcp_tlp_timeout(eng, c);
 
-	if (c->sack_on && c->srtt_us && !c->in_recovery && !c->after_rto &&
-	    !c->tlp_sent && !c->backoff) {
-		pto = 2ull * c->srtt_us;
-		if (c->packets_out == 1)
-			pto += (uint64_t)eng->cfg.delack_ms * 1000;
-		if (pto < TCP_PTO_MIN_US)
-			pto = TCP_PTO_MIN_US;
-		if (pto < rto) {
-			c->tlp_armed = true;
-			timer_set(eng, c, T_REXMIT, eng->now_us + pto);
-			return;
-		}
+	if (pto && pto < backed_off_rto(eng, c)) {
+		c->tlp_armed = true;
+		timer_set(eng, c, T_REXMIT, eng->now_us + pto);
+		return;
 	}
 	tcp_rearm_rexmit(eng, c);
 }
@@ -234,14 +224,7 @@ static void rexmit_timeout(struct sl_engine *eng, struct sl_conn *c)
 		return;
 	}
 	eng->ctr.rto_expired++;
-	c->ssthresh = tcp_in_flight(c) / 2 > 2 ? tcp_in_flight(c) / 2 : 2;
-	c->cwnd = 1;
-	c->cwnd_cnt = 0;
-	c->in_recovery = false;
-	c->after_rto = true;
-	c->recover = c->snd_max;
-	c->dupacks = 0;
-	tcp_mark_lost_on_rto(eng, c);
+	tcp_enter_loss(eng, c);
 	c->backoff++;
 	tcp_rearm_rexmit(eng, c);
 	conn_dirty(eng, c);
@@ -299,15 +282,17 @@ static void fire(struct sl_engine *eng, struct sl_conn *c, int which)
 		conn_free(eng, c);
 		break;
 	case T_RACK:
-		/* RFC 8985 §6.3: as if an ACK had come now */
-		c->rack_xmit_us = eng->now_us - c->srtt_us;
-		if (c->packets_out && tcp_rack_detect_loss(eng, c)) {
-			if (!c->in_recovery && !c->after_rto)
-				tcp_enter_recovery(eng, c);
-			conn_dirty(eng, c);
-		}
+		tcp_rack_timeout(eng, c);
 		break;
 	}
+}
+
+/* The earliest deadline of any connection (absolute µs), 0 if none. */
+uint64_t tcp_next_timer(const struct sl_engine *eng)
+{
+	const struct tcp_state_all *t = eng->tcp;
+
+	return t && t->heap_len ? t->conns[t->heap[0]].deadline : 0;
 }
 
 void tcp_timers_run(struct sl_engine *eng)

@@ -15,8 +15,6 @@
  * Every UMEM frame has one owner at a time (enum frame_owner); the counters
  * report frames by owner and they always add up to frame_count.
  */
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -28,17 +26,6 @@
 #ifndef SOL_XDP
 #define SOL_XDP 283
 #endif
-
-void sl_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static int frame_shift_of(uint32_t frame_size)
 {
@@ -357,24 +344,6 @@ void xsk_release_held(struct sl_xsk *x)
 }
 
 /*
- * Queues frame[off, off+len) for transmission.  The descriptor becomes
- * visible to the kernel at the next kick.  Returns 0 or -EAGAIN when the TX
- * ring is full even after a kick.  A frame the impairment takes is
- * reported sent (and freed if nobody keeps it).
- */
-int xsk_tx_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len)
-{
-	if (eng->impair &&
-	    impair_tx(eng, xsk_frame_data(&eng->xsk, frame) + off, len)) {
-		if (!eng->xsk.meta[frame].keep && !eng->xsk.meta[frame].tx_pending)
-			xsk_frame_free(&eng->xsk, frame);
-		eng->ctr.tx_packets++;
-		return 0;
-	}
-	return xsk_tx_submit_raw(eng, frame, off, len);
-}
-
-/*
  * Test engines: keeps a copy of what iov gathers, with its flags, as the
  * newest captured frame (the oldest goes when the capture is full).
  */
@@ -428,6 +397,12 @@ static int test_submit(struct sl_engine *eng, uint32_t frame, uint32_t off, uint
 	return 0;
 }
 
+/*
+ * Queues frame[off, off+len) for transmission as it is (the engine's
+ * fault injection is engine_tx_submit's).  The descriptor becomes visible
+ * to the kernel at the next kick.  Returns 0 or -EAGAIN when the TX ring
+ * is full even after a kick.
+ */
 int xsk_tx_submit_raw(struct sl_engine *eng, uint32_t frame, uint32_t off, uint32_t len)
 {
 	struct sl_xsk *x = &eng->xsk;
