@@ -88,8 +88,9 @@ def _privileges() -> Finding:
     return Finding("privileges", "ok", "CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF held")
 
 
-def _interface(ifname: str) -> Finding:
-    info = iface.interface_info(ifname)
+def _interface(ifname: str, info: dict[str, object] | None = None) -> Finding:
+    if info is None:
+        info = iface.interface_info(ifname)
     if info is None:
         return Finding("interface", "missing",
                        f"interface {ifname!r} not found in this network namespace",
@@ -108,9 +109,10 @@ def _interface(ifname: str) -> Finding:
                    f"queues {info['queues']}")
 
 
-def preflight(ifname: str) -> list[Finding]:
-    """The checks a loop runs before opening an engine on ``ifname``."""
-    return [_privileges(), _xdp_sockets(), _interface(ifname)]
+def preflight(ifname: str, info: dict[str, object] | None = None) -> list[Finding]:
+    """The checks a loop runs before opening an engine on ``ifname`` (whose
+    ``iface.interface_info`` the caller may have looked up already)."""
+    return [_privileges(), _xdp_sockets(), _interface(ifname, info)]
 
 
 def _attach_modes(ifname: str) -> list[Finding]:

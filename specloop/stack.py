@@ -24,7 +24,7 @@ from . import _core, doctor, iface
 from .config import Config
 from .engine import BypassUnavailableError, Engine
 from .server import BypassServers
-from .static import StaticRegistry, StaticRoute, route_providers
+from .static import StaticRegistry, StaticRoute
 from .transports import BypassListenSocket, BypassTransport
 
 if TYPE_CHECKING:
@@ -48,14 +48,14 @@ class Stack:
     def __init__(self, loop: "Loop", config: Config) -> None:
         ifname = config.interface
         assert ifname is not None
-        for finding in doctor.preflight(ifname):
+        info = iface.interface_info(ifname)   # once: preflight checks this same one
+        for finding in doctor.preflight(ifname, info):
             if finding.status != "ok":
                 code = {"privileges": errno.EPERM, "XDP sockets": errno.EAFNOSUPPORT,
                         "interface": errno.ENODEV}.get(finding.name, errno.EINVAL)
                 raise BypassUnavailableError(
                     code, f"specloop bypass on {ifname!r}: {finding.detail}"
                     + (f" (fix: {finding.fix})" if finding.fix else ""))
-        info = iface.interface_info(ifname)
         assert info is not None
         selector = loop._selector
         if not isinstance(selector, selectors.EpollSelector):
@@ -92,7 +92,6 @@ class Stack:
             raise
         self.servers = BypassServers(self)
         self.static = StaticRegistry(self)
-        self._static_routes: dict[int | None, list[StaticRoute]] = {}
 
     # ---- information -------------------------------------------------------
 
@@ -209,7 +208,7 @@ class Stack:
                               f"{(lsock.address, lsock.port)!r}: address already in use") from None
             raise
         self._listeners[listener] = lsock
-        routes = self._routes_for(lsock.port, lsock._factory)
+        routes = self.static.routes_for(lsock.port, lsock._factory)
         if routes:
             self.static.serve(lsock.port, routes)
             self.engine.listen_set_fast(listener)
@@ -223,12 +222,6 @@ class Stack:
                     ls.port == lsock.port for ls in self._listeners.values()):
                 self.static.forget_port(lsock.port)
 
-    def _routes_for(self, port: int, factory: Any) -> list[StaticRoute]:
-        routes = [*self._static_routes.get(None, []), *self._static_routes.get(port, [])]
-        for provider in route_providers:
-            routes.extend(provider(factory))
-        return routes
-
     def add_static_route(self, prefix: str, directory: Any, *, port: int | None = None,
                          **options: Any) -> StaticRoute:
         """Serves ``directory`` under ``prefix`` from the fast path on the
@@ -236,7 +229,7 @@ class Stack:
         if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
             raise ValueError(f"add_static_route: port={port!r} must be 1-65535 or None")
         route = StaticRoute.make(prefix, directory, **options)
-        self._static_routes.setdefault(port, []).append(route)
+        self.static.want(route, port)
         for listener, lsock in self._listeners.items():
             if port is None or lsock.port == port:
                 self.static.serve(lsock.port, [route])

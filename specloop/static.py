@@ -115,16 +115,32 @@ class _Registered:
 
 
 class StaticRegistry:
-    """The static files of one stack, per listening port."""
+    """The static routes of one stack: those asked for (per port, or for
+    every port), and the files served for each listening port."""
 
     def __init__(self, stack: "Stack") -> None:
         self._stack = stack
-        self._by_port: dict[int, list[StaticRoute]] = {}
+        self._wanted: dict[int | None, list[StaticRoute]] = {}   # port (None: all)
+        self._by_port: dict[int, list[StaticRoute]] = {}          # being served
         self._files: dict[int, dict[str, _Registered]] = {}
         self._bytes = 0
         self._budget = 0
         self._watcher: asyncio.TimerHandle | None = None
         self._fields = None
+
+    def want(self, route: StaticRoute, port: int | None) -> None:
+        """``route`` is for the listeners of ``port`` (all if None), those
+        there now (the caller serves it on them) and those to come."""
+        self._wanted.setdefault(port, []).append(route)
+
+    def routes_for(self, port: int, factory: Any) -> list[StaticRoute]:
+        """The routes a new listener on ``port`` with this protocol factory
+        serves: those asked for it or for every port, and those its
+        framework registers (``route_providers``, e.g. specloop.aiohttp)."""
+        routes = [*self._wanted.get(None, []), *self._wanted.get(port, [])]
+        for provider in route_providers:
+            routes.extend(provider(factory))
+        return routes
 
     def serve(self, port: int, routes: Iterable[StaticRoute]) -> int:
         """Registers the routes' files for ``port``; returns how many files."""
