@@ -8,10 +8,11 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.specloop-installed
 
 # build: clang + libxdp/libbpf; lab: iproute2, ethtool, nftables;
-# tests and benchmarks: curl, wrk, nginx, ping, tcpdump
+# tests and benchmarks: curl, wrk, nginx, ping, tcpdump, a headless browser
 APT_PACKAGES := clang llvm libxdp-dev libbpf-dev libelf-dev zlib1g-dev \
 	pkg-config gcc make iproute2 ethtool nftables curl wrk nginx \
-	iputils-ping tcpdump xdp-tools bpftool util-linux libcap2-bin
+	iputils-ping tcpdump xdp-tools bpftool util-linux libcap2-bin \
+	chromium-headless-shell
 
 NATIVE := $(wildcard native/*.c native/*.h native/py/*.c native/py/*.h native/bpf/*.c native/build.py)
 

@@ -201,3 +201,25 @@ def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
     for name in data["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "throughput.png" in data["plots"]
+
+
+def test_bench_mixed_smoke(lab: netlab.Lab, tmp_path) -> None:
+    """``specloop bench --mixed`` (issue 11's workload): every row checked
+    and measured, direct and through the nginx proxy; the table and JSON
+    written.  The fast path's row says how many static requests C answered."""
+    out = tmp_path / "mixed.md"
+    p = subprocess.run([sys.executable, "-m", "specloop", "bench", "--mixed", "--runs", "1",
+                        "--seconds", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    recs = json.loads(out.with_suffix(".json").read_text())
+    assert {(r["server"], r["via"]) for r in recs} == {
+        (s, v) for s in ("aiohttp-specloop-fastpath", "aiohttp-specloop-bypass",
+                         "aiohttp-uvloop") for v in ("direct", "proxy")}
+    for r in recs:
+        assert r["status"] == "ok" and r["requests"] > 0 and r["errors"] == 0, r
+    fast = [r for r in recs if r["server"] == "aiohttp-specloop-fastpath"]
+    assert all(0 <= r["static_in_c_pct"] <= 100 for r in fast)
+    rows = [ln for ln in out.read_text().splitlines() if ln.startswith("| ")]
+    assert len(rows) == 1 + len(recs)   # the header, a row per cell
+    assert all(len(_split_row(ln)) == len(_split_row(rows[0])) for ln in rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -63,9 +64,12 @@ def ready() -> None:
     sys.stdout.flush()
 
 
-def serve(kind: str, start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]]) -> int:
+def serve(kind: str, start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]],
+          extra_counters: Callable[[], dict[str, int]] | None = None) -> int:
     """Runs ``start()`` (which listens and returns an async cleanup) on a
-    loop of ``kind``, prints READY, then serves until SIGTERM or SIGINT."""
+    loop of ``kind``, prints READY, then serves until SIGTERM or SIGINT.
+    At the end, over the bypass, it prints the engine's counters (and
+    ``extra_counters()``) as one line, "SPECLOOP_COUNTERS {json}"."""
     loop = new_loop(kind)
     asyncio.set_event_loop(loop)
     stop = asyncio.Event()
@@ -77,6 +81,10 @@ def serve(kind: str, start: Callable[[], Awaitable[Callable[[], Awaitable[None]]
         ready()
         await stop.wait()
         await cleanup()
+        stack = getattr(loop, "stack", None)
+        if stack is not None:
+            counters = {**stack.counters(), **(extra_counters() if extra_counters else {})}
+            print("SPECLOOP_COUNTERS " + json.dumps(counters), flush=True)
 
     try:
         loop.run_until_complete(main())

@@ -22,6 +22,17 @@ async def hello(request: web.Request) -> web.Response:
     return web.Response(body=_common.HELLO, content_type="text/plain")
 
 
+# static responses Python made although the fast path serves /static/ (it
+# leaves some to aiohttp): with the engine's fast_requests, the share of
+# static requests answered in C (benchmarks/mixed.py reads both)
+python_static = {"python_static_responses": 0}
+
+
+async def count_python_static(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path.startswith("/static/"):
+        python_static["python_static_responses"] += 1
+
+
 def make_app(static: str | None, fast_path: bool) -> web.Application:
     app = web.Application()
     app.router.add_get("/", hello)
@@ -29,6 +40,7 @@ def make_app(static: str | None, fast_path: bool) -> web.Application:
         if fast_path:
             import specloop.aiohttp
             specloop.aiohttp.add_static(app, "/static", static)
+            app.on_response_prepare.append(count_python_static)
         else:
             app.router.add_static("/static", static)
     return app
@@ -50,7 +62,7 @@ def main() -> int:
         await site.start()
         return runner.cleanup
 
-    return _common.serve(args.loop, start)
+    return _common.serve(args.loop, start, lambda: python_static)
 
 
 if __name__ == "__main__":
