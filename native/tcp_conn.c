@@ -327,15 +327,21 @@ void conn_dirty(struct sl_engine *eng, struct sl_conn *c)
 	eng->tcp->dirty_tail = conn_index(eng, c);
 }
 
-/* Held data or EOF to hand over at the next poll (after resume/accept). */
-static void deliver_later(struct sl_engine *eng, struct sl_conn *c)
+/* On the deliver list: tcp_deliver_pending visits it at the next poll. */
+static void visit_later(struct sl_engine *eng, struct sl_conn *c)
 {
-	c->deliver_pending = true;
 	if (c->on_deliver)
 		return;
 	c->on_deliver = true;
 	c->deliver_next = eng->tcp->deliver_head;
 	eng->tcp->deliver_head = conn_index(eng, c);
+}
+
+/* Held data or EOF to hand over at the next poll (after resume/accept). */
+static void deliver_later(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->deliver_pending = true;
+	visit_later(eng, c);
 }
 
 static void emit_accept(struct sl_engine *eng, struct sl_conn *c, struct tcp_listener *l)
@@ -479,12 +485,22 @@ void tcp_free_deferred(struct sl_engine *eng)
 bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 		  uint32_t len)
 {
-	struct sl_event *ev;
-
 	if (!len)
 		return true;
 	if (app_owns(c))
 		return c->app->input(eng, c, data, len);
+	return conn_to_python(eng, c, data, len);
+}
+
+/* In-order bytes for Python, past any app (conn_deliver's second half;
+ * an app calls it for what it hands on). */
+bool conn_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		    uint32_t len)
+{
+	struct sl_event *ev;
+
+	if (!len)
+		return true;
 	if (c->accepted && !c->rx_paused && !c->rxq.len && !c->deliver_pending) {
 		ev = engine_event(eng, SL_EV_DATA, c->id);
 		if (ev) {
@@ -499,6 +515,56 @@ bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 	if (c->accepted && !c->rx_paused)
 		deliver_later(eng, c);
 	return true;
+}
+
+/*
+ * An app gives Python bytes it held (already ACKed), ahead of any later
+ * input: the queue itself when Python holds nothing, so that it cannot
+ * fail then.  false only when appending found no memory (q unchanged).
+ */
+bool conn_give_python(struct sl_engine *eng, struct sl_conn *c, struct byteq *q)
+{
+	uint32_t len = q->len;
+
+	if (!len)
+		return true;
+	if (!c->rxq.len) {
+		free(c->rxq.buf);
+		c->rxq = *q;
+		memset(q, 0, sizeof(*q));
+	} else if (byteq_append(&c->rxq, q->buf, len)) {
+		return false;
+	} else {
+		q->len = 0;
+	}
+	eng->tcp->rx_held += len;
+	if (c->accepted && !c->rx_paused)
+		deliver_later(eng, c);
+	return true;
+}
+
+/*
+ * The app takes back a connection it had handed to Python, which answered
+ * everything it was given: Python's transport for it ends (a RETURNED
+ * event), and a later hand is a new ACCEPT.  false when the event does not
+ * fit in this poll (the app tries again at the next).
+ */
+bool conn_take_back(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (!engine_event(eng, SL_EV_RETURNED, c->id))
+		return false;
+	c->accepted = false;
+	c->rx_paused = false;
+	c->want_writable = false;
+	c->writable_pending = false;
+	return true;
+}
+
+/* The app's later() runs at the next poll (from tcp_deliver_pending). */
+void conn_app_later(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->app_later = true;
+	visit_later(eng, c);
 }
 
 void conn_eof(struct sl_engine *eng, struct sl_conn *c)
@@ -617,8 +683,20 @@ void tcp_deliver_pending(struct sl_engine *eng)
 
 		idx = c->deliver_next;
 		c->on_deliver = false;
-		if (!c->id || (!c->deliver_pending && !c->writable_pending))
+		if (!c->id || (!c->deliver_pending && !c->writable_pending && !c->app_later))
 			continue;
+		if (c->app_later) {
+			/* room for what it may emit: RETURNED, ACCEPT, DATA, EOF */
+			if (eng->nevents + 4 > SL_MAX_EVENTS) {
+				visit_later(eng, c);
+				continue;
+			}
+			c->app_later = false;
+			if (c->app && c->app->later)
+				c->app->later(eng, c);
+			if (!c->id)
+				continue;
+		}
 		if (c->writable_pending && c->accepted && !c->detached &&
 		    eng->nevents + 3 <= SL_MAX_EVENTS) {
 			c->writable_pending = false;
@@ -724,7 +802,7 @@ int sl_listen_set_accepting(struct sl_engine *eng, uint32_t id, int accepting)
 		struct sl_conn *c = &eng->tcp->conns[i];
 
 		if (c->id && c->listener == id && !c->accepted && !c->detached &&
-		    c->state != TCP_SYN_RECEIVED && !app_owns(c))
+		    c->state != TCP_SYN_RECEIVED && !app_holds(c))
 			emit_accept(eng, c, l);
 	}
 	return 0;
@@ -748,7 +826,7 @@ int sl_listen_close(struct sl_engine *eng, uint32_t id)
 
 		if (!c->id || c->listener != id)
 			continue;
-		if (app_owns(c)) {
+		if (app_holds(c)) {
 			/* served without Python: the app finishes what was asked */
 			c->listener = SL_NONE;
 			c->app->shutdown(eng, c);
@@ -816,6 +894,8 @@ int sl_conn_write(struct sl_engine *eng, uint32_t id, const uint8_t *data, size_
 	n = want ? tcp_queue_data(eng, c, data, want) : 0;
 	if (n < 0)
 		return n;
+	if (n && c->app && c->app->output)
+		c->app->output(eng, c, data, (uint32_t)n);	/* it frames Python's answer */
 	if ((uint32_t)n < want)
 		conn_starved(eng, c);	/* short for want of frames */
 	else if ((size_t)n < len)
@@ -857,8 +937,11 @@ int sl_conn_sendfile(struct sl_engine *eng, uint32_t id, int fd, uint64_t offset
 		conn_starved(eng, c);
 		return -EAGAIN;
 	}
-	if (n > 0)
+	if (n > 0) {
+		if (c->app && c->app->output)
+			c->app->output(eng, c, NULL, (uint32_t)n);
 		conn_dirty(eng, c);
+	}
 	return n;
 }
 

@@ -282,9 +282,11 @@ class Engine:
         """A listener on ``port`` (host order); its id."""
         return check(lib.sl_listen(self.ptr, port, backlog, 1), f"listening on port {port}")
 
-    def listen_set_fast(self, listener: int, on: bool = True) -> None:
-        """The static fast path in front of the listener's connections."""
-        check(lib.sl_listen_set_fast(self.ptr, listener, int(on)), "sl_listen_set_fast")
+    def listen_set_fast(self, listener: int, on: bool = True, *, hand_back: bool = True) -> None:
+        """The static fast path in front of the listener's connections;
+        with ``hand_back`` a connection Python answered comes back to it."""
+        flags = (lib.SL_FAST_ON | (0 if hand_back else lib.SL_FAST_STAY)) if on else 0
+        check(lib.sl_listen_set_fast(self.ptr, listener, flags), "sl_listen_set_fast")
 
     def listen_close(self, listener: int) -> None:
         check(lib.sl_listen_close(self.ptr, listener), "sl_listen_close")

@@ -50,12 +50,16 @@ class StaticRoute:
     cache_control: str | None = None
     follow_symlinks: bool = False
     keepalive_timeout: float = 75.0
+    # False: a connection that had one request go to the app stays the
+    # app's (for connection-bound schemes: NTLM/Negotiate auth, state kept
+    # per connection by the protocol object)
+    hand_back: bool = True
 
     @classmethod
     def make(cls, prefix: str, directory: Any, **options: Any) -> "StaticRoute":
         """Checks the arguments; raises ValueError/TypeError naming them."""
         unknown = set(options) - {"max_file_size", "memory_budget", "cache_control",
-                                  "follow_symlinks", "keepalive_timeout"}
+                                  "follow_symlinks", "keepalive_timeout", "hand_back"}
         if unknown:
             raise TypeError(f"static route: unknown option(s) {', '.join(sorted(unknown))}")
         if not isinstance(prefix, str) or not prefix.startswith("/"):
@@ -73,6 +77,8 @@ class StaticRoute:
         cc = options.get("cache_control")
         if cc is not None and (not isinstance(cc, str) or any(ord(c) < 32 for c in cc)):
             raise ValueError(f"static route: cache_control={cc!r} must be a header value")
+        if not isinstance(options.get("hand_back", True), bool):
+            raise ValueError(f"static route: hand_back={options['hand_back']!r} must be a bool")
         ka = options.get("keepalive_timeout", cls.keepalive_timeout)
         if not isinstance(ka, (int, float)) or ka < 0:
             raise ValueError(f"static route: keepalive_timeout={ka!r} must be seconds >= 0")
@@ -162,6 +168,11 @@ class StaticRegistry:
         self._scan(port)
         self._arm()
         return len(self._files[port])
+
+    def hand_back(self, port: int) -> bool:
+        """Whether connections on ``port`` come back to the fast path after
+        the app answered (off as soon as one of its routes says so)."""
+        return all(r.hand_back for r in self._by_port.get(port, []))
 
     def forget_port(self, port: int) -> None:
         """The listener on ``port`` closed: its files leave the store."""

@@ -224,6 +224,16 @@ class BypassTransport(_core.TransportCore):
             self._write_waiter.set_exception(exc)
         self._force_close(exc)
 
+    def _returned_event(self) -> None:
+        """The engine took the connection back to the fast path: Python
+        answered every request it was given, and the next ones are the
+        engine's.  For this transport and its protocol the connection is
+        over, as after a clean close by the peer (connection_lost(None));
+        the next request the engine hands over comes to a new protocol
+        from the server's factory."""
+        self._gone = True
+        self._force_close(None)
+
     def pause_reading(self) -> None:
         if not self.is_reading():
             return
@@ -369,7 +379,7 @@ class BypassTransport(_core.TransportCore):
                 except OSError:
                     pass  # the engine ended it first
             if stack is not None:
-                stack.forget(self._conn)
+                stack.forget(self._conn, self)
             if self._protocol_connected and self._made:
                 self._protocol.connection_lost(exc)
         finally:
