@@ -339,3 +339,232 @@ def test_connection_close_keeps_it_with_python(servers):
     assert fast["closed"]
     d = delta(loop, before, "fast_handbacks", "fast_stay_close")
     assert d == {"fast_handbacks": 0, "fast_stay_close": 2}
+
+
+# ---- what the framing must not guess: a raw protocol writes it --------------------
+
+RAW_PORT = 8096
+A_CSS_MARK = "PYTHON-SAW"
+
+RAW_RESPONSES = {
+    # comes back
+    "/cl": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", None),
+    "/interim": (b"HTTP/1.1 103 Early Hints\r\nLink: </static/a.css>\r\n\r\n"
+                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", None),
+    "/chunked-trailer": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"2;x=y\r\nok\r\n0\r\nX-Sum: 1\r\n\r\n", None),
+    # stays with Python, each for its reason
+    "/close-delimited": (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close",
+                         "fast_stay_close_delimited"),
+    "/te-not-chunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzz",
+                        "fast_stay_close_delimited"),
+    "/cl-and-te": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"0\r\n\r\n", "fast_stay_cl_and_te"),
+    "/cl-list": (b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok", "fast_stay_bad_length"),
+    "/cl-twice": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+                  "fast_stay_bad_length"),
+    "/cl-sign": (b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok", "fast_stay_bad_length"),
+    "/extra": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", "fast_stay_extra_bytes"),
+    "/bad-chunk": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                   "fast_stay_bad_chunk"),
+    "/bad-status": (b"HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\nok", "fast_stay_malformed"),
+    "/bare-lf": (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", "fast_stay_malformed"),
+    "/switch": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+                "fast_stay_upgrade"),
+    "/close": (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+               "fast_stay_close"),
+}
+
+
+class RawHTTP(asyncio.Protocol):
+    """Answers each request with RAW_RESPONSES[path] written as it is; a
+    request for /static/... (which only reaches it when the connection
+    stayed with Python) gets a marker, and the connection closes."""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while b"\r\n\r\n" in self.buf:
+            head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1].decode()
+            if path.startswith("/static/"):
+                body = f"{A_CSS_MARK} {path}".encode()
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n"
+                                     b"Connection: close\r\n\r\n%s" % (len(body), body))
+                self.transport.close()
+                return
+            self.transport.write(RAW_RESPONSES[path][0])
+
+
+RAW_CLIENT = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % sys.argv[3]).encode())
+time.sleep(0.3)
+s.sendall(b"GET /static/a.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+data = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    data += d
+sys.stdout.buffer.write(data)
+"""
+
+
+@pytest.fixture
+def raw_server(in_server_ns, files):
+    loop = specloop.new_event_loop(interface=in_server_ns.server_if)
+    asyncio.set_event_loop(loop)
+    loop.add_static_route("/static", files, port=RAW_PORT)
+    server = loop.run_until_complete(loop.create_server(RawHTTP, HOST, RAW_PORT))
+    try:
+        yield loop
+    finally:
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+@pytest.mark.parametrize("path", list(RAW_RESPONSES))
+def test_python_output_framing(raw_server, files, path):
+    """A response the framing can delimit brings the connection back (the
+    static request after it answered in C); anything it cannot be sure of
+    keeps the connection with Python (the static request reaches the
+    protocol), counted by reason."""
+    loop = raw_server
+    raw, reason = RAW_RESPONSES[path]
+    before = loop.stack.counters()
+    rc, out, err = loop.run_until_complete(
+        arun_client(sys.executable, "-c", RAW_CLIENT, HOST, str(RAW_PORT), path))
+    assert rc == 0, err.decode()[-2000:]
+    assert out.startswith(raw), out[:300]
+    after = loop.stack.counters()
+    stays = {k: after[k] - before[k] for k in after if k.startswith("fast_stay_")}
+    a_css = (files / "a.css").read_bytes()
+    if reason is None:
+        assert out.endswith(a_css) and A_CSS_MARK.encode() not in out
+        assert after["fast_handbacks"] - before["fast_handbacks"] == 1
+        assert after["fast_requests"] - before["fast_requests"] == 1
+        assert not any(stays.values()), stays
+    else:
+        assert out.endswith(f"{A_CSS_MARK} /static/a.css".encode()), out[-200:]
+        assert after["fast_handbacks"] == before["fast_handbacks"]
+        assert after["fast_requests"] == before["fast_requests"]
+        assert {k: v for k, v in stays.items() if v} == {reason: 1}
+
+
+# ---- keep-alive timers of the servers above ------------------------------------------
+
+def test_aiohttp_keepalive_timer_spares_the_fast_path(in_server_ns, files):
+    """aiohttp closes a connection idle for keepalive_timeout after its
+    response.  Back with the fast path, the connection is no longer that
+    protocol's (connection_lost(None) at hand-back), so static requests
+    answered in C for longer than the timeout keep it open; a dynamic one
+    later gets a new protocol; idle past the timeout, it is closed."""
+    loop = specloop.new_event_loop(interface=in_server_ns.server_if)
+    asyncio.set_event_loop(loop)
+    counter = Counter()
+    made = []
+
+    app = make_app(files, counter, fast=True)
+    app.on_response_prepare.append(
+        lambda request, resp: made.append(request.protocol) or asyncio.sleep(0))
+    runner = web.AppRunner(app, keepalive_timeout=0.5)
+    try:
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, HOST, FAST_PORT).start())
+        s = req("/static/a.css")
+        steps = [step(req("/dyn?n=1"))] + [step(s, pause=0.2) for _ in range(10)] + \
+            [step(req("/dyn?n=2"), pause=1.5)]
+        before = loop.stack.counters()
+        out = loop.run_until_complete(talk(FAST_PORT, steps, linger=0.5))
+        assert len(out["responses"]) == 12
+        assert "from python 2" in out["responses"][-1]
+        assert out["closed"]  # idle 1.5 s > 0.5 s after the last: closed
+        d = delta(loop, before, *COUNTS)
+        assert d == {"fast_requests": 10, "fast_handovers": 2, "fast_handbacks": 2}
+        assert counter.python_requests == 2
+        assert len(made) == 2 and made[0] is not made[1]  # a protocol per dynamic stretch
+    finally:
+        loop.run_until_complete(runner.cleanup())
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def test_opt_out_keeps_connections_with_python(in_server_ns, files):
+    """hand_back=False (connection-bound schemes): after a request went to
+    the app, the connection is the app's for good, as before hand-back."""
+    loop = specloop.new_event_loop(interface=in_server_ns.server_if)
+    asyncio.set_event_loop(loop)
+    counter = Counter()
+    runner = web.AppRunner(make_app(files, counter, fast=True, hand_back=False))
+    try:
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, HOST, FAST_PORT).start())
+        s = req("/static/a.css")
+        before = loop.stack.counters()
+        out = loop.run_until_complete(talk(FAST_PORT, [step(s), step(req("/dyn")), step(s),
+                                                       step(s)]))
+        assert len(out["responses"]) == 4 and not out["closed"]
+        d = delta(loop, before, *COUNTS, "fast_stay_opt_out")
+        assert d == {"fast_requests": 1, "fast_handovers": 1, "fast_handbacks": 0,
+                     "fast_stay_opt_out": 1}
+        assert counter.python_requests == 3
+    finally:
+        loop.run_until_complete(runner.cleanup())
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def test_uvicorn_keepalive_timer_spares_the_fast_path(in_server_ns, files):
+    """The same with uvicorn (its timeout_keep_alive, 1 s here) in this loop,
+    the fast path in front of it through loop.add_static_route."""
+    uvicorn = pytest.importorskip("uvicorn")
+    loop = specloop.new_event_loop(interface=in_server_ns.server_if)
+    asyncio.set_event_loop(loop)
+    seen: list[str] = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        seen.append(scope["path"])
+        body = b"uvicorn " + scope["path"].encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def main():
+        loop.add_static_route("/static", files, port=FAST_PORT, keepalive_timeout=1.0)
+        config = uvicorn.Config(app, host=HOST, port=FAST_PORT, loop="none", lifespan="off",
+                                timeout_keep_alive=1, access_log=False, log_level="warning")
+        server = uvicorn.Server(config)
+        task = asyncio.ensure_future(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.05)
+        try:
+            s = req("/static/b.js")
+            steps = [step(req("/dyn"))] + [step(s, pause=0.3) for _ in range(8)] + \
+                [step(req("/dyn2"), pause=0.3), step(s)]
+            before = loop.stack.counters()
+            out = await talk(FAST_PORT, steps)
+            return before, out
+        finally:
+            server.should_exit = True
+            await task
+
+    try:
+        before, out = loop.run_until_complete(main())
+        assert len(out["responses"]) == 11 and not out["closed"]
+        assert out["responses"][9].endswith("uvicorn /dyn2")
+        assert seen == ["/dyn", "/dyn2"]
+        d = delta(loop, before, *COUNTS)
+        assert d == {"fast_requests": 9, "fast_handovers": 2, "fast_handbacks": 2}
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
