@@ -9,12 +9,18 @@
  * here (fast_input) instead of to Python.  Each complete request is
  * either
  *   - one this file answers exactly as aiohttp's FileResponse would (GET or
- *     HEAD of a registered file; 200, 206, 304, 416), queued as a response;
+ *     HEAD of a registered file, or of its .br/.gz variant; 200, 206, 304,
+ *     416), queued as a response;
  *   - or anything else (another method, a body, an unknown path, a header
- *     we do not interpret, a malformed byte): then the connection is handed
- *     to Python (an ACCEPT event, then this request and all that follows as
- *     DATA), and stays Python's.  Responses already queued keep their place
- *     in the stream: Python's writes wait until they are out.
+ *     we do not interpret, a malformed byte): then that one request is
+ *     handed to Python (an ACCEPT event, the request as DATA, framed by
+ *     http_frame.c), input after it waits here, and Python's response is
+ *     framed as it is written (fast_output).  When it is complete and no
+ *     close was asked for, the connection comes back at the next poll
+ *     (fast_later: a RETURNED event, then the waiting requests).  What
+ *     cannot be framed for sure keeps the connection Python's for good
+ *     (stay(), counted by reason).  Responses already queued keep their
+ *     place in the stream: Python's writes wait until they are out.
  *
  * Every length and index here comes from the wire: all parsing is bounded
  * by the buffer length, never by a terminator.
@@ -79,7 +85,9 @@ struct http_req {
 	uint32_t inm_len;
 	bool has_ims;
 	int64_t ims;		/* If-Modified-Since, epoch seconds */
-	bool accept_encoding;
+	const uint8_t *ae;	/* Accept-Encoding value (NULL: none) */
+	uint32_t ae_len;
+	bool ae_twice;		/* more than one Accept-Encoding line */
 };
 
 /* ---- small bounded parsers ------------------------------------------------ */
@@ -411,7 +419,9 @@ static int parse_request(const uint8_t *buf, uint32_t len, struct http_req *r)
 					return -1;
 				seen_ims = r->has_ims = true;
 			} else if (name_is(n, nl, "accept-encoding")) {
-				r->accept_encoding = vl > 0;
+				r->ae_twice = r->ae != NULL;
+				r->ae = v;
+				r->ae_len = vl;
 			}
 		}
 	}
@@ -514,6 +524,73 @@ static uint8_t *build_header(struct sl_engine *eng, const struct http_req *r,
 	return h;
 }
 
+/* `name` (lower case) occurs in p[0, len), ignoring case */
+static bool contains_ci(const uint8_t *p, uint32_t len, const char *name)
+{
+	uint32_t n = (uint32_t)strlen(name), i, k;
+
+	for (i = 0; i + n <= len; i++) {
+		for (k = 0; k < n && lower(p[i + k]) == name[k]; k++)
+			;
+		if (k == n)
+			return true;
+	}
+	return false;
+}
+
+/* RFC 9110 §12.4.2: some element of the list has weight q=0 ("not
+ * acceptable"), e.g. "br;q=0" or "*; q=0.000". */
+static bool has_q0(const uint8_t *p, uint32_t len)
+{
+	uint32_t i, j;
+
+	for (i = 0; i < len; i++) {
+		if (p[i] != ';')
+			continue;
+		for (j = i + 1; j < len && (p[j] == ' ' || p[j] == '\t'); j++)
+			;
+		if (j + 2 >= len || lower(p[j]) != 'q' || p[j + 1] != '=' || p[j + 2] != '0')
+			continue;
+		j += 3;
+		if (j < len && p[j] == '.')
+			for (j++; j < len && p[j] == '0'; j++)
+				;
+		if (j == len || p[j] == ' ' || p[j] == '\t' || p[j] == ',' || p[j] == ';')
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The representation aiohttp's FileResponse would send: the first of .br,
+ * .gz whose coding name occurs in the (lower-cased) Accept-Encoding and
+ * whose sibling exists on disk; else the file itself.  NULL: leave it to
+ * aiohttp (the sibling is not in the store, or the request says q=0 for a
+ * coding, which aiohttp's substring test would not honour).
+ */
+static struct static_entry *negotiate(struct static_entry *e, const struct http_req *r)
+{
+	static const struct {
+		const char *name;
+		uint32_t flag;
+		int which;
+	} codings[] = {
+		{ "br", SL_STATIC_HAS_BR, STATIC_VAR_BR },
+		{ "gzip", SL_STATIC_HAS_GZIP, STATIC_VAR_GZIP },
+	};
+	size_t k;
+
+	if (!r->ae || !(e->flags & SL_STATIC_HAS_VARIANTS))
+		return e;
+	if (r->ae_twice || !(e->flags & (SL_STATIC_HAS_BR | SL_STATIC_HAS_GZIP)) ||
+	    has_q0(r->ae, r->ae_len))
+		return NULL;
+	for (k = 0; k < sizeof(codings) / sizeof(codings[0]); k++)
+		if ((e->flags & codings[k].flag) && contains_ci(r->ae, r->ae_len, codings[k].name))
+			return e->variant[codings[k].which];
+	return e;
+}
+
 /* Decides the response as aiohttp's FileResponse would.  -1: not ours. */
 static int plan(const struct http_req *r, const struct static_entry *e,
 		enum resp_kind *kind, uint64_t *start, uint64_t *count)
@@ -586,7 +663,9 @@ static bool respond(struct sl_engine *eng, struct sl_conn *c, const struct http_
 	enum resp_kind kind;
 	uint64_t start, count;
 
-	if (!e || (r->accept_encoding && (e->flags & SL_STATIC_HAS_VARIANTS)))
+	if (e)
+		e = negotiate(e, r);
+	if (!e)
 		return false;
 	if (f->nresp >= FAST_MAX_PIPELINE || plan(r, e, &kind, &start, &count) < 0)
 		return false;
@@ -616,6 +695,7 @@ static bool respond(struct sl_engine *eng, struct sl_conn *c, const struct http_
 	eng->ctr.fast_status_206 += kind == R_206;
 	eng->ctr.fast_status_304 += kind == R_304;
 	eng->ctr.fast_status_416 += kind == R_416;
+	eng->ctr.fast_encoded += e->is_variant;
 	conn_dirty(eng, c);
 	return true;
 }

@@ -45,7 +45,13 @@ struct static_entry {
 	/* multi-buffer TX: the chunks of that same cut, each in a UMEM frame */
 	uint32_t *chunk_frames;	/* SL_NO_FRAME where not (yet) placed */
 	uint32_t nchunk_frames;
+	/* precompressed siblings (STATIC_VAR_*), entries of their own that
+	 * are in no bucket; a variant holds its own reference */
+	struct static_entry *variant[2];
+	bool is_variant;
 };
+
+enum { STATIC_VAR_BR = 0, STATIC_VAR_GZIP = 1 };
 
 struct sl_static {
 	struct static_entry **buckets;

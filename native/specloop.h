@@ -195,6 +195,7 @@ struct sl_counters {
 	uint64_t fast_status_206;
 	uint64_t fast_status_304;
 	uint64_t fast_status_416;
+	uint64_t fast_encoded;		/* of which a precompressed variant (.br, .gz) */
 	uint64_t fast_handovers;	/* requests handed to Python (each an ACCEPT) */
 	uint64_t fast_handbacks;	/* connections back from Python (RETURNED) */
 	/* why a connection stays with Python (http_frame.h, enum hf_stay) */
@@ -371,12 +372,27 @@ enum sl_fast_flags {
 				 * (no hand-back: connection-bound schemes) */
 };
 enum sl_static_flags {
-	SL_STATIC_HAS_VARIANTS = 1,	/* .gz/.br siblings: Accept-Encoding goes to Python */
+	SL_STATIC_HAS_VARIANTS = 1,	/* .gz/.br siblings: Accept-Encoding matters (alone:
+					 * such requests go to Python) */
+	SL_STATIC_HAS_BR = 2,		/* a .br sibling exists (its variant, if put, is
+					 * answered in C; else those requests go to Python) */
+	SL_STATIC_HAS_GZIP = 4,		/* a .gz sibling exists */
 };
 int sl_static_put(struct sl_engine *eng, uint32_t port, const char *path,
 		  const uint8_t *body, size_t size, const char *content_type,
 		  const char *etag, const char *last_modified, int64_t mtime_ns,
 		  const char *extra_headers, uint32_t flags);
+/*
+ * A precompressed variant of the file registered at `path` (put first):
+ * `encoding` "br" or "gzip", its own bytes and validators, the original's
+ * Content-Type.  Chosen as aiohttp's FileResponse chooses (Accept-Encoding).
+ * Putting the file again drops its variants.
+ */
+int sl_static_put_variant(struct sl_engine *eng, uint32_t port, const char *path,
+			  const char *encoding, const uint8_t *body, size_t size,
+			  const char *content_type, const char *etag,
+			  const char *last_modified, int64_t mtime_ns,
+			  const char *extra_headers);
 int sl_static_remove(struct sl_engine *eng, uint32_t port, const char *path);
 int sl_static_config(struct sl_engine *eng, const char *server, uint64_t budget,
 		     uint32_t keepalive_ms, const char *reason_416);

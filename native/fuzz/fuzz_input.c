@@ -106,6 +106,9 @@ static const char *const REQUESTS[] = {
 	"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
 	"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
 	"GET /dyn HTTP/1.0\r\n\r\n",
+	/* precompressed variants: br in the store, gzip not, q=0 */
+	"GET /big HTTP/1.1\r\nAccept-Encoding: gzip, deflate, br\r\nRange: bytes=100-\r\n\r\n"
+	"GET /big HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\nGET /big HTTP/1.1\r\nAccept-Encoding: br;q=0\r\n\r\n",
 };
 #define NREQUESTS (sizeof(REQUESTS) / sizeof(REQUESTS[0]))
 
@@ -782,7 +785,13 @@ static void put_files(struct world *w, uint8_t gen)
 		      "e-a", "Fri, 27 Nov 2026 03:22:42 GMT", 1795749762000000000LL, NULL, 0);
 	sl_static_put(w->eng, FAST_PORT, "/big", (const uint8_t *)big, sizeof(big),
 		      "application/octet-stream", "e-big", "Fri, 27 Nov 2026 03:22:42 GMT",
-		      1795749762000000000LL, "Cache-Control: no-cache\r\n", 0);
+		      1795749762000000000LL, "Cache-Control: no-cache\r\n",
+		      SL_STATIC_HAS_VARIANTS | SL_STATIC_HAS_BR | SL_STATIC_HAS_GZIP);
+	/* its .br sibling in the store, its .gz not (those go to "Python") */
+	sl_static_put_variant(w->eng, FAST_PORT, "/big", "br", (const uint8_t *)big + 100,
+			      sizeof(big) / 3, "application/octet-stream", "e-big-br",
+			      "Fri, 27 Nov 2026 03:22:43 GMT", 1795749763000000000LL,
+			      "Cache-Control: no-cache\r\n");
 	sl_static_put(w->eng, FAST_PORT, "/e", NULL, 0, "text/plain", "e-e",
 		      "Fri, 27 Nov 2026 03:22:42 GMT", 0, NULL, SL_STATIC_HAS_VARIANTS);
 }

@@ -122,6 +122,7 @@ SEEDS = {
     "fast-handback-stays": b"\x00" + connect(P_FAST) + http(P_FAST, 12) + drain(P_FAST)
     + api(0, 10, 4) + drain(P_FAST, 3) + http(P_FAST, 14) + http(P_FAST, 15)
     + seg(P_FAST, FIN | ACKF) + drain(P_FAST, 3),
+    "fast-variants": b"\x00" + connect(P_FAST) + http(P_FAST, 17) + drain(P_FAST, 10),
     "fast-incomplete-eof": b"\x10" + connect(P_FAST) + http(P_FAST, 10)
     + seg(P_FAST, FIN | ACKF) + drain(P_FAST, 3),
     "fast-keepalive-idle": b"\x10" + connect(P_FAST) + http(P_FAST, 0) + drain(P_FAST)
