@@ -21,7 +21,6 @@ import json
 import os
 import re
 import sys
-import textwrap
 
 import pytest
 from aiohttp import web
