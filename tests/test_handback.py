@@ -388,20 +388,26 @@ class RawHTTP(asyncio.Protocol):
         self.buf += data
         while b"\r\n\r\n" in self.buf:
             head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-            path = head.split(b" ", 2)[1].decode()
+            parts = head.split(b" ", 2)
+            if len(parts) < 3:
+                continue  # a chunked body's last chunk, read as a "header"
+            path = parts[1].decode(errors="replace")
             if path.startswith("/static/"):
                 body = f"{A_CSS_MARK} {path}".encode()
                 self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n"
                                      b"Connection: close\r\n\r\n%s" % (len(body), body))
                 self.transport.close()
                 return
-            self.transport.write(RAW_RESPONSES[path][0])
+            self.transport.write(RAW_RESPONSES.get(path, RAW_RESPONSES["/cl"])[0])
 
 
 RAW_CLIENT = r"""
 import socket, sys, time
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % sys.argv[3]).encode())
+first = sys.argv[3]
+if first.startswith("/"):
+    first = "GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % first
+s.sendall(first.encode("latin-1"))
 time.sleep(0.3)
 s.sendall(b"GET /static/a.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 data = b""
@@ -455,6 +461,46 @@ def test_python_output_framing(raw_server, files, path):
         assert after["fast_handbacks"] == before["fast_handbacks"]
         assert after["fast_requests"] == before["fast_requests"]
         assert {k: v for k, v in stays.items() if v} == {reason: 1}
+
+
+REQUESTS_THAT_STAY = {
+    "connect": ("CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n", "fast_stay_upgrade"),
+    "upgrade": ("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\n\r\n", "fast_stay_upgrade"),
+    "chunked-body": ("POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "0\r\n\r\n", "fast_stay_request_chunked"),
+    "cl-twice": ("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1"
+                 "\r\n\r\nx", "fast_stay_request_unframed"),
+    "cl-bad": ("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0x1\r\n\r\n",
+               "fast_stay_request_unframed"),
+    "obs-fold": ("GET /p HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n",
+                 "fast_stay_request_unframed"),
+    "huge-header": ("GET /p HTTP/1.1\r\nHost: x\r\nX-Big: " + "b" * 9000 + "\r\n\r\n",
+                    "fast_stay_request_unframed"),
+    "close": ("GET /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "fast_stay_close"),
+    "http10": ("GET /p HTTP/1.0\r\nHost: x\r\n\r\n", "fast_stay_close"),
+}
+
+
+@pytest.mark.parametrize("name", list(REQUESTS_THAT_STAY))
+def test_requests_that_stay_with_python(raw_server, name):
+    """Requests whose end, or whose connection's future, the engine cannot
+    know (RFC 9112 §6.3 for requests; Upgrade, CONNECT; a close asked for):
+    the connection stays with Python, counted by reason, and the static
+    request after it reaches the protocol."""
+    loop = raw_server
+    raw, reason = REQUESTS_THAT_STAY[name]
+    before = loop.stack.counters()
+    rc, out, err = loop.run_until_complete(
+        arun_client(sys.executable, "-c", RAW_CLIENT, HOST, str(RAW_PORT), raw))
+    assert rc == 0, err.decode()[-2000:]
+    assert out.startswith(RAW_RESPONSES["/cl"][0]), out[:200]
+    assert out.endswith(f"{A_CSS_MARK} /static/a.css".encode()), out[-200:]
+    after = loop.stack.counters()
+    stays = {k: after[k] - before[k] for k in after
+             if k.startswith("fast_stay_") and after[k] != before[k]}
+    assert stays == {reason: 1}
+    assert after["fast_requests"] == before["fast_requests"]
 
 
 # ---- keep-alive timers of the servers above ------------------------------------------
@@ -520,6 +566,22 @@ def test_opt_out_keeps_connections_with_python(in_server_ns, files):
         loop.close()
 
 
+def asgi_app(seen: list[str]):
+    """A minimal ASGI app: "<server> <path>" for every request."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        seen.append(scope["path"])
+        body = b"asgi " + scope["path"].encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
 def test_uvicorn_keepalive_timer_spares_the_fast_path(in_server_ns, files):
     """The same with uvicorn (its timeout_keep_alive, 1 s here) in this loop,
     the fast path in front of it through loop.add_static_route."""
@@ -527,16 +589,7 @@ def test_uvicorn_keepalive_timer_spares_the_fast_path(in_server_ns, files):
     loop = specloop.new_event_loop(interface=in_server_ns.server_if)
     asyncio.set_event_loop(loop)
     seen: list[str] = []
-
-    async def app(scope, receive, send):
-        if scope["type"] != "http":
-            return
-        seen.append(scope["path"])
-        body = b"uvicorn " + scope["path"].encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    app = asgi_app(seen)
 
     async def main():
         loop.add_static_route("/static", files, port=FAST_PORT, keepalive_timeout=1.0)
@@ -560,7 +613,54 @@ def test_uvicorn_keepalive_timer_spares_the_fast_path(in_server_ns, files):
     try:
         before, out = loop.run_until_complete(main())
         assert len(out["responses"]) == 11 and not out["closed"]
-        assert out["responses"][9].endswith("uvicorn /dyn2")
+        assert out["responses"][9].endswith("asgi /dyn2")
+        assert seen == ["/dyn", "/dyn2"]
+        d = delta(loop, before, *COUNTS)
+        assert d == {"fast_requests": 9, "fast_handovers": 2, "fast_handbacks": 2}
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def test_hypercorn_keepalive_timer_spares_the_fast_path(in_server_ns, files):
+    """The same with hypercorn (its keep_alive_timeout, 1 s here), which
+    binds its own socket and serves it on this loop."""
+    hypercorn_asyncio = pytest.importorskip("hypercorn.asyncio")
+    from hypercorn.config import Config as HypercornConfig
+
+    loop = specloop.new_event_loop(interface=in_server_ns.server_if)
+    asyncio.set_event_loop(loop)
+    seen: list[str] = []
+
+    async def main():
+        loop.add_static_route("/static", files, port=FAST_PORT, keepalive_timeout=1.0)
+        config = HypercornConfig()
+        config.bind = [f"{HOST}:{FAST_PORT}"]
+        config.keep_alive_timeout = 1
+        config.accesslog = None
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(hypercorn_asyncio.serve(asgi_app(seen), config,
+                                                             shutdown_trigger=stop.wait))
+        deadline = loop.time() + 10
+        while loop.stack.counters()["listeners"] < 1:
+            assert not task.done(), task
+            assert loop.time() < deadline, "hypercorn did not listen"
+            await asyncio.sleep(0.05)
+        try:
+            s = req("/static/b.js")
+            steps = [step(req("/dyn"))] + [step(s, pause=0.3) for _ in range(8)] + \
+                [step(req("/dyn2"), pause=0.3), step(s)]
+            before = loop.stack.counters()
+            out = await talk(FAST_PORT, steps)
+            return before, out
+        finally:
+            stop.set()
+            await task
+
+    try:
+        before, out = loop.run_until_complete(main())
+        assert len(out["responses"]) == 11 and not out["closed"]
+        assert out["responses"][9].endswith("asgi /dyn2")
         assert seen == ["/dyn", "/dyn2"]
         d = delta(loop, before, *COUNTS)
         assert d == {"fast_requests": 9, "fast_handovers": 2, "fast_handbacks": 2}
