@@ -17,7 +17,10 @@
  *     http_frame.c), input after it waits here, and Python's response is
  *     framed as it is written (fast_output).  When it is complete and no
  *     close was asked for, the connection comes back at the next poll
- *     (fast_later: a RETURNED event, then the waiting requests).  What
+ *     (fast_later; then the waiting requests), Python's transport staying
+ *     attached and idle until its next request (its close meanwhile only
+ *     ends Python's side; the fast path ending the connection tells it
+ *     with a RETURNED event).  What
  *     cannot be framed for sure keeps the connection Python's for good
  *     (stay(), counted by reason).  Responses already queued keep their
  *     place in the stream: Python's writes wait until they are out.
@@ -812,14 +815,30 @@ static void stay(struct sl_engine *eng, struct sl_conn *c, enum hf_stay why)
 	give_held(eng, c);
 }
 
-/* Python takes the connection for good: ACCEPT, then `rest` and all
- * later input (`rest` may point into f->req: it is copied first). */
+/*
+ * Bytes for Python: to the transport it still has for the connection (it
+ * stayed attached, idle, while the fast path answered), else with an
+ * ACCEPT, as a new connection.
+ */
+static bool to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *buf,
+		      uint32_t len)
+{
+	if (!c->accepted)
+		return conn_hand_to_python(eng, c, buf, len);
+	timer_set(eng, c, T_KEEPALIVE, 0);	/* Python's keep-alive now */
+	if (c->want_writable)
+		conn_writable_later(eng, c);	/* its writes waited for its turn */
+	return conn_to_python_copy(eng, c, buf, len);
+}
+
+/* Python takes the connection for good: `rest` and all later input
+ * (`rest` may point into f->req: it is copied first). */
 static bool hand_for_good(struct sl_engine *eng, struct sl_conn *c, const uint8_t *rest,
 			  uint32_t len, enum hf_stay why)
 {
 	struct fast_conn *f = fc(c);
 
-	if (!c->detached && !conn_hand_to_python(eng, c, rest, len))
+	if (!c->detached && !to_python(eng, c, rest, len))
 		return false;
 	/* detached: it was closing, the peer sent more after "Connection: close" */
 	count_stay(eng, why);
@@ -831,8 +850,8 @@ static bool hand_for_good(struct sl_engine *eng, struct sl_conn *c, const uint8_
 
 /*
  * Python gets one request (its header, and its body as it arrives; the
- * input after it waits here): an ACCEPT, as if the connection were new.
- * Returns the bytes of buf it took, or -1 without memory.
+ * input after it waits here).  Returns the bytes of buf it took, or -1
+ * without memory.
  */
 static int64_t hand_one(struct sl_engine *eng, struct sl_conn *c, const uint8_t *buf,
 			uint32_t len, const struct hf_request *hr)
@@ -849,7 +868,7 @@ static int64_t hand_one(struct sl_engine *eng, struct sl_conn *c, const uint8_t 
 		free(resp);
 		return hand_for_good(eng, c, buf, len, HF_STAY_CLOSE) ? (int64_t)len : -1;
 	}
-	if (!conn_hand_to_python(eng, c, buf, take)) {
+	if (!to_python(eng, c, buf, take)) {
 		free(resp);
 		return -1;
 	}
@@ -867,6 +886,9 @@ static void close_when_done(struct sl_engine *eng, struct sl_conn *c)
 	struct fast_conn *f = fc(c);
 
 	f->closing = true;
+	/* a transport Python kept for it learns (else: at the next poll) */
+	if (!conn_python_gone(eng, c))
+		conn_app_later(eng, c);
 	c->detached = true;	/* nobody above will ever read it */
 	if (!f->head)
 		conn_app_close(eng, c);
@@ -1086,6 +1108,11 @@ static void fast_later(struct sl_engine *eng, struct sl_conn *c)
 			give_held(eng, c);
 		return;
 	}
+	if (f->mode == FAST_OWN) {
+		if (f->closing && !conn_python_gone(eng, c))
+			conn_app_later(eng, c);
+		return;
+	}
 	if (f->mode != FAST_PYTHON || !f->resp || f->resp->state != HF_DONE || f->to_python)
 		return;
 	/* Python closed meanwhile, or its server stopped listening */
@@ -1103,10 +1130,8 @@ static void fast_later(struct sl_engine *eng, struct sl_conn *c)
 		stay(eng, c, HF_STAY_EXTRA_BYTES);
 		return;
 	}
-	if (!conn_take_back(eng, c)) {
-		conn_app_later(eng, c);
-		return;
-	}
+	/* back: Python's transport stays, idle, until its next request (or
+	 * until it closes it: then the next one comes with a new ACCEPT) */
 	free(f->resp);
 	f->resp = NULL;
 	f->mode = FAST_OWN;

@@ -72,9 +72,9 @@ enum sl_event_type {
 	SL_EV_CLOSED = 4,	/* conn: gone; err: 0, -ECONNRESET, -ETIMEDOUT, ... */
 	SL_EV_WRITABLE = 5,	/* conn: send-buffer space after a short write */
 	SL_EV_CONNECTED = 6,	/* conn: an active open completed */
-	SL_EV_RETURNED = 7,	/* conn: back with the fast path (Python answered all
-				 * it was given): Python's transport for it is done;
-				 * a later ACCEPT of the same id starts a new one */
+	SL_EV_RETURNED = 7,	/* conn: the fast path, which answers it since
+				 * Python's last answer, ended it: Python's transport
+				 * for it is done (connection_lost(None)) */
 };
 
 struct sl_event {

@@ -359,8 +359,10 @@ bool conn_hand_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t
 			 uint32_t len);
 bool conn_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 		    uint32_t len);
+bool conn_to_python_copy(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+			 uint32_t len);
 bool conn_give_python(struct sl_engine *eng, struct sl_conn *c, struct byteq *q);
-bool conn_take_back(struct sl_engine *eng, struct sl_conn *c);
+bool conn_python_gone(struct sl_engine *eng, struct sl_conn *c);
 void conn_app_later(struct sl_engine *eng, struct sl_conn *c);
 void conn_app_close(struct sl_engine *eng, struct sl_conn *c);
 struct tcp_listener *listener_by_id(struct sl_engine *eng, uint32_t id);

@@ -517,6 +517,22 @@ bool conn_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *dat
 	return true;
 }
 
+/* As conn_to_python, for bytes that do not outlive the call (an app's own
+ * buffer, which a DATA event must not point into): copied, handed over at
+ * the end of this poll. */
+bool conn_to_python_copy(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+			 uint32_t len)
+{
+	if (!len)
+		return true;
+	if (byteq_append(&c->rxq, data, len))
+		return false;
+	eng->tcp->rx_held += len;
+	if (c->accepted && !c->rx_paused)
+		deliver_later(eng, c);
+	return true;
+}
+
 /*
  * An app gives Python bytes it held (already ACKed), ahead of any later
  * input: the queue itself when Python holds nothing, so that it cannot
@@ -543,20 +559,30 @@ bool conn_give_python(struct sl_engine *eng, struct sl_conn *c, struct byteq *q)
 	return true;
 }
 
-/*
- * The app takes back a connection it had handed to Python, which answered
- * everything it was given: Python's transport for it ends (a RETURNED
- * event), and a later hand is a new ACCEPT.  false when the event does not
- * fit in this poll (the app tries again at the next).
- */
-bool conn_take_back(struct sl_engine *eng, struct sl_conn *c)
+/* Python lets go of a connection its app holds (the app answers it):
+ * its transport is done, the connection lives on; a later hand is a new
+ * ACCEPT. */
+static void python_lets_go(struct sl_conn *c)
 {
-	if (!engine_event(eng, SL_EV_RETURNED, c->id))
-		return false;
 	c->accepted = false;
 	c->rx_paused = false;
 	c->want_writable = false;
 	c->writable_pending = false;
+}
+
+/*
+ * The app ends a connection it holds while Python still has a transport
+ * for it (idle since its last answer): that transport's connection is
+ * over (a RETURNED event: connection_lost(None)).  false when the event
+ * does not fit in this poll (the app tries again at the next).
+ */
+bool conn_python_gone(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (!c->accepted)
+		return true;
+	if (!engine_event(eng, SL_EV_RETURNED, c->id))
+		return false;
+	python_lets_go(c);
 	return true;
 }
 
@@ -586,8 +612,8 @@ void conn_eof(struct sl_engine *eng, struct sl_conn *c)
 
 void conn_writable(struct sl_engine *eng, struct sl_conn *c)
 {
-	if (!c->want_writable || c->detached || !c->accepted)
-		return;
+	if (!c->want_writable || c->detached || !c->accepted || app_holds(c))
+		return;		/* (held: its turn comes with its next request) */
 	if (c->sq_bytes >= eng->cfg.sndbuf)
 		return;
 	if (engine_event(eng, SL_EV_WRITABLE, c->id))
@@ -885,8 +911,9 @@ int sl_conn_write(struct sl_engine *eng, uint32_t id, const uint8_t *data, size_
 		return 0;
 	if (!data)
 		return -EINVAL;
-	if (app_pending(c)) {
-		/* fast-path responses to earlier requests are still going out */
+	if (app_pending(c) || app_holds(c)) {
+		/* fast-path responses to earlier requests are still going out,
+		 * or the app answers the connection now: Python's turn comes */
 		c->want_writable = true;
 		return 0;
 	}
@@ -921,7 +948,7 @@ int sl_conn_sendfile(struct sl_engine *eng, uint32_t id, int fd, uint64_t offset
 		return -EBADF;
 	if (!count)
 		return 0;
-	if (app_pending(c)) {
+	if (app_pending(c) || app_holds(c)) {
 		c->want_writable = true;
 		return -EAGAIN;
 	}
@@ -951,6 +978,10 @@ int sl_conn_shutdown_write(struct sl_engine *eng, uint32_t id)
 
 	if (!c)
 		return -ENOTCONN;
+	if (app_holds(c)) {
+		python_lets_go(c);	/* the app answers it; no FIN of Python's */
+		return 0;
+	}
 	if (c->fin_queued)
 		return 0;
 	return shutdown_write(eng, c);
@@ -963,6 +994,12 @@ int sl_conn_close(struct sl_engine *eng, uint32_t id)
 
 	if (!c)
 		return -ENOTCONN;
+	if (app_holds(c)) {
+		/* Python is done with a connection the app answers now (an
+		 * idle keep-alive timer): only Python's side ends */
+		python_lets_go(c);
+		return 0;
+	}
 	/* RFC 2525 §2.17 (and Linux): closing with unread data resets */
 	if (c->rxq.len) {
 		tcp_send_rst(eng, c);
@@ -989,6 +1026,10 @@ int sl_conn_abort(struct sl_engine *eng, uint32_t id)
 
 	if (!c || c->detached)
 		return -ENOTCONN;
+	if (c->accepted && app_holds(c)) {
+		python_lets_go(c);	/* as close: the app answers it */
+		return 0;
+	}
 	/* RFC 9293 §3.10.5 ABORT: send a reset, delete the TCB */
 	if (c->state != TCP_TIME_WAIT && c->state != TCP_CLOSED)
 		tcp_send_rst(eng, c);

@@ -1541,11 +1541,13 @@ def python_answers(h: Stack, pieces: list[bytes], sport: int,
         if not new:
             break
     after = h.counters()
-    returned = [e for e in h.take_events(RETURNED) if e.conn == conn]
     stays = [k for k in after if k.startswith("fast_stay_") and after[k] != before[k]]
     given = b"".join(e.data for e in conn_events(h, conn, DATA))
+    # back: Python's transport stays, idle (no event), while the fast path
+    # answers; RETURNED only when the fast path ends the connection
+    assert not [e for e in h.events if e.conn == conn and e.type == RETURNED]
     h.events = [e for e in h.events if e.conn != conn]
-    if returned:
+    if after["fast_handbacks"] != before["fast_handbacks"]:
         assert not stays and after["fast_requests"] == before["fast_requests"] + 1
         assert after["fast_handbacks"] == before["fast_handbacks"] + 1
         return "back", got
@@ -1664,3 +1666,41 @@ def test_head_and_request_bodies_are_framed(request_):
     with stack(fast=True) as h:
         verdict, got = python_answers(h, [resp], 32000, request=request_)
         assert verdict == "back" and got.startswith(resp)
+
+
+def test_python_transport_stays_idle_while_the_fast_path_answers():
+    """Back with the fast path, the connection keeps Python's transport,
+    idle: its writes wait for its turn, its close ends only Python's side
+    (no FIN), and the next dynamic request then comes with a new ACCEPT; a
+    close by the fast path tells a transport still attached (RETURNED)."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    with stack(fast=True) as h:
+        p = Peer(h, PORT, sport=33000)
+        p.connect()
+        p.deliver(DYNAMIC)
+        conn, data = handed_to_python(h, 33000)
+        assert data == DYNAMIC
+        h.events.clear()
+        assert h.write(conn, ok) == len(ok)
+        p.absorb(h.flush())
+        p.absorb(h.advance(0.001))
+        before = h.counters()
+        assert before["fast_handbacks"] == 1
+        assert h.write(conn, b"unasked") == 0          # not Python's turn
+        p.absorb(p.deliver(AFTER))
+        assert h.counters()["fast_requests"] == before["fast_requests"] + 1
+        assert not conn_events(h, conn, DATA)
+        assert lib.sl_conn_close(h.ptr, conn) == 0    # an idle timer's close
+        assert not any(seg.has("F") for seg in h.flush())
+        assert h.info(conn)["flags"] & 32 == 0          # no longer accepted
+        h.events.clear()
+        p.absorb(p.deliver(DYNAMIC))
+        assert [e.conn for e in h.take_events(ACCEPT)] == [conn]
+        assert b"".join(e.data for e in conn_events(h, conn, DATA)) == DYNAMIC
+        assert h.write(conn, ok) == len(ok)
+        p.absorb(h.flush())
+        p.absorb(h.advance(0.001))
+        assert h.counters()["fast_handbacks"] == 2
+        h.events.clear()
+        p.absorb(p.deliver(b"GET /static/s.txt HTTP/1.1\r\nConnection: close\r\n\r\n"))
+        assert [e.type for e in h.events if e.conn == conn] == [RETURNED]
