@@ -99,11 +99,13 @@ static inline void payload_put(struct sl_engine *eng, struct tcp_payload *p)
  * An application that owns a connection's input above TCP (as an httpd is a
  * client of lwIP's TCP through tcp_recv/tcp_sent): a listener's app is
  * attached when a connection is established.  The HTTP fast path
- * (http_fast.c) is one.  A connection the app holds (holds()) is unknown
- * to Python; the app may hand it to Python (an ACCEPT) and, where it
- * frames what Python answers, take it back (a RETURNED event).  A
- * connection without an app, or whose app gave up its input (owns()
- * false), is Python's, through events.
+ * (http_fast.c) is one.  While the app holds a connection (holds()),
+ * Python has no say in it: at most a transport kept from an earlier
+ * request, idle (its writes wait, its close lets go of it alone).  The app
+ * hands requests to Python (an ACCEPT the first time) and, where it frames
+ * what Python answers, takes the connection back; ending it, it tells an
+ * idle transport (a RETURNED event).  A connection without an app, or
+ * whose app gave up its input (owns() false), is Python's, through events.
  */
 struct tcp_app {
 	/* takes the connection (its state in c->app_ctx); <0: it stays Python's */
