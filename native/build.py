@@ -26,6 +26,7 @@ SOURCES = [
     "api.c",
     "engine.c",
     "http_fast.c",
+    "http_frame.c",
     "impair.c",
     "net.c",
     "siphash.c",

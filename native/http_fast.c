@@ -9,12 +9,21 @@
  * here (fast_input) instead of to Python.  Each complete request is
  * either
  *   - one this file answers exactly as aiohttp's FileResponse would (GET or
- *     HEAD of a registered file; 200, 206, 304, 416), queued as a response;
+ *     HEAD of a registered file, or of its .br/.gz variant; 200, 206, 304,
+ *     416), queued as a response;
  *   - or anything else (another method, a body, an unknown path, a header
- *     we do not interpret, a malformed byte): then the connection is handed
- *     to Python (an ACCEPT event, then this request and all that follows as
- *     DATA), and stays Python's.  Responses already queued keep their place
- *     in the stream: Python's writes wait until they are out.
+ *     we do not interpret, a malformed byte): then that one request is
+ *     handed to Python (an ACCEPT event, the request as DATA, framed by
+ *     http_frame.c), input after it waits here, and Python's response is
+ *     framed as it is written (fast_output).  When it is complete and no
+ *     close was asked for, the connection comes back at the next poll
+ *     (fast_later; then the waiting requests), Python's transport staying
+ *     attached and idle until its next request (its close meanwhile only
+ *     ends Python's side; the fast path ending the connection tells it
+ *     with a RETURNED event).  What
+ *     cannot be framed for sure keeps the connection Python's for good
+ *     (stay(), counted by reason).  Responses already queued keep their
+ *     place in the stream: Python's writes wait until they are out.
  *
  * Every length and index here comes from the wire: all parsing is bounded
  * by the buffer length, never by a terminator.
@@ -34,10 +43,28 @@ static struct fast_conn *fc(const struct sl_conn *c)
 	return (struct fast_conn *)c->app_ctx;
 }
 
-/* tcp_app.owns: the input is ours until a request goes to Python */
+/* tcp_app.owns: the input is ours (Python may have a request meanwhile;
+ * input it was not given yet, or that follows it, waits here) */
 static bool fast_owns(const struct sl_conn *c)
 {
-	return fc(c) && !fc(c)->handed;
+	const struct fast_conn *f = fc(c);
+
+	if (!f)
+		return false;
+	switch (f->mode) {
+	case FAST_OWN:
+		return true;
+	case FAST_PYTHON:
+		return !c->detached;
+	default:
+		return f->req.len > 0 && !c->detached;
+	}
+}
+
+/* tcp_app.holds: Python has no transport for it */
+static bool fast_holds(const struct sl_conn *c)
+{
+	return fc(c) && fc(c)->mode == FAST_OWN;
 }
 
 /* tcp_app.pending: responses wait to be queued */
@@ -61,7 +88,9 @@ struct http_req {
 	uint32_t inm_len;
 	bool has_ims;
 	int64_t ims;		/* If-Modified-Since, epoch seconds */
-	bool accept_encoding;
+	const uint8_t *ae;	/* Accept-Encoding value (NULL: none) */
+	uint32_t ae_len;
+	bool ae_twice;		/* more than one Accept-Encoding line */
 };
 
 /* ---- small bounded parsers ------------------------------------------------ */
@@ -393,7 +422,9 @@ static int parse_request(const uint8_t *buf, uint32_t len, struct http_req *r)
 					return -1;
 				seen_ims = r->has_ims = true;
 			} else if (name_is(n, nl, "accept-encoding")) {
-				r->accept_encoding = vl > 0;
+				r->ae_twice = r->ae != NULL;
+				r->ae = v;
+				r->ae_len = vl;
 			}
 		}
 	}
@@ -496,6 +527,73 @@ static uint8_t *build_header(struct sl_engine *eng, const struct http_req *r,
 	return h;
 }
 
+/* `name` (lower case) occurs in p[0, len), ignoring case */
+static bool contains_ci(const uint8_t *p, uint32_t len, const char *name)
+{
+	uint32_t n = (uint32_t)strlen(name), i, k;
+
+	for (i = 0; i + n <= len; i++) {
+		for (k = 0; k < n && lower(p[i + k]) == name[k]; k++)
+			;
+		if (k == n)
+			return true;
+	}
+	return false;
+}
+
+/* RFC 9110 §12.4.2: some element of the list has weight q=0 ("not
+ * acceptable"), e.g. "br;q=0" or "*; q=0.000". */
+static bool has_q0(const uint8_t *p, uint32_t len)
+{
+	uint32_t i, j;
+
+	for (i = 0; i < len; i++) {
+		if (p[i] != ';')
+			continue;
+		for (j = i + 1; j < len && (p[j] == ' ' || p[j] == '\t'); j++)
+			;
+		if (j + 2 >= len || lower(p[j]) != 'q' || p[j + 1] != '=' || p[j + 2] != '0')
+			continue;
+		j += 3;
+		if (j < len && p[j] == '.')
+			for (j++; j < len && p[j] == '0'; j++)
+				;
+		if (j == len || p[j] == ' ' || p[j] == '\t' || p[j] == ',' || p[j] == ';')
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The representation aiohttp's FileResponse would send: the first of .br,
+ * .gz whose coding name occurs in the (lower-cased) Accept-Encoding and
+ * whose sibling exists on disk; else the file itself.  NULL: leave it to
+ * aiohttp (the sibling is not in the store, or the request says q=0 for a
+ * coding, which aiohttp's substring test would not honour).
+ */
+static struct static_entry *negotiate(struct static_entry *e, const struct http_req *r)
+{
+	static const struct {
+		const char *name;
+		uint32_t flag;
+		int which;
+	} codings[] = {
+		{ "br", SL_STATIC_HAS_BR, STATIC_VAR_BR },
+		{ "gzip", SL_STATIC_HAS_GZIP, STATIC_VAR_GZIP },
+	};
+	size_t k;
+
+	if (!r->ae || !(e->flags & SL_STATIC_HAS_VARIANTS))
+		return e;
+	if (r->ae_twice || !(e->flags & (SL_STATIC_HAS_BR | SL_STATIC_HAS_GZIP)) ||
+	    has_q0(r->ae, r->ae_len))
+		return NULL;
+	for (k = 0; k < sizeof(codings) / sizeof(codings[0]); k++)
+		if ((e->flags & codings[k].flag) && contains_ci(r->ae, r->ae_len, codings[k].name))
+			return e->variant[codings[k].which];
+	return e;
+}
+
 /* Decides the response as aiohttp's FileResponse would.  -1: not ours. */
 static int plan(const struct http_req *r, const struct static_entry *e,
 		enum resp_kind *kind, uint64_t *start, uint64_t *count)
@@ -568,7 +666,9 @@ static bool respond(struct sl_engine *eng, struct sl_conn *c, const struct http_
 	enum resp_kind kind;
 	uint64_t start, count;
 
-	if (!e || (r->accept_encoding && (e->flags & SL_STATIC_HAS_VARIANTS)))
+	if (e)
+		e = negotiate(e, r);
+	if (!e)
 		return false;
 	if (f->nresp >= FAST_MAX_PIPELINE || plan(r, e, &kind, &start, &count) < 0)
 		return false;
@@ -598,6 +698,7 @@ static bool respond(struct sl_engine *eng, struct sl_conn *c, const struct http_
 	eng->ctr.fast_status_206 += kind == R_206;
 	eng->ctr.fast_status_304 += kind == R_304;
 	eng->ctr.fast_status_416 += kind == R_416;
+	eng->ctr.fast_encoded += e->is_variant;
 	conn_dirty(eng, c);
 	return true;
 }
@@ -607,11 +708,13 @@ static bool respond(struct sl_engine *eng, struct sl_conn *c, const struct http_
 /* tcp_app.attach: a new connection of a fast-path listener is ours. */
 static int fast_attach(struct sl_engine *eng, struct sl_conn *c)
 {
+	struct tcp_listener *l = listener_by_id(eng, c->listener);
 	struct fast_conn *f = calloc(1, sizeof(*f));
 
 	if (!f)
 		return -ENOMEM;
 	c->app_ctx = f;
+	f->handback = !l || !(l->app_flags & SL_FAST_STAY);
 	/* a response is a whole: its last, short segment must not wait for
 	 * the ACK of the others (Nagle against the peer's delayed ACK) */
 	c->nodelay = true;
@@ -635,27 +738,147 @@ static void fast_release(struct sl_engine *eng, struct sl_conn *c)
 		resp_free(eng, fr);
 	}
 	free(f->req.buf);
+	free(f->resp);
 	free(f);
 	c->app_ctx = NULL;
 }
 
-/* Python takes the connection: ACCEPT, then `rest` and all later input. */
-static bool hand_over(struct sl_engine *eng, struct sl_conn *c, const uint8_t *rest,
-		      uint32_t len)
+static void count_stay(struct sl_engine *eng, enum hf_stay why)
+{
+	struct sl_counters *k = &eng->ctr;
+
+	switch (why) {
+	case HF_STAY_CLOSE: k->fast_stay_close++; break;
+	case HF_STAY_UPGRADE: k->fast_stay_upgrade++; break;
+	case HF_STAY_REQUEST_CHUNKED: k->fast_stay_request_chunked++; break;
+	case HF_STAY_REQUEST_UNFRAMED: k->fast_stay_request_unframed++; break;
+	case HF_STAY_CLOSE_DELIMITED: k->fast_stay_close_delimited++; break;
+	case HF_STAY_CL_AND_TE: k->fast_stay_cl_and_te++; break;
+	case HF_STAY_BAD_LENGTH: k->fast_stay_bad_length++; break;
+	case HF_STAY_BAD_CHUNK: k->fast_stay_bad_chunk++; break;
+	case HF_STAY_EXTRA_BYTES: k->fast_stay_extra_bytes++; break;
+	case HF_STAY_MALFORMED: k->fast_stay_malformed++; break;
+	case HF_STAY_OPT_OUT: k->fast_stay_opt_out++; break;
+	case HF_STAY_EOF: k->fast_stay_eof++; break;
+	case HF_STAY_BACKLOG: k->fast_stay_backlog++; break;
+	default: break;
+	}
+}
+
+/* Appends to a byte queue; false when there is no memory (q unchanged). */
+static bool reserve(struct byteq *q, uint32_t more)
+{
+	uint32_t need = q->len + more;
+	uint8_t *nb;
+
+	if (need <= q->cap)
+		return true;
+	nb = realloc(q->buf, need);
+	if (!nb)
+		return false;
+	q->buf = nb;
+	q->cap = need;
+	return true;
+}
+
+/* Input held for Python goes to it, ahead of anything later.  Without
+ * memory for that now, it stays held (and input queues behind it) until
+ * the next poll tries again. */
+static void give_held(struct sl_engine *eng, struct sl_conn *c)
 {
 	struct fast_conn *f = fc(c);
 
-	f->handed = true;
-	eng->ctr.fast_handovers++;
 	if (c->detached) {
-		/* it was closing: the peer sent more after "Connection: close" */
-		return true;
+		f->req.len = 0;		/* Python closed: nobody will read it */
+		return;
 	}
-	if (!conn_hand_to_python(eng, c, rest, len))
+	if (!conn_give_python(eng, c, &f->req)) {
+		conn_app_later(eng, c);
+		return;
+	}
+	if (f->eof_held) {
+		f->eof_held = false;
+		conn_eof(eng, c);	/* not ours any more: Python's EOF */
+	}
+}
+
+/* The connection stays Python's from now on (`why` is counted). */
+static void stay(struct sl_engine *eng, struct sl_conn *c, enum hf_stay why)
+{
+	struct fast_conn *f = fc(c);
+
+	count_stay(eng, why);
+	f->mode = FAST_STUCK;
+	free(f->resp);
+	f->resp = NULL;
+	f->to_python = 0;
+	give_held(eng, c);
+}
+
+/*
+ * Bytes for Python: to the transport it still has for the connection (it
+ * stayed attached, idle, while the fast path answered), else with an
+ * ACCEPT, as a new connection.
+ */
+static bool to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *buf,
+		      uint32_t len)
+{
+	if (!c->accepted)
+		return conn_hand_to_python(eng, c, buf, len);
+	timer_set(eng, c, T_KEEPALIVE, 0);	/* Python's keep-alive now */
+	if (c->want_writable)
+		conn_writable_later(eng, c);	/* its writes waited for its turn */
+	return conn_to_python_copy(eng, c, buf, len);
+}
+
+/* Python takes the connection for good: `rest` and all later input
+ * (`rest` may point into f->req: it is copied first). */
+static bool hand_for_good(struct sl_engine *eng, struct sl_conn *c, const uint8_t *rest,
+			  uint32_t len, enum hf_stay why)
+{
+	struct fast_conn *f = fc(c);
+
+	if (!c->detached && !to_python(eng, c, rest, len))
 		return false;
-	free(f->req.buf);
-	memset(&f->req, 0, sizeof(f->req));
+	/* detached: it was closing, the peer sent more after "Connection: close" */
+	count_stay(eng, why);
+	eng->ctr.fast_handovers++;
+	f->mode = FAST_STUCK;
+	f->req.len = 0;
 	return true;
+}
+
+/*
+ * Python gets one request (its header, and its body as it arrives; the
+ * input after it waits here).  Returns the bytes of buf it took, or -1
+ * without memory.
+ */
+static int64_t hand_one(struct sl_engine *eng, struct sl_conn *c, const uint8_t *buf,
+			uint32_t len, const struct hf_request *hr)
+{
+	struct fast_conn *f = fc(c);
+	uint64_t want = (uint64_t)hr->hdr_len + hr->body_len;
+	uint32_t take = want < len ? (uint32_t)want : len;
+	struct hf_response *resp = malloc(sizeof(*resp));
+
+	if (!resp)
+		return -1;
+	if (c->detached) {
+		/* closing after "Connection: close": nobody to hand it to */
+		free(resp);
+		return hand_for_good(eng, c, buf, len, HF_STAY_CLOSE) ? (int64_t)len : -1;
+	}
+	if (!to_python(eng, c, buf, take)) {
+		free(resp);
+		return -1;
+	}
+	eng->ctr.fast_handovers++;
+	hf_response_init(resp, hr->head, hr->close);
+	free(f->resp);
+	f->resp = resp;
+	f->mode = FAST_PYTHON;
+	f->to_python = want - take;
+	return take;
 }
 
 static void close_when_done(struct sl_engine *eng, struct sl_conn *c)
@@ -663,78 +886,106 @@ static void close_when_done(struct sl_engine *eng, struct sl_conn *c)
 	struct fast_conn *f = fc(c);
 
 	f->closing = true;
+	/* a transport Python kept for it learns (else: at the next poll) */
+	if (!conn_python_gone(eng, c))
+		conn_app_later(eng, c);
 	c->detached = true;	/* nobody above will ever read it */
 	if (!f->head)
 		conn_app_close(eng, c);
 }
 
 /*
- * In-order bytes of an engine-owned connection.  Returns false only when
- * the bytes could not be taken at all (no memory): the caller does not ACK
- * them then.
+ * Takes the requests at the front of buf: answers the fast path's, hands
+ * the first other one to Python (and stops there).  Returns the bytes
+ * taken, or -1 when they could not be taken (no memory).
  */
-static bool fast_input(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
-		       uint32_t len)
+static int64_t serve(struct sl_engine *eng, struct sl_conn *c, const uint8_t *buf,
+		     uint32_t len)
+{
+	struct fast_conn *f = fc(c);
+	uint32_t used = 0;
+	struct hf_request hr;
+	struct http_req r;
+
+	while (used < len && !f->closing && f->mode == FAST_OWN) {
+		int n = parse_request(buf + used, len - used, &r);
+		int64_t took;
+
+		if (n == 0)
+			break;
+		if (n > 0 && respond(eng, c, &r)) {
+			used += (uint32_t)n;
+			if (!keeps_alive(&r))
+				close_when_done(eng, c);
+			continue;
+		}
+		/* not ours: Python's, framed so that it can come back */
+		n = hf_request(buf + used, len - used, FAST_MAX_REQUEST, &hr);
+		if (n == 0)
+			break;	/* its header is not complete yet */
+		if (n < 0 || !f->handback) {
+			if (!hand_for_good(eng, c, buf + used, len - used,
+					   n < 0 ? (enum hf_stay)-n : HF_STAY_OPT_OUT))
+				return -1;
+			return len;
+		}
+		took = hand_one(eng, c, buf + used, len - used, &hr);
+		if (took < 0)
+			return -1;
+		used += (uint32_t)took;
+	}
+	return used;
+}
+
+/*
+ * Input for the fast path (FAST_OWN), or held input it takes back to
+ * (data NULL).  Returns false only when the bytes could not be taken at
+ * all (no memory): the caller does not ACK them then.
+ */
+static bool take(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data, uint32_t len)
 {
 	struct fast_conn *f = fc(c);
 	const uint8_t *buf = data;
-	uint32_t blen = len, used = 0;
-	struct http_req r;
+	uint32_t blen = len, old = f->req.len, rest;
 	bool held = false;
+	int64_t used;
 
-	if (f->closing)
-		return true;	/* after "Connection: close": ignored */
 	if (f->req.len) {
-		uint32_t need = f->req.len + len;
-
-		if (need > f->req.cap) {
-			uint8_t *nb = realloc(f->req.buf, need);
-
-			if (!nb)
-				return false;
-			f->req.buf = nb;
-			f->req.cap = need;
-		}
-		memcpy(f->req.buf + f->req.len, data, len);
-		f->req.len = need;
+		if (!reserve(&f->req, len))
+			return false;
+		if (len)
+			memcpy(f->req.buf + f->req.len, data, len);
+		f->req.len += len;
 		buf = f->req.buf;
 		blen = f->req.len;
 		held = true;
 	}
-	while (used < blen && !f->closing) {
-		int n = parse_request(buf + used, blen - used, &r);
-
-		if (n == 0)
-			break;
-		if (n < 0 || !respond(eng, c, &r)) {
-			if (!hand_over(eng, c, buf + used, blen - used))
-				return false;
-			return true;
-		}
-		used += (uint32_t)n;
-		if (!keeps_alive(&r))
-			close_when_done(eng, c);
-	}
-	if (f->closing) {
+	used = serve(eng, c, buf, blen);
+	if (used < 0) {
 		if (held)
-			f->req.len = 0;
+			f->req.len = old;
+		return false;
+	}
+	if (f->closing || f->mode == FAST_STUCK) {
+		/* after "Connection: close" ignored; or all given to Python */
+		f->req.len = 0;
 		return true;
 	}
-	/* keep what is left of an incomplete request */
+	/* keep what is left: an incomplete request, or what follows Python's */
+	rest = blen - (uint32_t)used;
 	if (held) {
-		memmove(f->req.buf, f->req.buf + used, blen - used);
-		f->req.len = blen - used;
-	} else if (used < blen) {
-		if (f->req.cap < blen - used) {
-			uint8_t *nb = realloc(f->req.buf, blen - used);
-
-			if (!nb)
-				return false;
-			f->req.buf = nb;
-			f->req.cap = blen - used;
-		}
-		memcpy(f->req.buf, buf + used, blen - used);
-		f->req.len = blen - used;
+		memmove(f->req.buf, f->req.buf + used, rest);
+		f->req.len = rest;
+	} else if (rest) {
+		if (!reserve(&f->req, rest))
+			return false;
+		memcpy(f->req.buf, buf + used, rest);
+		f->req.len = rest;
+	}
+	if (f->mode == FAST_PYTHON) {
+		if (f->req.len > FAST_MAX_BACKLOG)
+			stay(eng, c, HF_STAY_BACKLOG);
+		return true;
 	}
 	/* keep-alive counts from here; the timer is moved only when it fires
 	 * (fast_idle), not per request */
@@ -745,16 +996,78 @@ static bool fast_input(struct sl_engine *eng, struct sl_conn *c, const uint8_t *
 	return true;
 }
 
-/* The peer sent FIN on an engine-owned connection. */
+/* Input while Python has a request: its body goes on, the rest waits. */
+static bool python_input(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+			 uint32_t len)
+{
+	struct fast_conn *f = fc(c);
+	uint32_t body = f->to_python < len ? (uint32_t)f->to_python : len;
+
+	if (len > body && f->req.len + (len - body) > FAST_MAX_BACKLOG) {
+		if (!conn_to_python(eng, c, data, body))
+			return false;
+		f->to_python -= body;
+		stay(eng, c, HF_STAY_BACKLOG);
+		/* after what was held, as any later input */
+		return conn_deliver(eng, c, data + body, len - body);
+	}
+	/* room first: the bytes are taken whole or not at all */
+	if (!reserve(&f->req, len - body) || !conn_to_python(eng, c, data, body))
+		return false;
+	f->to_python -= body;
+	if (len > body) {
+		memcpy(f->req.buf + f->req.len, data + body, len - body);
+		f->req.len += len - body;
+	}
+	if (!f->to_python && f->resp && f->resp->state == HF_DONE)
+		conn_app_later(eng, c);
+	return true;
+}
+
+/* tcp_app.input: in-order bytes of a connection whose input is ours. */
+static bool fast_input(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		       uint32_t len)
+{
+	struct fast_conn *f = fc(c);
+
+	if (f->closing)
+		return true;	/* after "Connection: close": ignored */
+	switch (f->mode) {
+	case FAST_OWN:
+		return take(eng, c, data, len);
+	case FAST_PYTHON:
+		return python_input(eng, c, data, len);
+	default:
+		/* Python's, behind input not given yet (no memory then) */
+		if (!reserve(&f->req, len))
+			return false;
+		memcpy(f->req.buf + f->req.len, data, len);
+		f->req.len += len;
+		conn_app_later(eng, c);
+		return true;
+	}
+}
+
+/* tcp_app.eof: the peer sent FIN on a connection whose input is ours. */
 static void fast_eof(struct sl_engine *eng, struct sl_conn *c)
 {
 	struct fast_conn *f = fc(c);
 
 	if (f->closing)
 		return;
+	if (f->mode != FAST_OWN) {
+		/* Python has (or will have) the connection: its EOF comes
+		 * after what it was given */
+		f->eof_held = true;
+		if (f->mode == FAST_PYTHON)
+			stay(eng, c, HF_STAY_EOF);
+		else
+			give_held(eng, c);
+		return;
+	}
 	if (f->req.len) {
 		/* a request cut short: let aiohttp answer it as it would */
-		if (hand_over(eng, c, f->req.buf, f->req.len)) {
+		if (hand_for_good(eng, c, f->req.buf, f->req.len, HF_STAY_EOF)) {
 			c->eof_pending = true;
 			return;
 		}
@@ -762,32 +1075,106 @@ static void fast_eof(struct sl_engine *eng, struct sl_conn *c)
 	close_when_done(eng, c);
 }
 
-/* Idle too long between requests (aiohttp's keepalive_timeout): close.
- * A connection still sending or receiving a request is not idle. */
-static void fast_idle(struct sl_engine *eng, struct sl_conn *c)
+/*
+ * tcp_app.output: Python's answer to the request it has, read as it is
+ * queued.  Complete and nothing asked to close: the connection comes back
+ * at the next poll (fast_later), where a write in between still counts
+ * (more bytes than announced).
+ */
+static void fast_output(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+			uint32_t len)
 {
-	uint64_t ka_us = eng->stat ? (uint64_t)eng->stat->keepalive_ms * 1000 : 0;
+	struct fast_conn *f = fc(c);
+	int st;
 
-	if (!fast_owns(c) || fc(c)->closing)
+	if (!f || f->mode != FAST_PYTHON || !f->resp)
 		return;
-	if (ka_us && eng->now_us < fc(c)->active_us + ka_us) {
-		/* input came since it was armed: idle from the last one */
-		timer_set(eng, c, T_KEEPALIVE, fc(c)->active_us + ka_us);
+	st = hf_response_feed(f->resp, data, len);
+	if (st == HF_STAY)
+		stay(eng, c, (enum hf_stay)f->resp->stay);
+	else if (st == HF_DONE && !f->to_python)
+		conn_app_later(eng, c);
+}
+
+/* tcp_app.later: give held input to Python, or take the connection back. */
+static void fast_later(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct fast_conn *f = fc(c);
+
+	if (!f)
+		return;
+	if (f->mode == FAST_STUCK) {
+		if (f->req.len || f->eof_held)
+			give_held(eng, c);
 		return;
 	}
-	if (!fc(c)->head && !fc(c)->req.len) {
-		close_when_done(eng, c);
+	if (f->mode == FAST_OWN) {
+		if (f->closing && !conn_python_gone(eng, c))
+			conn_app_later(eng, c);
 		return;
 	}
+	if (f->mode != FAST_PYTHON || !f->resp || f->resp->state != HF_DONE || f->to_python)
+		return;
+	/* Python closed meanwhile, or its server stopped listening */
+	if (c->detached || c->fin_queued || !listener_by_id(eng, c->listener)) {
+		stay(eng, c, HF_STAY_CLOSE);
+		return;
+	}
+	/* it did not read all it was given (paused) */
+	if (c->rxq.len || c->eof_pending) {
+		stay(eng, c, HF_STAY_BACKLOG);
+		return;
+	}
+	/* a short write: Python has more to send than the response was */
+	if (c->want_writable) {
+		stay(eng, c, HF_STAY_EXTRA_BYTES);
+		return;
+	}
+	/* back: Python's transport stays, idle, until its next request (or
+	 * until it closes it: then the next one comes with a new ACCEPT) */
+	free(f->resp);
+	f->resp = NULL;
+	f->mode = FAST_OWN;
+	eng->ctr.fast_handbacks++;
+	f->active_us = eng->now_us;
 	if (eng->stat && eng->stat->keepalive_ms)
 		timer_set(eng, c, T_KEEPALIVE,
 			  eng->now_us + (uint64_t)eng->stat->keepalive_ms * 1000);
+	/* the requests that waited: answered, or the next one handed */
+	if (f->req.len && !take(eng, c, NULL, 0))
+		conn_app_later(eng, c);
+}
+
+/* tcp_app.idle: idle too long between requests (aiohttp's
+ * keepalive_timeout): close.  A connection still sending or receiving a
+ * request is not idle.  Python's connections keep TCP's own keep-alive. */
+static bool fast_idle(struct sl_engine *eng, struct sl_conn *c)
+{
+	uint64_t ka_us = eng->stat ? (uint64_t)eng->stat->keepalive_ms * 1000 : 0;
+	struct fast_conn *f = fc(c);
+
+	if (!f || f->mode != FAST_OWN)
+		return false;
+	if (f->closing)
+		return true;
+	if (ka_us && eng->now_us < f->active_us + ka_us) {
+		/* input came since it was armed: idle from the last one */
+		timer_set(eng, c, T_KEEPALIVE, f->active_us + ka_us);
+		return true;
+	}
+	if (!f->head && !f->req.len) {
+		close_when_done(eng, c);
+		return true;
+	}
+	if (ka_us)
+		timer_set(eng, c, T_KEEPALIVE, eng->now_us + ka_us);
+	return true;
 }
 
 /* The server stopped listening: finish what was asked, then close. */
 static void fast_shutdown(struct sl_engine *eng, struct sl_conn *c)
 {
-	if (fast_owns(c) && !fc(c)->closing && !fc(c)->req.len)
+	if (fast_holds(c) && !fc(c)->closing && !fc(c)->req.len)
 		close_when_done(eng, c);
 }
 
@@ -844,7 +1231,7 @@ static bool fast_fill(struct sl_engine *eng, struct sl_conn *c)
 		resp_free(eng, fr);
 		if (close || (f->closing && !f->head))
 			conn_app_close(eng, c);
-		else if (!f->head && f->handed)
+		else if (!f->head && f->mode != FAST_OWN)
 			conn_writable_later(eng, c);	/* Python's turn to write */
 	}
 	return true;
@@ -856,18 +1243,24 @@ const struct tcp_app http_fast_app = {
 	.eof = fast_eof,
 	.fill = fast_fill,
 	.owns = fast_owns,
+	.holds = fast_holds,
 	.pending = fast_pending,
 	.idle = fast_idle,
 	.shutdown = fast_shutdown,
 	.release = fast_release,
+	.output = fast_output,
+	.later = fast_later,
 };
 
-int sl_listen_set_fast(struct sl_engine *eng, uint32_t id, int on)
+int sl_listen_set_fast(struct sl_engine *eng, uint32_t id, int flags)
 {
 	struct tcp_listener *l = listener_by_id(eng, id);
 
 	if (!l)
 		return -EBADF;
-	l->app = on ? &http_fast_app : NULL;
+	if (flags & ~(SL_FAST_ON | SL_FAST_STAY))
+		return -EINVAL;
+	l->app = flags & SL_FAST_ON ? &http_fast_app : NULL;
+	l->app_flags = (uint32_t)flags;
 	return 0;
 }

@@ -8,10 +8,12 @@
 
 #include <time.h>
 
+#include "http_frame.h"
 #include "tcp.h"
 
 #define FAST_MAX_REQUEST 8192	/* bytes of one request the fast path holds */
 #define FAST_MAX_PIPELINE 64	/* responses queued on one connection */
+#define FAST_MAX_BACKLOG 65536	/* input held while Python has a request */
 
 /* A registered file: its bytes and the header fields of its responses. */
 struct static_entry {
@@ -43,7 +45,13 @@ struct static_entry {
 	/* multi-buffer TX: the chunks of that same cut, each in a UMEM frame */
 	uint32_t *chunk_frames;	/* SL_NO_FRAME where not (yet) placed */
 	uint32_t nchunk_frames;
+	/* precompressed siblings (STATIC_VAR_*), entries of their own that
+	 * are in no bucket; a variant holds its own reference */
+	struct static_entry *variant[2];
+	bool is_variant;
 };
+
+enum { STATIC_VAR_BR = 0, STATIC_VAR_GZIP = 1 };
 
 struct sl_static {
 	struct static_entry **buckets;
@@ -68,12 +76,27 @@ struct fast_resp {
 	bool close_after;
 };
 
+/* Who has a fast-path connection. */
+enum fast_mode {
+	FAST_OWN = 0,		/* the fast path: Python does not know it */
+	FAST_PYTHON,		/* Python has one request; its answer is framed,
+				 * later input waits in req */
+	FAST_STUCK,		/* Python's for good (enum hf_stay said why) */
+};
+
 struct fast_conn {
-	struct byteq req;	/* a request not complete yet */
+	/* input not taken yet: a request not complete yet, or (FAST_PYTHON)
+	 * what follows the request Python has, or (FAST_STUCK) what is still
+	 * to be given to Python */
+	struct byteq req;
 	struct fast_resp *head, *tail;
 	uint32_t nresp;
-	bool handed;		/* Python owns the connection's input now */
+	uint8_t mode;		/* enum fast_mode */
+	bool handback;		/* its listener lets connections come back */
 	bool closing;		/* close once the responses are out */
+	bool eof_held;		/* FAST_STUCK: the peer's FIN, after req */
+	uint64_t to_python;	/* FAST_PYTHON: body bytes of its request to come */
+	struct hf_response *resp;	/* FAST_PYTHON: Python's answer, as framed */
 	uint64_t active_us;	/* the last input: keep-alive counts from it */
 };
 

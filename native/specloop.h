@@ -72,6 +72,9 @@ enum sl_event_type {
 	SL_EV_CLOSED = 4,	/* conn: gone; err: 0, -ECONNRESET, -ETIMEDOUT, ... */
 	SL_EV_WRITABLE = 5,	/* conn: send-buffer space after a short write */
 	SL_EV_CONNECTED = 6,	/* conn: an active open completed */
+	SL_EV_RETURNED = 7,	/* conn: the fast path, which answers it since
+				 * Python's last answer, ended it: Python's transport
+				 * for it is done (connection_lost(None)) */
 };
 
 struct sl_event {
@@ -192,7 +195,23 @@ struct sl_counters {
 	uint64_t fast_status_206;
 	uint64_t fast_status_304;
 	uint64_t fast_status_416;
-	uint64_t fast_handovers;	/* connections handed to Python */
+	uint64_t fast_encoded;		/* of which a precompressed variant (.br, .gz) */
+	uint64_t fast_handovers;	/* requests handed to Python (each an ACCEPT) */
+	uint64_t fast_handbacks;	/* connections back from Python (RETURNED) */
+	/* why a connection stays with Python (http_frame.h, enum hf_stay) */
+	uint64_t fast_stay_close;		/* Connection: close, HTTP/1.0 */
+	uint64_t fast_stay_upgrade;		/* Upgrade, CONNECT, 101 */
+	uint64_t fast_stay_request_chunked;	/* a request body with Transfer-Encoding */
+	uint64_t fast_stay_request_unframed;	/* a request we cannot frame */
+	uint64_t fast_stay_close_delimited;	/* a response without a length */
+	uint64_t fast_stay_cl_and_te;		/* a response with both */
+	uint64_t fast_stay_bad_length;		/* invalid or repeated Content-Length */
+	uint64_t fast_stay_bad_chunk;		/* malformed chunked coding */
+	uint64_t fast_stay_extra_bytes;		/* more than the response announced */
+	uint64_t fast_stay_malformed;		/* a malformed status line or field */
+	uint64_t fast_stay_opt_out;		/* hand-back off for the listener */
+	uint64_t fast_stay_eof;			/* the peer closed while Python had it */
+	uint64_t fast_stay_backlog;		/* input piled up while Python had it */
 	uint64_t fast_body_segments;	/* sent from the static store */
 	uint64_t static_files;
 	uint64_t static_bytes;
@@ -347,17 +366,38 @@ int sl_engine_impair(struct sl_engine *eng, const struct sl_impair *cfg);
  * decoded URL path with the header fields aiohttp's FileResponse sends;
  * listeners with the fast path on answer GET/HEAD for them in C.
  */
+enum sl_fast_flags {
+	SL_FAST_ON = 1,		/* the fast path in front of the listener */
+	SL_FAST_STAY = 2,	/* a connection handed to Python stays Python's
+				 * (no hand-back: connection-bound schemes) */
+};
 enum sl_static_flags {
-	SL_STATIC_HAS_VARIANTS = 1,	/* .gz/.br siblings: Accept-Encoding goes to Python */
+	SL_STATIC_HAS_VARIANTS = 1,	/* .gz/.br siblings: Accept-Encoding matters (alone:
+					 * such requests go to Python) */
+	SL_STATIC_HAS_BR = 2,		/* a .br sibling exists (its variant, if put, is
+					 * answered in C; else those requests go to Python) */
+	SL_STATIC_HAS_GZIP = 4,		/* a .gz sibling exists */
 };
 int sl_static_put(struct sl_engine *eng, uint32_t port, const char *path,
 		  const uint8_t *body, size_t size, const char *content_type,
 		  const char *etag, const char *last_modified, int64_t mtime_ns,
 		  const char *extra_headers, uint32_t flags);
+/*
+ * A precompressed variant of the file registered at `path` (put first):
+ * `encoding` "br" or "gzip", its own bytes and validators, the original's
+ * Content-Type.  Chosen as aiohttp's FileResponse chooses (Accept-Encoding).
+ * Putting the file again drops its variants.
+ */
+int sl_static_put_variant(struct sl_engine *eng, uint32_t port, const char *path,
+			  const char *encoding, const uint8_t *body, size_t size,
+			  const char *content_type, const char *etag,
+			  const char *last_modified, int64_t mtime_ns,
+			  const char *extra_headers);
 int sl_static_remove(struct sl_engine *eng, uint32_t port, const char *path);
 int sl_static_config(struct sl_engine *eng, const char *server, uint64_t budget,
 		     uint32_t keepalive_ms, const char *reason_416);
-int sl_listen_set_fast(struct sl_engine *eng, uint32_t listener, int on);
+/* flags: 0 (off) or SL_FAST_ON, with SL_FAST_STAY to keep hand-back off */
+int sl_listen_set_fast(struct sl_engine *eng, uint32_t listener, int flags);
 
 /*
  * The engine's hot functions as a table, for the CPython extension that

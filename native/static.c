@@ -88,10 +88,16 @@ static void entry_free(struct static_entry *e)
 
 void static_entry_put(struct sl_engine *eng, struct static_entry *e)
 {
+	int k;
+
 	if (--e->payload.refs)
 		return;
 	if (eng->stat)
 		eng->stat->bytes -= e->size;
+	/* its variants go with it (a response of one holds that one) */
+	for (k = 0; k < 2; k++)
+		if (e->variant[k])
+			static_entry_put(eng, e->variant[k]);
 	chunks_release(eng, e);
 	entry_free(e);
 }
@@ -186,33 +192,34 @@ static bool extra_ok(const char *s)
 	return true;
 }
 
-int sl_static_put(struct sl_engine *eng, uint32_t port, const char *path,
-		  const uint8_t *body, size_t size, const char *content_type,
-		  const char *etag, const char *last_modified, int64_t mtime_ns,
-		  const char *extra_headers, uint32_t flags)
+/*
+ * A new entry, not in any bucket: the file's bytes and the header fields
+ * of its responses (with `encoding`, those of a precompressed variant).
+ * NULL with *rc = -errno.
+ */
+static struct static_entry *entry_make(uint32_t port, const char *path, const uint8_t *body,
+				       size_t size, const char *content_type, const char *etag,
+				       const char *last_modified, int64_t mtime_ns,
+				       const char *extra_headers, uint32_t flags,
+				       const char *encoding, int *rc)
 {
-	struct sl_static *s = eng->stat;
-	struct static_entry *e, **pp;
+	struct static_entry *e;
 	size_t plen, flen;
 
-	if (!s || port > 65535 || !path || path[0] != '/' || !content_type || !etag ||
+	*rc = -EINVAL;
+	if (port > 65535 || !path || path[0] != '/' || !content_type || !etag ||
 	    !last_modified || (size && !body) || size > UINT32_MAX / 2)
-		return -EINVAL;
+		return NULL;
 	plen = strnlen(path, 4097);
 	if (plen > 4096 || !header_safe(content_type) || !header_safe(etag) ||
 	    !header_safe(last_modified) || strchr(etag, '"'))
-		return -EINVAL;
+		return NULL;
 	if (extra_headers && (strlen(extra_headers) > 4096 || !extra_ok(extra_headers)))
-		return -EINVAL;
-	if (s->budget && s->bytes + size > s->budget) {
-		/* a replaced entry gives its bytes back */
-		e = static_lookup(eng, (uint16_t)port, path, (uint32_t)plen);
-		if (!e || s->bytes - e->size + size > s->budget)
-			return -ENOSPC;
-	}
+		return NULL;
+	*rc = -ENOMEM;
 	e = calloc(1, sizeof(*e));
 	if (!e)
-		return -ENOMEM;
+		return NULL;
 	e->payload.refs = 1;
 	e->port = (uint16_t)port;
 	e->path = dup_str(path, 4096);
@@ -222,41 +229,79 @@ int sl_static_put(struct sl_engine *eng, uint32_t port, const char *path,
 	e->size = (uint32_t)size;
 	e->mtime_ns = mtime_ns;
 	e->flags = flags;
+	e->is_variant = encoding != NULL;
 	e->body = malloc(size ? size : 1);
 	/* the fields every 200/206 carries before Content-Length, as
-	 * aiohttp's FileResponse orders them */
-	flen = strlen(content_type) + strlen(etag) + strlen(last_modified) + 64;
+	 * aiohttp's FileResponse orders them (a variant: Content-Encoding and
+	 * Vary right after Content-Type) */
+	flen = strlen(content_type) + strlen(etag) + strlen(last_modified) + 128;
 	e->fields = malloc(flen);
 	e->extra = extra_headers && *extra_headers ? dup_str(extra_headers, 4096) : NULL;
 	e->extra_len = e->extra ? (uint32_t)strlen(e->extra) : 0;
-	if (!e->path || !e->etag || !e->last_modified || !e->body || !e->fields) {
+	if (!e->path || !e->etag || !e->last_modified || !e->body || !e->fields ||
+	    (extra_headers && *extra_headers && !e->extra)) {
 		entry_free(e);
-		return -ENOMEM;
+		return NULL;
 	}
 	if (size)
 		memcpy(e->body, body, size);
 	e->payload.data = e->body;
 	e->payload.put = entry_payload_put;
 	e->payload.frame = entry_payload_frame;
-	e->fields_len = (uint32_t)snprintf(e->fields, flen,
-					   "Content-Type: %s\r\nEtag: \"%s\"\r\nLast-Modified: %s\r\n",
-					   content_type, etag, last_modified);
-	if (extra_headers && *extra_headers && !e->extra) {
-		entry_free(e);
-		return -ENOMEM;
-	}
+	if (encoding)
+		e->fields_len = (uint32_t)snprintf(e->fields, flen,
+						   "Content-Type: %s\r\nContent-Encoding: %s\r\n"
+						   "Vary: Accept-Encoding\r\nEtag: \"%s\"\r\n"
+						   "Last-Modified: %s\r\n", content_type, encoding,
+						   etag, last_modified);
+	else
+		e->fields_len = (uint32_t)snprintf(e->fields, flen,
+						   "Content-Type: %s\r\nEtag: \"%s\"\r\n"
+						   "Last-Modified: %s\r\n", content_type, etag,
+						   last_modified);
 	/* as http_fast.c's build_header words a 200 */
 	flen = 64 + e->fields_len + e->extra_len;
 	e->head200 = malloc(flen);
 	if (!e->head200) {
 		entry_free(e);
-		return -ENOMEM;
+		return NULL;
 	}
 	e->head200_len = (uint32_t)snprintf(e->head200, flen,
 					    "200 OK\r\n%.*sContent-Length: %u\r\nAccept-Ranges: bytes\r\n"
 					    "%.*sDate: ", (int)e->fields_len, e->fields, e->size,
 					    (int)e->extra_len, e->extra ? e->extra : "");
-	pp = slot_of(eng, (uint16_t)port, path, (uint32_t)plen);
+	*rc = 0;
+	return e;
+}
+
+/* Would `size` more bytes (in place of `old` bytes) fit the budget? */
+static bool within_budget(const struct sl_static *s, uint64_t old, size_t size)
+{
+	return !s->budget || s->bytes - old + size <= s->budget;
+}
+
+int sl_static_put(struct sl_engine *eng, uint32_t port, const char *path,
+		  const uint8_t *body, size_t size, const char *content_type,
+		  const char *etag, const char *last_modified, int64_t mtime_ns,
+		  const char *extra_headers, uint32_t flags)
+{
+	struct sl_static *s = eng->stat;
+	struct static_entry *e, **pp;
+	int rc;
+
+	if (!s || !path || port > 65535)
+		return -EINVAL;
+	if (!within_budget(s, 0, size)) {
+		/* a replaced entry gives its bytes back */
+		e = static_lookup(eng, (uint16_t)port, path, (uint32_t)strnlen(path, 4097));
+		if (!e || !within_budget(s, e->size, size))
+			return -ENOSPC;
+	}
+	e = entry_make(port, path, body, size, content_type, etag, last_modified, mtime_ns,
+		       extra_headers, flags, NULL, &rc);
+	if (!e)
+		return rc;
+	pp = slot_of(eng, (uint16_t)port, path, e->path_len);
 	if (*pp) {
 		struct static_entry *old = *pp;
 
@@ -270,6 +315,40 @@ int sl_static_put(struct sl_engine *eng, uint32_t port, const char *path,
 		*pp = e;
 	}
 	s->count++;
+	s->bytes += size;
+	return 0;
+}
+
+int sl_static_put_variant(struct sl_engine *eng, uint32_t port, const char *path,
+			  const char *encoding, const uint8_t *body, size_t size,
+			  const char *content_type, const char *etag,
+			  const char *last_modified, int64_t mtime_ns,
+			  const char *extra_headers)
+{
+	struct sl_static *s = eng->stat;
+	struct static_entry *e, *v;
+	int rc, which;
+
+	if (!s || !path || !encoding || port > 65535)
+		return -EINVAL;
+	if (strcmp(encoding, "br") == 0)
+		which = STATIC_VAR_BR;
+	else if (strcmp(encoding, "gzip") == 0)
+		which = STATIC_VAR_GZIP;
+	else
+		return -EINVAL;
+	e = static_lookup(eng, (uint16_t)port, path, (uint32_t)strnlen(path, 4097));
+	if (!e)
+		return -ENOENT;
+	if (!within_budget(s, e->variant[which] ? e->variant[which]->size : 0, size))
+		return -ENOSPC;
+	v = entry_make(port, path, body, size, content_type, etag, last_modified, mtime_ns,
+		       extra_headers, 0, encoding, &rc);
+	if (!v)
+		return rc;
+	if (e->variant[which])
+		static_entry_put(eng, e->variant[which]);
+	e->variant[which] = v;
 	s->bytes += size;
 	return 0;
 }

@@ -99,8 +99,13 @@ static inline void payload_put(struct sl_engine *eng, struct tcp_payload *p)
  * An application that owns a connection's input above TCP (as an httpd is a
  * client of lwIP's TCP through tcp_recv/tcp_sent): a listener's app is
  * attached when a connection is established.  The HTTP fast path
- * (http_fast.c) is one; a connection without an app, or whose app gave it
- * up (owns() false), is Python's, through events.
+ * (http_fast.c) is one.  While the app holds a connection (holds()),
+ * Python has no say in it: at most a transport kept from an earlier
+ * request, idle (its writes wait, its close lets go of it alone).  The app
+ * hands requests to Python (an ACCEPT the first time) and, where it frames
+ * what Python answers, takes the connection back; ending it, it tells an
+ * idle transport (a RETURNED event).  A connection without an app, or
+ * whose app gave up its input (owns() false), is Python's, through events.
  */
 struct tcp_app {
 	/* takes the connection (its state in c->app_ctx); <0: it stays Python's */
@@ -111,10 +116,18 @@ struct tcp_app {
 	void (*eof)(struct sl_engine *eng, struct sl_conn *c);		/* the peer's FIN */
 	bool (*fill)(struct sl_engine *eng, struct sl_conn *c);		/* queue more: true if it did */
 	bool (*owns)(const struct sl_conn *c);		/* its input is the app's */
+	bool (*holds)(const struct sl_conn *c);		/* Python has no transport for it */
 	bool (*pending)(const struct sl_conn *c);	/* has data to fill */
-	void (*idle)(struct sl_engine *eng, struct sl_conn *c);		/* keep-alive timer fired */
+	/* keep-alive timer fired: true if it was the app's (else TCP's own) */
+	bool (*idle)(struct sl_engine *eng, struct sl_conn *c);
 	void (*shutdown)(struct sl_engine *eng, struct sl_conn *c);	/* its listener closed */
 	void (*release)(struct sl_engine *eng, struct sl_conn *c);	/* the connection goes */
+	/* Python queued bytes on a connection the app handed it (data NULL:
+	 * `len` bytes of a file) */
+	void (*output)(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		       uint32_t len);
+	/* at the next poll, as asked with conn_app_later() */
+	void (*later)(struct sl_engine *eng, struct sl_conn *c);
 };
 
 /*
@@ -272,6 +285,7 @@ struct sl_conn {
 	bool window_update;
 	bool sack_pending;		/* OOO news only a pure ACK can carry */
 	bool writable_pending;		/* WRITABLE to emit at the next poll */
+	bool app_later;			/* app->later() at the next poll */
 };
 
 struct tcp_listener {
@@ -282,6 +296,7 @@ struct tcp_listener {
 	uint32_t id;
 	bool accepting;
 	const struct tcp_app *app;	/* attached to its connections (NULL: Python's) */
+	uint32_t app_flags;		/* how (enum sl_fast_flags for the fast path) */
 };
 
 #define SL_MAX_LISTENERS 64
@@ -344,6 +359,13 @@ void tcp_deliver_pending(struct sl_engine *eng);
 void conn_starved(struct sl_engine *eng, struct sl_conn *c);
 bool conn_hand_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *rest,
 			 uint32_t len);
+bool conn_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		    uint32_t len);
+bool conn_to_python_copy(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+			 uint32_t len);
+bool conn_give_python(struct sl_engine *eng, struct sl_conn *c, struct byteq *q);
+bool conn_python_gone(struct sl_engine *eng, struct sl_conn *c);
+void conn_app_later(struct sl_engine *eng, struct sl_conn *c);
 void conn_app_close(struct sl_engine *eng, struct sl_conn *c);
 struct tcp_listener *listener_by_id(struct sl_engine *eng, uint32_t id);
 void tcp_feed_starved(struct sl_engine *eng);
@@ -404,6 +426,11 @@ void tcp_arm_rexmit_or_tlp(struct sl_engine *eng, struct sl_conn *c);
 static inline bool app_owns(const struct sl_conn *c)
 {
 	return c->app && c->app->owns(c);
+}
+
+static inline bool app_holds(const struct sl_conn *c)
+{
+	return c->app && c->app->holds(c);
 }
 
 static inline bool app_pending(const struct sl_conn *c)

@@ -327,15 +327,21 @@ void conn_dirty(struct sl_engine *eng, struct sl_conn *c)
 	eng->tcp->dirty_tail = conn_index(eng, c);
 }
 
-/* Held data or EOF to hand over at the next poll (after resume/accept). */
-static void deliver_later(struct sl_engine *eng, struct sl_conn *c)
+/* On the deliver list: tcp_deliver_pending visits it at the next poll. */
+static void visit_later(struct sl_engine *eng, struct sl_conn *c)
 {
-	c->deliver_pending = true;
 	if (c->on_deliver)
 		return;
 	c->on_deliver = true;
 	c->deliver_next = eng->tcp->deliver_head;
 	eng->tcp->deliver_head = conn_index(eng, c);
+}
+
+/* Held data or EOF to hand over at the next poll (after resume/accept). */
+static void deliver_later(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->deliver_pending = true;
+	visit_later(eng, c);
 }
 
 static void emit_accept(struct sl_engine *eng, struct sl_conn *c, struct tcp_listener *l)
@@ -479,12 +485,22 @@ void tcp_free_deferred(struct sl_engine *eng)
 bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 		  uint32_t len)
 {
-	struct sl_event *ev;
-
 	if (!len)
 		return true;
 	if (app_owns(c))
 		return c->app->input(eng, c, data, len);
+	return conn_to_python(eng, c, data, len);
+}
+
+/* In-order bytes for Python, past any app (conn_deliver's second half;
+ * an app calls it for what it hands on). */
+bool conn_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+		    uint32_t len)
+{
+	struct sl_event *ev;
+
+	if (!len)
+		return true;
 	if (c->accepted && !c->rx_paused && !c->rxq.len && !c->deliver_pending) {
 		ev = engine_event(eng, SL_EV_DATA, c->id);
 		if (ev) {
@@ -499,6 +515,82 @@ bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 	if (c->accepted && !c->rx_paused)
 		deliver_later(eng, c);
 	return true;
+}
+
+/* As conn_to_python, for bytes that do not outlive the call (an app's own
+ * buffer, which a DATA event must not point into): copied, handed over at
+ * the end of this poll. */
+bool conn_to_python_copy(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
+			 uint32_t len)
+{
+	if (!len)
+		return true;
+	if (byteq_append(&c->rxq, data, len))
+		return false;
+	eng->tcp->rx_held += len;
+	if (c->accepted && !c->rx_paused)
+		deliver_later(eng, c);
+	return true;
+}
+
+/*
+ * An app gives Python bytes it held (already ACKed), ahead of any later
+ * input: the queue itself when Python holds nothing, so that it cannot
+ * fail then.  false only when appending found no memory (q unchanged).
+ */
+bool conn_give_python(struct sl_engine *eng, struct sl_conn *c, struct byteq *q)
+{
+	uint32_t len = q->len;
+
+	if (!len)
+		return true;
+	if (!c->rxq.len) {
+		free(c->rxq.buf);
+		c->rxq = *q;
+		memset(q, 0, sizeof(*q));
+	} else if (byteq_append(&c->rxq, q->buf, len)) {
+		return false;
+	} else {
+		q->len = 0;
+	}
+	eng->tcp->rx_held += len;
+	if (c->accepted && !c->rx_paused)
+		deliver_later(eng, c);
+	return true;
+}
+
+/* Python lets go of a connection its app holds (the app answers it):
+ * its transport is done, the connection lives on; a later hand is a new
+ * ACCEPT. */
+static void python_lets_go(struct sl_conn *c)
+{
+	c->accepted = false;
+	c->rx_paused = false;
+	c->want_writable = false;
+	c->writable_pending = false;
+}
+
+/*
+ * The app ends a connection it holds while Python still has a transport
+ * for it (idle since its last answer): that transport's connection is
+ * over (a RETURNED event: connection_lost(None)).  false when the event
+ * does not fit in this poll (the app tries again at the next).
+ */
+bool conn_python_gone(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (!c->accepted)
+		return true;
+	if (!engine_event(eng, SL_EV_RETURNED, c->id))
+		return false;
+	python_lets_go(c);
+	return true;
+}
+
+/* The app's later() runs at the next poll (from tcp_deliver_pending). */
+void conn_app_later(struct sl_engine *eng, struct sl_conn *c)
+{
+	c->app_later = true;
+	visit_later(eng, c);
 }
 
 void conn_eof(struct sl_engine *eng, struct sl_conn *c)
@@ -520,8 +612,8 @@ void conn_eof(struct sl_engine *eng, struct sl_conn *c)
 
 void conn_writable(struct sl_engine *eng, struct sl_conn *c)
 {
-	if (!c->want_writable || c->detached || !c->accepted)
-		return;
+	if (!c->want_writable || c->detached || !c->accepted || app_holds(c))
+		return;		/* (held: its turn comes with its next request) */
 	if (c->sq_bytes >= eng->cfg.sndbuf)
 		return;
 	if (engine_event(eng, SL_EV_WRITABLE, c->id))
@@ -617,8 +709,20 @@ void tcp_deliver_pending(struct sl_engine *eng)
 
 		idx = c->deliver_next;
 		c->on_deliver = false;
-		if (!c->id || (!c->deliver_pending && !c->writable_pending))
+		if (!c->id || (!c->deliver_pending && !c->writable_pending && !c->app_later))
 			continue;
+		if (c->app_later) {
+			/* room for what it may emit: RETURNED, ACCEPT, DATA, EOF */
+			if (eng->nevents + 4 > SL_MAX_EVENTS) {
+				visit_later(eng, c);
+				continue;
+			}
+			c->app_later = false;
+			if (c->app && c->app->later)
+				c->app->later(eng, c);
+			if (!c->id)
+				continue;
+		}
 		if (c->writable_pending && c->accepted && !c->detached &&
 		    eng->nevents + 3 <= SL_MAX_EVENTS) {
 			c->writable_pending = false;
@@ -724,7 +828,7 @@ int sl_listen_set_accepting(struct sl_engine *eng, uint32_t id, int accepting)
 		struct sl_conn *c = &eng->tcp->conns[i];
 
 		if (c->id && c->listener == id && !c->accepted && !c->detached &&
-		    c->state != TCP_SYN_RECEIVED && !app_owns(c))
+		    c->state != TCP_SYN_RECEIVED && !app_holds(c))
 			emit_accept(eng, c, l);
 	}
 	return 0;
@@ -748,7 +852,7 @@ int sl_listen_close(struct sl_engine *eng, uint32_t id)
 
 		if (!c->id || c->listener != id)
 			continue;
-		if (app_owns(c)) {
+		if (app_holds(c)) {
 			/* served without Python: the app finishes what was asked */
 			c->listener = SL_NONE;
 			c->app->shutdown(eng, c);
@@ -807,8 +911,9 @@ int sl_conn_write(struct sl_engine *eng, uint32_t id, const uint8_t *data, size_
 		return 0;
 	if (!data)
 		return -EINVAL;
-	if (app_pending(c)) {
-		/* fast-path responses to earlier requests are still going out */
+	if (app_pending(c) || app_holds(c)) {
+		/* fast-path responses to earlier requests are still going out,
+		 * or the app answers the connection now: Python's turn comes */
 		c->want_writable = true;
 		return 0;
 	}
@@ -816,6 +921,8 @@ int sl_conn_write(struct sl_engine *eng, uint32_t id, const uint8_t *data, size_
 	n = want ? tcp_queue_data(eng, c, data, want) : 0;
 	if (n < 0)
 		return n;
+	if (n && c->app && c->app->output)
+		c->app->output(eng, c, data, (uint32_t)n);	/* it frames Python's answer */
 	if ((uint32_t)n < want)
 		conn_starved(eng, c);	/* short for want of frames */
 	else if ((size_t)n < len)
@@ -841,7 +948,7 @@ int sl_conn_sendfile(struct sl_engine *eng, uint32_t id, int fd, uint64_t offset
 		return -EBADF;
 	if (!count)
 		return 0;
-	if (app_pending(c)) {
+	if (app_pending(c) || app_holds(c)) {
 		c->want_writable = true;
 		return -EAGAIN;
 	}
@@ -857,8 +964,11 @@ int sl_conn_sendfile(struct sl_engine *eng, uint32_t id, int fd, uint64_t offset
 		conn_starved(eng, c);
 		return -EAGAIN;
 	}
-	if (n > 0)
+	if (n > 0) {
+		if (c->app && c->app->output)
+			c->app->output(eng, c, NULL, (uint32_t)n);
 		conn_dirty(eng, c);
+	}
 	return n;
 }
 
@@ -868,6 +978,10 @@ int sl_conn_shutdown_write(struct sl_engine *eng, uint32_t id)
 
 	if (!c)
 		return -ENOTCONN;
+	if (app_holds(c)) {
+		python_lets_go(c);	/* the app answers it; no FIN of Python's */
+		return 0;
+	}
 	if (c->fin_queued)
 		return 0;
 	return shutdown_write(eng, c);
@@ -880,6 +994,12 @@ int sl_conn_close(struct sl_engine *eng, uint32_t id)
 
 	if (!c)
 		return -ENOTCONN;
+	if (app_holds(c)) {
+		/* Python is done with a connection the app answers now (an
+		 * idle keep-alive timer): only Python's side ends */
+		python_lets_go(c);
+		return 0;
+	}
 	/* RFC 2525 §2.17 (and Linux): closing with unread data resets */
 	if (c->rxq.len) {
 		tcp_send_rst(eng, c);
@@ -906,6 +1026,10 @@ int sl_conn_abort(struct sl_engine *eng, uint32_t id)
 
 	if (!c || c->detached)
 		return -ENOTCONN;
+	if (c->accepted && app_holds(c)) {
+		python_lets_go(c);	/* as close: the app answers it */
+		return 0;
+	}
 	/* RFC 9293 §3.10.5 ABORT: send a reset, delete the TCB */
 	if (c->state != TCP_TIME_WAIT && c->state != TCP_CLOSED)
 		tcp_send_rst(eng, c);

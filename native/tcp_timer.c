@@ -234,10 +234,8 @@ static void keepalive_timeout(struct sl_engine *eng, struct sl_conn *c)
 {
 	uint64_t idle_us = (uint64_t)c->ka_idle_s * 1000000u;
 
-	if (app_owns(c)) {
-		c->app->idle(eng, c);	/* the app's own keep-alive (HTTP's) */
-		return;
-	}
+	if (c->app && c->app->idle(eng, c))
+		return;		/* the app's own keep-alive (HTTP's) */
 	if (!c->keepalive || c->state != TCP_ESTABLISHED)
 		return;
 	if (c->packets_out || c->sq_send != SL_NONE) {

@@ -26,17 +26,20 @@ _FAST_STATUSES = (200, 206, 304, 416)
 def add_static(app: web.Application, prefix: str, directory: Any, *,
                max_file_size: int = 16 << 20, memory_budget: int = 256 << 20,
                cache_control: str | None = None, follow_symlinks: bool = False,
-               **aiohttp_options: Any) -> web.AbstractRoute:
+               hand_back: bool = True, **aiohttp_options: Any) -> web.AbstractRoute:
     """Registers an aiohttp static route and, on a bypass loop, the fast path.
 
     ``max_file_size`` and ``memory_budget`` bound what is kept as packets
     (larger files are served by aiohttp, never refused); ``cache_control``
-    adds that header to the file responses on both paths.  Other keyword
-    arguments go to aiohttp's ``add_static``.
+    adds that header to the file responses on both paths.  With
+    ``hand_back=False`` a connection whose request went to the app stays
+    the app's (one protocol object for its life: connection-bound auth
+    such as NTLM); by default it comes back to the fast path once the app
+    answered.  Other keyword arguments go to aiohttp's ``add_static``.
     """
     route = StaticRoute.make(prefix, directory, max_file_size=max_file_size,
                              memory_budget=memory_budget, cache_control=cache_control,
-                             follow_symlinks=follow_symlinks)
+                             follow_symlinks=follow_symlinks, hand_back=hand_back)
     resource_route = app.router.add_static(prefix, directory,
                                            follow_symlinks=follow_symlinks, **aiohttp_options)
     if _ROUTES not in app:

@@ -282,9 +282,11 @@ class Engine:
         """A listener on ``port`` (host order); its id."""
         return check(lib.sl_listen(self.ptr, port, backlog, 1), f"listening on port {port}")
 
-    def listen_set_fast(self, listener: int, on: bool = True) -> None:
-        """The static fast path in front of the listener's connections."""
-        check(lib.sl_listen_set_fast(self.ptr, listener, int(on)), "sl_listen_set_fast")
+    def listen_set_fast(self, listener: int, on: bool = True, *, hand_back: bool = True) -> None:
+        """The static fast path in front of the listener's connections;
+        with ``hand_back`` a connection Python answered comes back to it."""
+        flags = (lib.SL_FAST_ON | (0 if hand_back else lib.SL_FAST_STAY)) if on else 0
+        check(lib.sl_listen_set_fast(self.ptr, listener, flags), "sl_listen_set_fast")
 
     def listen_close(self, listener: int) -> None:
         check(lib.sl_listen_close(self.ptr, listener), "sl_listen_close")
@@ -297,14 +299,28 @@ class Engine:
                                    reason_416.encode()), "sl_static_config")
 
     def static_put(self, port: int, path: str, body: Any, content_type: str, etag: str,
-                   last_modified: str, mtime_ns: int, extra: str, variants: bool) -> int:
-        """Registers one file for ``port``; the C return code (>= 0, or
-        -errno: the caller decides what a refusal means)."""
+                   last_modified: str, mtime_ns: int, extra: str,
+                   siblings: tuple[str, ...] = ()) -> int:
+        """Registers one file for ``port``; ``siblings``: the encodings
+        ("br", "gzip") of its precompressed siblings on disk.  The C return
+        code (>= 0, or -errno: the caller decides what a refusal means)."""
+        flags = lib.SL_STATIC_HAS_VARIANTS if siblings else 0
+        flags |= lib.SL_STATIC_HAS_BR if "br" in siblings else 0
+        flags |= lib.SL_STATIC_HAS_GZIP if "gzip" in siblings else 0
         return int(lib.sl_static_put(self.ptr, port, path.encode(), body, len(body),
                                      content_type.encode(), etag.encode(),
                                      last_modified.encode(), mtime_ns,
-                                     extra.encode() if extra else ffi.NULL,
-                                     lib.SL_STATIC_HAS_VARIANTS if variants else 0))
+                                     extra.encode() if extra else ffi.NULL, flags))
+
+    def static_put_variant(self, port: int, path: str, encoding: str, body: Any,
+                           content_type: str, etag: str, last_modified: str, mtime_ns: int,
+                           extra: str) -> int:
+        """A precompressed variant ("br" or "gzip") of the file at ``path``;
+        the C return code, as static_put's."""
+        return int(lib.sl_static_put_variant(self.ptr, port, path.encode(), encoding.encode(),
+                                             body, len(body), content_type.encode(),
+                                             etag.encode(), last_modified.encode(), mtime_ns,
+                                             extra.encode() if extra else ffi.NULL))
 
     def static_remove(self, port: int, path: str) -> None:
         lib.sl_static_remove(self.ptr, port, path.encode())

@@ -189,7 +189,9 @@ class Loop(_core.LoopCore, asyncio.SelectorEventLoop):
         the bypass listeners of ``port`` (all if None).  Everything else
         still reaches the protocol.  Options: ``max_file_size``,
         ``memory_budget``, ``cache_control``, ``follow_symlinks``,
-        ``keepalive_timeout``.  Needs the bypass (an interface)."""
+        ``keepalive_timeout``, ``hand_back`` (False: a connection whose
+        request reached the protocol stays with it).  Needs the bypass (an
+        interface)."""
         if self._stack is None:
             raise RuntimeError("add_static_route: this loop has no bypass (no interface "
                                "configured); the fast path lives in the engine")

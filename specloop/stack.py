@@ -193,7 +193,12 @@ class Stack:
         self._conns[conn] = transport
         self.pump.adopt(conn, transport)
 
-    def forget(self, conn: int) -> None:
+    def forget(self, conn: int, transport: BypassTransport | None = None) -> None:
+        """``conn``'s events go nowhere any more; with ``transport``, only
+        while they go to it (a connection back from the fast path may have a
+        new transport by now)."""
+        if transport is not None and self._conns.get(conn) is not transport:
+            return
         self._conns.pop(conn, None)
         if not self._closed:
             self.pump.forget(conn)
@@ -211,7 +216,7 @@ class Stack:
         routes = self.static.routes_for(lsock.port, lsock._factory)
         if routes:
             self.static.serve(lsock.port, routes)
-            self.engine.listen_set_fast(listener)
+            self.engine.listen_set_fast(listener, hand_back=self.static.hand_back(lsock.port))
         return listener
 
     def unlisten(self, listener: int) -> None:
@@ -233,7 +238,8 @@ class Stack:
         for listener, lsock in self._listeners.items():
             if port is None or lsock.port == port:
                 self.static.serve(lsock.port, [route])
-                self.engine.listen_set_fast(listener)
+                self.engine.listen_set_fast(listener,
+                                            hand_back=self.static.hand_back(lsock.port))
         return route
 
     # ---- servers: kernel sockets that hold, share or hand over ports --------

@@ -50,12 +50,16 @@ class StaticRoute:
     cache_control: str | None = None
     follow_symlinks: bool = False
     keepalive_timeout: float = 75.0
+    # False: a connection that had one request go to the app stays the
+    # app's (for connection-bound schemes: NTLM/Negotiate auth, state kept
+    # per connection by the protocol object)
+    hand_back: bool = True
 
     @classmethod
     def make(cls, prefix: str, directory: Any, **options: Any) -> "StaticRoute":
         """Checks the arguments; raises ValueError/TypeError naming them."""
         unknown = set(options) - {"max_file_size", "memory_budget", "cache_control",
-                                  "follow_symlinks", "keepalive_timeout"}
+                                  "follow_symlinks", "keepalive_timeout", "hand_back"}
         if unknown:
             raise TypeError(f"static route: unknown option(s) {', '.join(sorted(unknown))}")
         if not isinstance(prefix, str) or not prefix.startswith("/"):
@@ -73,6 +77,8 @@ class StaticRoute:
         cc = options.get("cache_control")
         if cc is not None and (not isinstance(cc, str) or any(ord(c) < 32 for c in cc)):
             raise ValueError(f"static route: cache_control={cc!r} must be a header value")
+        if not isinstance(options.get("hand_back", True), bool):
+            raise ValueError(f"static route: hand_back={options['hand_back']!r} must be a bool")
         ka = options.get("keepalive_timeout", cls.keepalive_timeout)
         if not isinstance(ka, (int, float)) or ka < 0:
             raise ValueError(f"static route: keepalive_timeout={ka!r} must be seconds >= 0")
@@ -112,6 +118,7 @@ class _Registered:
     mtime_ns: int
     size: int
     ino: int
+    siblings: tuple = ()  # (encoding, mtime_ns, size, ino) of each sibling
 
 
 class StaticRegistry:
@@ -162,6 +169,11 @@ class StaticRegistry:
         self._scan(port)
         self._arm()
         return len(self._files[port])
+
+    def hand_back(self, port: int) -> bool:
+        """Whether connections on ``port`` come back to the fast path after
+        the app answered (off as soon as one of its routes says so)."""
+        return all(r.hand_back for r in self._by_port.get(port, []))
 
     def forget_port(self, port: int) -> None:
         """The listener on ``port`` closed: its files leave the store."""
@@ -215,7 +227,8 @@ class StaticRegistry:
                     continue
                 old = known.get(url)
                 if old and (old.mtime_ns, old.size, old.ino) == (st.st_mtime_ns, st.st_size,
-                                                                  st.st_ino):
+                                                                  st.st_ino) \
+                        and old.siblings == _siblings(os.path.realpath(path)):
                     continue
                 self._put(port, route, path, url, st)
         for url in [u for u in known if u not in seen]:
@@ -234,17 +247,37 @@ class StaticRegistry:
         if len(body) != st.st_size or not stat.S_ISREG(st.st_mode):
             self._remove(port, url)  # changing under us: let aiohttp serve it
             return
-        variants = any(os.path.isfile(path + ext) and not os.path.islink(path + ext)
-                       for ext in (".gz", ".br"))
+        # aiohttp looks for siblings next to the file it resolved
+        real = os.path.realpath(path)
+        siblings = _siblings(real)
         etag = f"{st.st_mtime_ns:x}-{st.st_size:x}"
-        rc = self._stack.engine.static_put(port, url, body, content_type(path), etag,
-                                           last_modified(st.st_mtime), st.st_mtime_ns,
-                                           route.extra_headers, variants)
+        engine = self._stack.engine
+        rc = engine.static_put(port, url, body, content_type(path), etag,
+                               last_modified(st.st_mtime), st.st_mtime_ns,
+                               route.extra_headers, tuple(s[0] for s in siblings))
         if rc < 0:
             # over the budget (-ENOSPC) or odd: served by the app instead
             self._files[port].pop(url, None)
             return
-        self._files[port][url] = _Registered(path, url, st.st_mtime_ns, st.st_size, st.st_ino)
+        for encoding, *_ in siblings:
+            # the sibling as aiohttp's FileResponse sends it: its own bytes
+            # and validators, the original's Content-Type; one that cannot
+            # be kept (size, budget, changing) is left to the app
+            sib = real + _SIBLING_EXT[encoding]
+            try:
+                with open(sib, "rb", opener=_nofollow) as f:
+                    data = f.read(route.max_file_size + 1)
+                    sst = os.fstat(f.fileno())
+            except OSError:
+                continue
+            if len(data) != sst.st_size or not stat.S_ISREG(sst.st_mode):
+                continue
+            engine.static_put_variant(port, url, encoding, data, content_type(path),
+                                      f"{sst.st_mtime_ns:x}-{sst.st_size:x}",
+                                      last_modified(sst.st_mtime), sst.st_mtime_ns,
+                                      route.extra_headers)
+        self._files[port][url] = _Registered(path, url, st.st_mtime_ns, st.st_size, st.st_ino,
+                                             siblings)
 
     def _remove(self, port: int, url: str) -> None:
         if self._files.get(port, {}).pop(url, None) is not None and not self._stack._closed:
@@ -254,6 +287,30 @@ class StaticRegistry:
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
+
+
+# aiohttp's FileResponse: encodings and the extensions of their siblings,
+# in the order it tries them
+_SIBLING_EXT = {"br": ".br", "gzip": ".gz"}
+
+
+def _siblings(path: str) -> tuple:
+    """(encoding, mtime_ns, size, ino) of each precompressed sibling of
+    ``path`` that aiohttp's FileResponse would send: regular files, not
+    symlinks (it uses lstat)."""
+    out = []
+    for encoding, ext in _SIBLING_EXT.items():
+        try:
+            st = os.lstat(path + ext)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            out.append((encoding, st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+def _nofollow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 def _plain_segment(name: str) -> bool:

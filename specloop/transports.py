@@ -224,6 +224,15 @@ class BypassTransport(_core.TransportCore):
             self._write_waiter.set_exception(exc)
         self._force_close(exc)
 
+    def _returned_event(self) -> None:
+        """The fast path, which answered the connection since this
+        transport's last request, ended it (its keep-alive timeout, a
+        "Connection: close", the peer's FIN): for this transport and its
+        protocol the connection is over, as after a clean close by the peer
+        (connection_lost(None))."""
+        self._gone = True
+        self._force_close(None)
+
     def pause_reading(self) -> None:
         if not self.is_reading():
             return
@@ -326,6 +335,7 @@ class BypassTransport(_core.TransportCore):
         self._closing = True
         if not self._buffer:
             self._conn_lost += 1
+            self._release()
             self._loop.call_soon(self._call_connection_lost, None)
 
     def abort(self) -> None:
@@ -355,21 +365,31 @@ class BypassTransport(_core.TransportCore):
         self._conn_lost += 1
         self._loop.call_soon(self._call_connection_lost, exc)
 
+    def _release(self) -> None:
+        """The engine's connection is no longer this transport's: FIN after
+        what was written (RST after abort()).  close() does it at once, not
+        an iteration later: no more data is received, and the fast path
+        (which may be answering the connection now) hands the next request
+        to a new protocol instead of to one on its way out."""
+        stack = self._stack
+        if stack is None or self._gone:
+            return
+        self._gone = True
+        try:
+            if getattr(self, "_reset", False):
+                stack.engine.conn_abort(self._conn)
+            else:
+                stack.engine.conn_close(self._conn)
+        except OSError:
+            pass  # the engine ended it first
+
     def _call_connection_lost(self, exc: BaseException | None) -> None:
+        self._release()
         stack, self._stack = self._stack, None
         self._pump = None
         try:
-            if stack is not None and not self._gone:
-                self._gone = True
-                try:
-                    if getattr(self, "_reset", False):
-                        stack.engine.conn_abort(self._conn)
-                    else:
-                        stack.engine.conn_close(self._conn)
-                except OSError:
-                    pass  # the engine ended it first
             if stack is not None:
-                stack.forget(self._conn)
+                stack.forget(self._conn, self)
             if self._protocol_connected and self._made:
                 self._protocol.connection_lost(exc)
         finally:

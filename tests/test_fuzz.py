@@ -1511,3 +1511,196 @@ def test_fast_path_held_request_buffers_do_not_leak():
         grown = heap_in_use() - before
         assert h.counters()["fast_requests"] == 420
     assert grown < 150_000, f"the C heap grew by {grown} bytes over 400 requests"
+
+
+# ---- hand-back: Python's answers framed as they are written (http_frame.c) --------
+
+RETURNED = lib.SL_EV_RETURNED
+DYNAMIC = b"GET /dynamic HTTP/1.1\r\n\r\n"
+AFTER = b"GET /static/s.txt HTTP/1.1\r\n\r\n"
+
+
+def python_answers(h: Stack, pieces: list[bytes], sport: int,
+                   request: bytes = DYNAMIC) -> tuple[str, bytes]:
+    """A request for Python and a static one behind it on one connection;
+    "Python" writes `pieces` (in one loop iteration), then a poll.  Returns
+    the verdict ("back", "pending", or the fast_stay_* counter that moved)
+    and what the peer received."""
+    p = Peer(h, PORT, sport=sport)
+    p.connect()
+    before = h.counters()
+    got = p.absorb(p.deliver(request + AFTER))
+    conn, data = handed_to_python(h, sport)
+    assert data == request  # one request at a time; the next one waits
+    for piece in pieces:
+        assert h.write(conn, piece) == len(piece)
+    for _ in range(20):     # polls (later() runs), ACKs for what came
+        new = p.absorb(h.advance(0.001))
+        new += p.absorb(p.send(p.seg()))
+        got += new
+        if not new:
+            break
+    after = h.counters()
+    stays = [k for k in after if k.startswith("fast_stay_") and after[k] != before[k]]
+    given = b"".join(e.data for e in conn_events(h, conn, DATA))
+    # back: Python's transport stays, idle (no event), while the fast path
+    # answers; RETURNED only when the fast path ends the connection
+    assert not [e for e in h.events if e.conn == conn and e.type == RETURNED]
+    h.events = [e for e in h.events if e.conn != conn]
+    if after["fast_handbacks"] != before["fast_handbacks"]:
+        assert not stays and after["fast_requests"] == before["fast_requests"] + 1
+        assert after["fast_handbacks"] == before["fast_handbacks"] + 1
+        return "back", got
+    assert after["fast_requests"] == before["fast_requests"]
+    if not stays:  # not complete yet: the static request still waits
+        assert after["fast_handbacks"] == before["fast_handbacks"] and given == request
+        return "pending", got
+    assert len(stays) == 1, stays
+    assert given.endswith(AFTER)  # the static request went to Python
+    return stays[0], got
+
+
+@st.composite
+def framed_response(draw) -> bytes:
+    """A response whose end RFC 9112 §6.3 makes certain: any status but
+    101, interim 1xx first, fields, Content-Length or chunked (any chunks,
+    extensions, trailers), or no content (204, 304)."""
+    out = b""
+    for _ in range(draw(st.integers(0, 2))):
+        out += b"HTTP/1.1 %d Interim\r\nX-I: 1\r\n\r\n" % draw(st.sampled_from([100, 102, 103]))
+    status = draw(st.sampled_from([200, 201, 204, 206, 301, 304, 404, 500, 599]))
+    values = st.text(alphabet="abcXYZ019-_;=,/\"() \t", max_size=20).map(str.encode)
+    fields = b"".join(b"X-%d: %s\r\n" % (i, v)
+                      for i, v in enumerate(draw(st.lists(values, max_size=4))))
+    head = b"HTTP/1.1 %d Some Reason\r\n%s" % (status, fields)
+    if status in (204, 304):
+        return out + head + b"\r\n"
+    body = draw(st.binary(max_size=3000))
+    if draw(st.booleans()):
+        return out + head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    chunks, i = b"", 0
+    while i < len(body):
+        n = draw(st.integers(1, len(body) - i))
+        ext = draw(st.sampled_from([b"", b";a=b", b" ;x"]))
+        chunks += b"%x%s\r\n%s\r\n" % (n, ext, body[i:i + n])
+        i += n
+    trailer = draw(st.sampled_from([b"", b"X-Sum: 9\r\n"]))
+    return out + head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n" + trailer + \
+        b"\r\n"
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    points = sorted({p % (len(data) + 1) for p in points})
+    edges = [0, *points, len(data)]
+    return [data[a:b] for a, b in zip(edges, edges[1:]) if b > a]
+
+
+@examples(150)
+@given(resp=framed_response(), points=st.lists(st.integers(0, 1 << 16), max_size=8))
+def test_framed_response_in_any_pieces_comes_back(resp, points):
+    """A response with a certain end, written in any pieces: the connection
+    comes back, the static request behind it is answered in C, after it."""
+    with stack(fast=True) as h:
+        verdict, got = python_answers(h, cut(resp, points), 30000)
+        assert verdict == "back"
+        assert got.startswith(resp)
+        [(status, _, body)] = parse_responses(got[len(resp):], [b"GET"])
+        assert status == 200 and body == SMALLFILE
+
+
+HOSTILE_RESPONSES = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n Folded: x\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/2 200\r\n\r\n",
+    b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+]
+
+
+@examples(200)
+@given(data=st.data(), points=st.lists(st.integers(0, 1 << 16), max_size=6))
+def test_any_python_output_in_any_pieces_gives_one_verdict(data, points):
+    """Whatever Python writes (hostile, mutated, random bytes), in whatever
+    pieces: the engine never crashes, and decides exactly as for the same
+    bytes written at once (the framing reads a stream, not writes)."""
+    base = data.draw(st.sampled_from(HOSTILE_RESPONSES) | framed_response())
+    how = data.draw(st.sampled_from(["as is", "byte", "cut", "random"]))
+    if how == "byte" and base:
+        i = data.draw(st.integers(0, len(base) - 1))
+        base = base[:i] + bytes([data.draw(st.integers(0, 255))]) + base[i + 1:]
+    elif how == "cut":
+        base = base[:data.draw(st.integers(0, len(base)))]
+    elif how == "random":
+        base = data.draw(st.binary(min_size=1, max_size=300))
+    if not base:
+        return
+    with stack(fast=True) as h:
+        whole, _ = python_answers(h, [base], 31000)
+        pieces, _ = python_answers(h, cut(base, points), 31001)
+        event(whole)
+        assert pieces == whole
+
+
+@pytest.mark.parametrize("request_", [
+    b"HEAD /dynamic HTTP/1.1\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+])
+def test_head_and_request_bodies_are_framed(request_):
+    """HEAD: its response ends at the blank line whatever Content-Length
+    says; a request body goes to Python with its request, and only then does
+    the connection come back."""
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"
+    if not request_.startswith(b"HEAD"):
+        resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    with stack(fast=True) as h:
+        verdict, got = python_answers(h, [resp], 32000, request=request_)
+        assert verdict == "back" and got.startswith(resp)
+
+
+def test_python_transport_stays_idle_while_the_fast_path_answers():
+    """Back with the fast path, the connection keeps Python's transport,
+    idle: its writes wait for its turn, its close ends only Python's side
+    (no FIN), and the next dynamic request then comes with a new ACCEPT; a
+    close by the fast path tells a transport still attached (RETURNED)."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    with stack(fast=True) as h:
+        p = Peer(h, PORT, sport=33000)
+        p.connect()
+        p.deliver(DYNAMIC)
+        conn, data = handed_to_python(h, 33000)
+        assert data == DYNAMIC
+        h.events.clear()
+        assert h.write(conn, ok) == len(ok)
+        p.absorb(h.flush())
+        p.absorb(h.advance(0.001))
+        before = h.counters()
+        assert before["fast_handbacks"] == 1
+        assert h.write(conn, b"unasked") == 0          # not Python's turn
+        p.absorb(p.deliver(AFTER))
+        assert h.counters()["fast_requests"] == before["fast_requests"] + 1
+        assert not conn_events(h, conn, DATA)
+        assert lib.sl_conn_close(h.ptr, conn) == 0    # an idle timer's close
+        assert not any(seg.has("F") for seg in h.flush())
+        assert h.info(conn)["flags"] & 32 == 0          # no longer accepted
+        h.events.clear()
+        p.absorb(p.deliver(DYNAMIC))
+        assert [e.conn for e in h.take_events(ACCEPT)] == [conn]
+        assert b"".join(e.data for e in conn_events(h, conn, DATA)) == DYNAMIC
+        assert h.write(conn, ok) == len(ok)
+        p.absorb(h.flush())
+        p.absorb(h.advance(0.001))
+        assert h.counters()["fast_handbacks"] == 2
+        h.events.clear()
+        p.absorb(p.deliver(b"GET /static/s.txt HTTP/1.1\r\nConnection: close\r\n\r\n"))
+        assert [e.type for e in h.events if e.conn == conn] == [RETURNED]

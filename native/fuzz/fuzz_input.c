@@ -36,7 +36,9 @@
  *   5 HTTP   peer:u8 which:u8 cut:u8     a canned request (see REQUESTS),
  *                                        in two segments cut at `cut`
  *   6 CLOCK  step:u8                     the clock moves, timers run
- *   7 API    which:u8 call:u8 arg:u16    sl_conn_* on an accepted conn
+ *   7 API    which:u8 call:u8 arg:u16    sl_conn_* on an accepted conn (call
+ *                                        10/11: a canned HTTP response, whole
+ *                                        or cut, for hand-back's framing)
  *   8 ACK    peer:u8 wnd:u16             an honest ACK of what it received
  *   9 STATIC call:u8                     files replaced / removed / added
  *  10 LISTEN call:u8                     accepting off/on, close, reopen
@@ -98,8 +100,35 @@ static const char *const REQUESTS[] = {
 	"GET /a HTTP/1.1\r\nRange: bytes=5000-\r\n\r\n",
 	"GET /big HTTP/1.1\r\n",
 	"GET /a HTTP/1.1\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
+	/* hand-back: Python's requests framed, the ones after them held */
+	"GET /dyn HTTP/1.1\r\n\r\nGET /a HTTP/1.1\r\n\r\nHEAD /dyn HTTP/1.1\r\n\r\nGET /e HTTP/1.1\r\n\r\n",
+	"POST /p HTTP/1.1\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n0123456789GET /a HTTP/1.1\r\n\r\n",
+	"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+	"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+	"GET /dyn HTTP/1.0\r\n\r\n",
+	/* precompressed variants: br in the store, gzip not, q=0 */
+	"GET /big HTTP/1.1\r\nAccept-Encoding: gzip, deflate, br\r\nRange: bytes=100-\r\n\r\n"
+	"GET /big HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\nGET /big HTTP/1.1\r\nAccept-Encoding: br;q=0\r\n\r\n",
 };
 #define NREQUESTS (sizeof(REQUESTS) / sizeof(REQUESTS[0]))
+
+/* What "Python" answers with (op API 10/11): framing http_frame.c judges. */
+static const char *const RESPONSES[] = {
+	"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+	"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;e=1\r\nok\r\n0\r\nT: 1\r\n\r\n",
+	"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxEXTRA",
+	"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+	"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\n\r\nclose-delimited",
+	"HTTP/1.1 2x0 OK\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 40000\r\n\r\n",
+};
+#define NRESPONSES (sizeof(RESPONSES) / sizeof(RESPONSES[0]))
 
 /* ---- reading the program ------------------------------------------------ */
 
@@ -338,6 +367,7 @@ static void take_events(struct world *w, int n)
 				s += ev[i].data[k];
 			break;
 		case SL_EV_CLOSED:
+		case SL_EV_RETURNED:	/* back with the fast path: not "Python's" now */
 			forget_conn(w, ev[i].conn);
 			break;
 		case SL_EV_EOF:
@@ -693,7 +723,7 @@ static void op_api(struct world *w, struct input *in)
 	if (!w->nconns)
 		return;
 	conn = w->conns[which % w->nconns];
-	switch (call % 10) {
+	switch (call % 12) {
 	case 0:
 	case 1:
 		rc = sl_conn_write(w->eng, conn, pattern, (size_t)arg * (call % 2 ? 16 : 1));
@@ -721,6 +751,17 @@ static void op_api(struct world *w, struct input *in)
 	case 8:
 		rc = sl_conn_setopt(w->eng, conn, 1 + arg % 8, arg >> 3);
 		break;
+	case 10:
+	case 11: {
+		/* a canned response, whole (10) or its first bytes (11) */
+		const char *r = RESPONSES[arg % NRESPONSES];
+		size_t len = strlen(r);
+
+		if (call % 12 == 11)
+			len = (arg >> 8) % (len + 1);
+		rc = sl_conn_write(w->eng, conn, (const uint8_t *)r, len);
+		break;
+	}
 	default: {
 		struct sl_conn_info info;
 
@@ -744,7 +785,13 @@ static void put_files(struct world *w, uint8_t gen)
 		      "e-a", "Fri, 27 Nov 2026 03:22:42 GMT", 1795749762000000000LL, NULL, 0);
 	sl_static_put(w->eng, FAST_PORT, "/big", (const uint8_t *)big, sizeof(big),
 		      "application/octet-stream", "e-big", "Fri, 27 Nov 2026 03:22:42 GMT",
-		      1795749762000000000LL, "Cache-Control: no-cache\r\n", 0);
+		      1795749762000000000LL, "Cache-Control: no-cache\r\n",
+		      SL_STATIC_HAS_VARIANTS | SL_STATIC_HAS_BR | SL_STATIC_HAS_GZIP);
+	/* its .br sibling in the store, its .gz not (those go to "Python") */
+	sl_static_put_variant(w->eng, FAST_PORT, "/big", "br", (const uint8_t *)big + 100,
+			      sizeof(big) / 3, "application/octet-stream", "e-big-br",
+			      "Fri, 27 Nov 2026 03:22:43 GMT", 1795749763000000000LL,
+			      "Cache-Control: no-cache\r\n");
 	sl_static_put(w->eng, FAST_PORT, "/e", NULL, 0, "text/plain", "e-e",
 		      "Fri, 27 Nov 2026 03:22:42 GMT", 0, NULL, SL_STATIC_HAS_VARIANTS);
 }
@@ -911,11 +958,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (verbose)
 		fprintf(stderr, "fuzz_input: %d ops; opened %llu, fast requests %llu, handovers "
-			"%llu, cookies %llu/%llu, retransmits %llu, rst sent %llu, "
+			"%llu, handbacks %llu, cookies %llu/%llu, retransmits %llu, rst sent %llu, "
 			"tx %llu (super-frames %llu), dropped %llu\n", ops,
 			(unsigned long long)w->ctr.conns_opened,
 			(unsigned long long)w->ctr.fast_requests,
 			(unsigned long long)w->ctr.fast_handovers,
+			(unsigned long long)w->ctr.fast_handbacks,
 			(unsigned long long)w->ctr.syncookies_sent,
 			(unsigned long long)w->ctr.syncookies_ok,
 			(unsigned long long)w->ctr.retransmits,

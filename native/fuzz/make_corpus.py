@@ -112,6 +112,17 @@ SEEDS = {
     + drain(P_FAST, 4),
     "fast-handover": b"\x00" + connect(P_FAST) + http(P_FAST, 7) + http(P_FAST, 0)
     + drain(P_FAST) + api(0, 0, 500) + drain(P_FAST, 3) + api(0, 4),
+    # hand-back: Python answers (API 10/11: canned responses), the
+    # connection comes back, the held requests are served or handed on
+    "fast-handback": b"\x00" + connect(P_FAST) + http(P_FAST, 12) + drain(P_FAST)
+    + api(0, 10, 0) + drain(P_FAST, 3) + api(0, 10, 3) + drain(P_FAST, 4),
+    "fast-handback-cut": b"\x00" + connect(P_FAST) + http(P_FAST, 13, 40) + drain(P_FAST)
+    + api(0, 11, (20 << 8) | 2) + flush() + api(0, 11, (200 << 8) | 2) + drain(P_FAST, 4)
+    + api(0, 10, 1) + drain(P_FAST, 3),
+    "fast-handback-stays": b"\x00" + connect(P_FAST) + http(P_FAST, 12) + drain(P_FAST)
+    + api(0, 10, 4) + drain(P_FAST, 3) + http(P_FAST, 14) + http(P_FAST, 15)
+    + seg(P_FAST, FIN | ACKF) + drain(P_FAST, 3),
+    "fast-variants": b"\x00" + connect(P_FAST) + http(P_FAST, 17) + drain(P_FAST, 10),
     "fast-incomplete-eof": b"\x10" + connect(P_FAST) + http(P_FAST, 10)
     + seg(P_FAST, FIN | ACKF) + drain(P_FAST, 3),
     "fast-keepalive-idle": b"\x10" + connect(P_FAST) + http(P_FAST, 0) + drain(P_FAST)

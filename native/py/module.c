@@ -154,6 +154,7 @@ static int intern_names(struct core_state *st)
 		{ &st->s_get_buffer, "get_buffer" }, { &st->s_buffer_updated, "buffer_updated" },
 		{ &st->s_fatal_error, "_fatal_error" }, { &st->s_eof_received, "_eof_received" },
 		{ &st->s_write_ready, "_write_ready" }, { &st->s_closed_event, "_closed_event" },
+		{ &st->s_returned_event, "_returned_event" },
 		{ &st->s_accept, "_accept" }, { &st->s_write_more, "_write_more" },
 		{ &st->s_write_lost, "_write_lost" }, { &st->s_context, "context" },
 		{ &st->s_callback, "callback" }, { &st->s_release_held, "_release_held" },
@@ -210,7 +211,7 @@ static int core_exec(PyObject *module)
 	X(report_error) X(log_slow) X(s_run) X(s_select) X(s_process_events) X(s_selector) \
 	X(s_current_handle) X(s_append) X(s_popleft) X(s_data_received) X(s_get_buffer) \
 	X(s_buffer_updated) X(s_fatal_error) X(s_eof_received) X(s_write_ready) \
-	X(s_closed_event) X(s_accept) X(s_write_more) X(s_write_lost) X(s_context) \
+	X(s_closed_event) X(s_returned_event) X(s_accept) X(s_write_more) X(s_write_lost) X(s_context) \
 	X(s_callback) X(s_release_held) X(s_name) X(s_task_factory) X(base_create_task) \
 	X(future_type) X(task_type) X(kw_loop) X(kw_task)
 

@@ -296,6 +296,15 @@ static int dispatch_one(struct pump *p, const struct sl_event *ev)
 		Py_XDECREF(arg);
 		Py_DECREF(tr);
 		return rc;
+	case SL_EV_RETURNED:
+		/* the fast path took it back: this transport's connection is over */
+		tr = transport_of(p, ev->conn);
+		if (!tr)
+			return 0;
+		forget(p, ev->conn);
+		rc = call_glue(tr, st->s_returned_event, NULL);
+		Py_DECREF(tr);
+		return rc;
 	default:
 		return 0;
 	}

@@ -59,6 +59,7 @@ struct core_state {
 	PyObject *s_run, *s_select, *s_process_events, *s_selector, *s_current_handle;
 	PyObject *s_append, *s_popleft, *s_data_received, *s_get_buffer, *s_buffer_updated;
 	PyObject *s_fatal_error, *s_eof_received, *s_write_ready, *s_closed_event;
+	PyObject *s_returned_event;
 	PyObject *s_accept, *s_write_more, *s_write_lost, *s_context, *s_callback;
 	PyObject *s_release_held, *s_name, *s_task_factory;
 };

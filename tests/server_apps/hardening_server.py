@@ -2,7 +2,8 @@
 users run one (web.run_app: SIGINT/SIGTERM shut it down gracefully).
 
 argv: host port static_dir [backlog]; HARDENING_KEEPALIVE: the idle
-keep-alive timeout in seconds (aiohttp's and the fast path's).  /_state
+keep-alive timeout in seconds (aiohttp's and the fast path's);
+HARDENING_HAND_BACK=0: connections stay aiohttp's after a dynamic request.  /_state
 answers the engine's counters, the connections not in TIME-WAIT and the
 process's RSS, so that a test can see the server come back to idle.
 """
@@ -57,7 +58,8 @@ def main() -> None:
     app = web.Application(client_max_size=64 << 20)
     app.add_routes([web.get("/", hello), web.post("/echo", echo), web.get("/bytes", nbytes),
                     web.get("/_state", state)])
-    specloop.aiohttp.add_static(app, "/static", static)
+    specloop.aiohttp.add_static(app, "/static", static,
+                                hand_back=os.environ.get("HARDENING_HAND_BACK", "1") != "0")
     specloop.install()  # the interface and settings come from SPECLOOP_*
     web.run_app(app, host=host, port=port, backlog=int(sys.argv[4]) if len(sys.argv) > 4 else 128,
                 keepalive_timeout=float(os.environ.get("HARDENING_KEEPALIVE", "75")),
