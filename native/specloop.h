@@ -179,6 +179,8 @@ struct sl_counters {
 	uint64_t drop_bad_sack;
 	uint64_t dsack_in;		/* RFC 2883 duplicate reports */
 	uint64_t tail_loss_probes;	/* RFC 8985 §7 */
+	uint64_t retransmits_lost;	/* a retransmission found lost again
+					 * by RACK (RFC 8985 §6.2) */
 	/* fault injection (sl_engine_impair) */
 	uint64_t impair_rx_dropped;
 	uint64_t impair_rx_duplicated;

@@ -132,6 +132,8 @@ struct tcp_seg {
 	uint8_t flags;
 	uint8_t xmits;
 	uint64_t xmit_us;	/* last transmission */
+	uint32_t ts_prev, ts_next;	/* in flight, by send time (RFC 8985 §6.2):
+					 * seg indexes, SL_NONE at the ends */
 	struct tcp_payload *payload;	/* SEG_STATIC: data[poff, poff+len) */
 	uint32_t poff;
 	uint32_t pfirst;		/* the cut it belongs to (see static.c) */
@@ -206,9 +208,18 @@ struct sl_conn {
 	bool in_recovery;
 	bool after_rto;
 	/* RFC 8985 RACK-TLP */
-	uint64_t rack_xmit_us;		/* latest send time of a delivered segment */
+	uint64_t rack_xmit_us;		/* RACK.xmit_ts: latest send time delivered */
+	uint32_t rack_end_seq;		/* RACK.end_seq: that segment's end */
+	uint32_t rack_rtt_us;		/* RACK.rtt: that segment's round trip */
+	uint32_t rack_fack;		/* RACK.fack: highest end seq delivered */
+	uint32_t rack_prior_fack;	/* RACK.fack before the ACK in hand */
+	uint32_t ack_tsecr;		/* TSecr of the ACK in hand, 0 if none */
+	uint32_t ts_head, ts_tail;	/* segments in flight by send time, oldest
+					 * first (sent, not SACKed, not waiting to
+					 * be retransmitted) */
 	uint32_t min_rtt_us;
 	uint8_t reo_mult;		/* §6.2 step 4: grows with each DSACK */
+	bool reord_seen;		/* RACK.reordering_seen (§6.2 step 3) */
 	bool tlp_armed;			/* T_REXMIT is a probe timeout, not an RTO */
 	bool force_rexmit;		/* the first retransmission of a recovery */
 	bool tlp_sent;			/* one probe per flight until an ACK moves */
@@ -382,11 +393,14 @@ void tcp_free_sendq(struct sl_engine *eng, struct sl_conn *c);
 uint32_t tcp_in_flight(const struct sl_conn *c);
 
 /* tcp_recovery.c: loss detection and recovery */
-void tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start,
-		   uint32_t end);
+uint64_t tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start,
+		       uint32_t end);
 void tcp_mark_lost_sack(struct sl_engine *eng, struct sl_conn *c);
 void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c);
 bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c);
+void tcp_rack_sent(struct sl_engine *eng, struct sl_conn *c, uint32_t i);
+void tcp_rack_forget(struct sl_engine *eng, struct sl_conn *c, uint32_t i);
+void tcp_rack_delivered(struct sl_engine *eng, struct sl_conn *c, const struct tcp_seg *s);
 void tcp_rack_timeout(struct sl_engine *eng, struct sl_conn *c);
 uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c);
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);

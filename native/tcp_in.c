@@ -463,6 +463,11 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 	bool new_ack = seq_gt(ack, c->snd_una), progress = false;
 
 	c->probes = 0;
+	/* RFC 8985 §6.2: what RACK needs of this ACK */
+	c->ack_tsecr = o->has_ts ? o->tsecr : 0;
+	if (!c->rack_xmit_us || seq_lt(c->rack_fack, c->snd_una))
+		c->rack_fack = c->snd_una;
+	c->rack_prior_fack = c->rack_fack;
 	/* RFC 2018 §3 (blocks below SND.UNA are D-SACKs: not acted on) */
 	if (c->sack_on) {
 		for (i = 0; i < o->nsack; i++) {
@@ -472,6 +477,7 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 				/* RFC 2883: a duplicate: a retransmission was
 				 * spurious, reordering is wider than we thought */
 				eng->ctr.dsack_in++;
+				c->reord_seen = true;
 				if (c->reo_mult < 16)
 					c->reo_mult++;
 				continue;
@@ -502,8 +508,9 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 				c->in_recovery = false;
 				c->cwnd = c->ssthresh;
 				c->reno_sacked = 0;
-			} else {
-				/* step 5: partial acknowledgment, next hole */
+			} else if (!c->sack_on) {
+				/* step 5: partial acknowledgment, next hole (with
+				 * SACK, the scoreboard and RACK know better) */
 				tcp_mark_head_lost(eng, c);
 			}
 		} else {

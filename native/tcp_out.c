@@ -350,6 +350,7 @@ static uint32_t seg_alloc(struct sl_engine *eng)
 	t->seg_free = t->segs[i].next;
 	memset(&t->segs[i], 0, sizeof(t->segs[i]));
 	t->segs[i].next = SL_NONE;
+	t->segs[i].ts_prev = t->segs[i].ts_next = SL_NONE;
 	t->segs[i].frame = SL_NO_FRAME;
 	t->segs_used++;
 	return i;
@@ -622,6 +623,7 @@ void tcp_free_sendq(struct sl_engine *eng, struct sl_conn *c)
 		i = next;
 	}
 	c->sq_head = c->sq_tail = c->sq_send = SL_NONE;
+	c->ts_head = c->ts_tail = SL_NONE;
 	c->sq_bytes = 0;
 	c->packets_out = c->sacked_out = c->lost_out = c->retrans_out = 0;
 	c->reno_sacked = 0;
@@ -650,10 +652,9 @@ void tcp_ack_segs(struct sl_engine *eng, struct sl_conn *c, uint32_t ack)
 
 		if (!(s->flags & SEG_SENT) || seq_gt(seg_end(s), ack))
 			break;
-		/* RFC 8985 §6.2 step 2: the latest send time delivered (a
-		 * retransmitted segment's ACK may be for either send: skip it) */
-		if (s->xmits == 1 && s->xmit_us > c->rack_xmit_us)
-			c->rack_xmit_us = s->xmit_us;
+		if (!(s->flags & SEG_SACKED))
+			tcp_rack_delivered(eng, c, s);
+		tcp_rack_forget(eng, c, i);
 		seg_uncount(c, s);
 		c->sq_bytes -= s->len;
 		c->sq_head = s->next;
@@ -759,6 +760,7 @@ sent:
 	s->xmits++;
 	s->xmit_us = eng->now_us;
 	s->flags |= SEG_SENT;
+	tcp_rack_sent(eng, c, (uint32_t)(s - eng->tcp->segs));
 	ack_sent(eng, c);
 	return 0;
 }
@@ -783,6 +785,7 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 		*b = *a;
 		b->seq = a->seq + keep;
 		b->len = a->len - keep;
+		b->ts_prev = b->ts_next = SL_NONE;
 		b->poff = a->poff + keep;
 		b->flags = (uint8_t)(SEG_STATIC | SEG_CSUM | (a->flags & SEG_FIN));
 		b->csum = csum_partial(a->payload->data + b->poff, b->len, 0);
@@ -996,6 +999,7 @@ static bool send_run(struct sl_engine *eng, struct sl_conn *c, uint32_t k)
 		s->xmits++;
 		s->xmit_us = eng->now_us;
 		s->flags |= SEG_SENT;
+		tcp_rack_sent(eng, c, c->sq_send);
 		c->packets_out++;
 		c->sq_send = s->next;
 		c->snd_nxt = seq_max(c->snd_nxt, seg_end(s));

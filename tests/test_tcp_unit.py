@@ -356,6 +356,49 @@ def test_tlp_probes_a_lost_tail(h, peer):
     assert probes and c["tail_loss_probes"] == 1 and c["rto_expired"] == 0
 
 
+def sack_opts(peer, *blocks):
+    """Timestamps and SACK blocks, as the peer's ACKs carry them."""
+    return (b"\x01\x01" + opt_ts(peer.tsval, peer.ts_recent) + b"\x01\x01"
+            + opt_sack(*blocks))
+
+
+def rtt_sample(h, peer, seconds=0.001):
+    """One segment out and ACKed after ``seconds``: SRTT and min RTT known."""
+    h.write(peer.conn, b"a")
+    peer.absorb(h.flush())
+    h.advance(seconds)
+    peer.send(peer.seg())
+
+
+def test_rack_lost_retransmission_is_sent_again_without_rto(h, peer):
+    # RFC 8985 §6.2: a retransmission carries its own send time; when data
+    # sent after it is SACKed and it is not, it is lost too
+    rtt_sample(h, peer)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"r" * (mss * 20))
+    first = [s for s in h.flush() if s.payload]
+    assert 10 <= len(first) < 20  # the congestion window
+    hole, end = first[0].seq, first[-1].seq + mss
+    h.advance(0.001)
+    out = [s for s in peer.send(peer.seg(options=sack_opts(peer, (first[1].seq, end))))
+           if s.payload]
+    # recovery: the hole again, then new data that the window lets out
+    assert out[0].seq == hole and len(out) > 1 and all(s.seq >= end for s in out[1:])
+    new_end = out[-1].seq + mss
+    h.advance(0.001)
+    # the retransmission is lost as well; what was sent after it arrives
+    again = [s for s in peer.send(peer.seg(options=sack_opts(
+        peer, (first[1].seq, new_end)))) if s.payload]
+    c = h.counters()
+    assert again and again[0].seq == hole and again[0].payload == first[0].payload
+    assert c["retransmits_lost"] == 1 and c["rto_expired"] == 0
+    # the hole's arrival clears the scoreboard
+    peer.send(peer.seg(ack_off=new_end - peer.rcv_nxt))
+    info = h.info(peer.conn)
+    assert info["snd_una"] == new_end & 0xFFFFFFFF
+    assert info["lost_out"] == info["retrans_out"] == info["sacked_out"] == 0
+
+
 def test_zero_window_probe_then_resume(h, peer):
     peer.send(peer.seg(window=0))
     h.write(peer.conn, b"w" * 3000)
