@@ -455,12 +455,26 @@ static bool fin_acked(struct sl_engine *eng, struct sl_conn *c)
 	return true;
 }
 
+/* RFC 7323 §4: the ACK echoes one of our timestamps, of this side of
+ * the longest RTO: a valid RTT sample even for retransmitted data. */
+static bool ts_echo_valid(const struct sl_engine *eng, const struct sl_conn *c,
+			  const struct tcp_opts *o)
+{
+	uint32_t ms;
+
+	if (!c->ts_on || !o->has_ts || !o->tsecr)
+		return false;
+	ms = tcp_ts_now(eng, c) - o->tsecr;
+	return (int32_t)ms >= 0 && ms <= eng->cfg.rto_max_ms;
+}
+
 /* RFC 9293 §3.10.7.4 fifth: the ACK field.  Returns false if freed. */
 static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *p,
 		    const struct tcp_opts *o)
 {
 	uint32_t ack = p->ack, wnd = (uint32_t)p->wnd << c->snd_wscale, i;
 	bool new_ack = seq_gt(ack, c->snd_una), progress = false;
+	uint64_t sacked_sent = 0;	/* latest send time newly SACKed, sent once */
 
 	c->probes = 0;
 	/* RFC 8985 §6.2: what RACK needs of this ACK */
@@ -472,6 +486,7 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 	if (c->sack_on) {
 		for (i = 0; i < o->nsack; i++) {
 			uint32_t s = o->sack[i][0], e = o->sack[i][1];
+			uint64_t t;
 
 			if (seq_le(e, c->snd_una) && seq_lt(s, e)) {
 				/* RFC 2883: a duplicate: a retransmission was
@@ -487,7 +502,9 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 				continue;
 			}
 			eng->ctr.sack_blocks_in++;
-			tcp_sack_mark(eng, c, s, e);
+			t = tcp_sack_mark(eng, c, s, e);
+			if (t > sacked_sent)
+				sacked_sent = t;
 			progress = true;
 		}
 	}
@@ -497,9 +514,16 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 		tcp_ack_segs(eng, c, ack);
 		acked = before - c->packets_out;
 		c->snd_una = ack;
-		c->backoff = 0;
+		/* RFC 6298 §5.7 and Karn (§3): the backed-off RTO holds
+		 * until a valid RTT sample.  An ACK of new data echoing our
+		 * timestamp is one (RFC 7323 §4), retransmitted data or not;
+		 * so is a SACK of a segment sent once.  Only the ACK of the
+		 * newest segment, sent once, feeds SRTT: the others may time
+		 * the ACKs that were lost before them (an RTO of seconds) */
 		if (rtt)
 			tcp_rtt_sample(c, rtt, &eng->cfg);
+		if (rtt || sacked_sent || ts_echo_valid(eng, c, o))
+			c->backoff = 0;
 		if (!c->sack_on)
 			c->reno_sacked = c->reno_sacked > acked ? c->reno_sacked - acked : 0;
 		if (c->in_recovery) {
@@ -538,6 +562,8 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 			c->reno_sacked++;
 		progress = true;
 	}
+	if (sacked_sent)
+		c->backoff = 0;		/* a valid sample, as above */
 	/* window update, RFC 9293 §3.10.7.4 fifth (SND.WL1/SND.WL2 rule) */
 	if (seq_lt(c->snd_wl1, p->seq) ||
 	    (c->snd_wl1 == p->seq && seq_le(c->snd_wl2, ack))) {

@@ -88,9 +88,10 @@ void tcp_rack_delivered(struct sl_engine *eng, struct sl_conn *c, const struct t
 	}
 }
 
-/* RFC 2018 §3: a SACK block [start, end) received.  Returns the earliest
+/* RFC 2018 §3: a SACK block [start, end) received.  Returns the latest
  * send time of the segments it newly SACKed that were sent once (an RTT
- * sample, RFC 6298 §3 Karn), or 0. */
+ * sample, Karn-valid; the latest, as the ACKs that could have reported
+ * older ones may have been lost), or 0. */
 uint64_t tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start, uint32_t end)
 {
 	struct tcp_seg *segs = eng->tcp->segs;
@@ -107,7 +108,7 @@ uint64_t tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start,
 			continue;
 		tcp_rack_delivered(eng, c, s);
 		tcp_rack_forget(eng, c, i);
-		if (s->xmits == 1 && (!sent_once || s->xmit_us < sent_once))
+		if (s->xmits == 1 && s->xmit_us > sent_once)
 			sent_once = s->xmit_us;
 		if (s->flags & SEG_LOST)
 			c->lost_out--;
@@ -291,40 +292,62 @@ void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c)
 		tcp_mark_head_lost(eng, c);
 }
 
-/* RFC 6298 §5.4-5.6 / RFC 5681 §3.1: after an RTO everything outstanding
- * that was not SACKed is lost and is sent again in slow start. */
+/*
+ * RFC 8985 §6.3 (RACK_mark_losses_on_RTO): the RTO expired.  The first
+ * unacknowledged segment is lost; another only if it was sent at least
+ * RACK.rtt ago (a retransmission sent since is still on its way).  The
+ * SACK scoreboard stays (RFC 6675 §5.1 allows it), unless the first
+ * segment is SACKed: the peer reneged (RFC 2018 §8), and then nothing
+ * SACKed is trusted and everything is lost.
+ */
 static void mark_lost_on_rto(struct sl_engine *eng, struct sl_conn *c)
 {
 	struct tcp_seg *segs = eng->tcp->segs;
-	uint32_t i;
+	uint32_t i = c->sq_head;
+	bool reneged = i != SL_NONE && i != c->sq_send && (segs[i].flags & SEG_SACKED);
 
-	c->lost_out = 0;
-	c->retrans_out = 0;
-	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
+	for (; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
 		struct tcp_seg *s = &segs[i];
 
-		s->flags &= (uint8_t)~(SEG_LOST | SEG_RETRANS);
-		if (!(s->flags & SEG_SACKED)) {
+		if (reneged && (s->flags & SEG_SACKED)) {
+			s->flags &= (uint8_t)~SEG_SACKED;
+			c->sacked_out--;
+		} else if (s->flags & SEG_SACKED) {
+			continue;
+		} else if (!reneged && i != c->sq_head && c->rack_rtt_us &&
+			   eng->now_us - s->xmit_us < c->rack_rtt_us) {
+			continue;
+		}
+		if (s->flags & SEG_RETRANS) {
+			s->flags &= (uint8_t)~SEG_RETRANS;
+			c->retrans_out--;
+		}
+		if (!(s->flags & SEG_LOST)) {
 			s->flags |= SEG_LOST;
 			c->lost_out++;
-			tcp_rack_forget(eng, c, i);
 		}
+		tcp_rack_forget(eng, c, i);
 	}
 	c->reno_sacked = 0;
 }
 
-/* RFC 5681 §3.1: the RTO expired.  The congestion window is the loss
- * window (one segment), slow start runs up to the halved ssthresh, a fast
- * recovery in progress ends and none starts until what was sent before is
- * acknowledged (recover, after_rto); everything not SACKed is lost. */
+/* RFC 5681 §3.1: the RTO expired.  Slow start runs up to the halved
+ * ssthresh, a fast recovery in progress ends and none starts until what
+ * was sent before is acknowledged (recover, after_rto).  The congestion
+ * window is what is still in flight plus one segment (Linux's; RFC 5681's
+ * loss window of one when everything is marked lost). */
 void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c)
 {
-	halve_ssthresh(c);
-	c->cwnd = 1;
-	c->cwnd_cnt = 0;
+	/* once per episode, as Linux: not again for a recovery's data, nor on
+	 * a repeated RTO with no RTT sample in between */
+	if (!((c->in_recovery || (c->after_rto && c->backoff)) &&
+	      seq_gt(c->recover, c->snd_una)))
+		halve_ssthresh(c);
 	c->in_recovery = false;
 	c->after_rto = true;
 	c->recover = c->snd_max;
 	c->dupacks = 0;
 	mark_lost_on_rto(eng, c);
+	c->cwnd = tcp_in_flight(c) + 1;
+	c->cwnd_cnt = 0;
 }

@@ -399,6 +399,95 @@ def test_rack_lost_retransmission_is_sent_again_without_rto(h, peer):
     assert info["lost_out"] == info["retrans_out"] == info["sacked_out"] == 0
 
 
+def until_rto(h, n=1):
+    """Moves the clock in 5 ms steps (a tail loss probe may come first)
+    until the n-th RTO; returns the data segments sent on the way."""
+    out = []
+    for _ in range(1000):
+        if h.counters()["rto_expired"] >= n:
+            return out
+        out += [s for s in h.advance(0.005) if s.payload]
+    pytest.fail("no RTO")
+
+
+def test_rto_timestamp_echo_of_a_retransmission_ends_the_backoff(h, peer):
+    # RFC 7323 §4 / RFC 6298 §5: the echo of the retransmission's TSval is a
+    # valid RTT sample although the segment was sent twice
+    rtt_sample(h, peer)
+    h.write(peer.conn, b"x" * 100)
+    h.flush()
+    resent = until_rto(h)
+    assert resent and h.info(peer.conn)["backoff"] == 1
+    h.advance(0.05)
+    peer.ts_recent = resent[0].options["ts"][0]
+    peer.rcv_nxt += 100
+    h.write(peer.conn, b"y" * 100)
+    peer.send(peer.seg())
+    info = h.info(peer.conn)
+    assert info["backoff"] == 0 and info["packets_out"] == 1
+    assert info["timer_ms"] <= info["rto_us"] // 1000  # not doubled
+
+
+def test_rto_without_timestamps_keeps_the_backoff_until_a_valid_sample(h):
+    # Karn (RFC 6298 §5.7 with §3): an ACK of retransmitted data alone is
+    # no sample without timestamps; the backed-off RTO stays
+    p = Peer(h, PORT, ts=False)
+    p.connect()
+    h.write(p.conn, b"k" * 100)
+    h.flush()
+    until_rto(h)
+    assert h.info(p.conn)["backoff"] == 1
+    p.send(p.seg(ack_off=100))
+    p.rcv_nxt += 100
+    assert h.info(p.conn)["backoff"] == 1
+    h.write(p.conn, b"n" * 100)
+    assert p.absorb(h.flush())
+    h.advance(0.002)
+    p.send(p.seg())  # new data, sent once: a valid sample
+    assert h.info(p.conn)["backoff"] == 0
+
+
+def test_rto_does_not_mark_lost_what_was_sent_within_an_rtt(h, peer):
+    # RFC 8985 §6.3: the head is lost; a segment sent less than RACK.rtt
+    # before the RTO is still on its way and is not sent again
+    rtt_sample(h, peer, 0.005)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"o" * (mss * 4))
+    old = [s for s in h.flush() if s.payload]
+    probe = [s for s in h.advance(0.011) if s.payload]  # the tail loss probe
+    assert probe and probe[0].seq == old[-1].seq
+    h.advance(h.info(peer.conn)["timer_ms"] / 1000 - 0.002)
+    assert h.counters()["rto_expired"] == 0
+    h.write(peer.conn, b"n" * (mss * 4))
+    recent = [s for s in h.flush() if s.payload]
+    assert len(old) == len(recent) == 4
+    resent = []
+    while not h.counters()["rto_expired"]:
+        resent += [s for s in h.advance(0.001) if s.payload]
+    info = h.info(peer.conn)
+    assert info["lost_out"] == 4  # the old ones only
+    assert resent and resent[0].seq == old[0].seq
+    assert {s.seq for s in resent} <= {s.seq for s in old}
+
+
+def test_rto_keeps_the_sack_scoreboard_unless_the_peer_reneged(h, peer):
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"k" * (mss * 6))
+    segs = [s for s in h.flush() if s.payload]
+    peer.send(peer.seg(options=sack_opts(peer, (segs[4].seq, segs[5].seq + mss))))
+    assert h.info(peer.conn)["sacked_out"] == 2
+    until_rto(h)
+    info = h.info(peer.conn)
+    assert h.counters()["rto_expired"] == 1 and info["sacked_out"] == 2
+    # a SACK of the first unacknowledged segment that the RTO finds still
+    # unacknowledged: the peer threw it away (RFC 2018 §8), trust no SACK
+    peer.send(peer.seg(options=sack_opts(peer, (segs[0].seq, segs[1].seq))))
+    assert h.info(peer.conn)["sacked_out"] == 3
+    until_rto(h, 2)
+    info = h.info(peer.conn)
+    assert info["sacked_out"] == 0 and info["lost_out"] == 6
+
+
 def test_zero_window_probe_then_resume(h, peer):
     peer.send(peer.seg(window=0))
     h.write(peer.conn, b"w" * 3000)
