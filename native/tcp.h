@@ -229,7 +229,9 @@ struct sl_conn {
 	uint32_t sq_bytes;		/* payload bytes queued, sent or not */
 	uint32_t write_seq;		/* sequence number of the next byte queued */
 	uint32_t reno_sacked;		/* dupACKs counted as SACKs without SACK */
-	uint32_t last_ooo_seq;		/* latest out-of-order arrival (SACK order) */
+	uint32_t sack_recent[8];	/* latest out-of-order arrivals, newest
+					 * first: the order of SACK blocks */
+	uint8_t sack_nrecent;
 	uint32_t ooo_fin_seq;		/* sequence number of a FIN beyond a hole */
 	bool ooo_fin;
 	uint64_t synack_us;		/* first SYN-ACK sent, for the first RTT */

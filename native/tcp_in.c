@@ -696,7 +696,22 @@ static void ooo_insert(struct sl_engine *eng, struct sl_conn *c, uint32_t seq,
 	c->ooo_bytes += len;
 	eng->tcp->rx_held += len;
 	c->ooo_count++;
-	c->last_ooo_seq = seq;
+}
+
+/* RFC 2018 §4: remembers an out-of-order arrival, newest first, so that
+ * the block holding it goes first and the blocks reported before it
+ * follow (put_sack).  Equal entries collapse; the oldest falls off. */
+static void sack_note(struct sl_conn *c, uint32_t seq)
+{
+	uint32_t n = c->sack_nrecent, i, j;
+
+	for (i = 0, j = 0; i < n; i++)
+		if (c->sack_recent[i] != seq)
+			c->sack_recent[j++] = c->sack_recent[i];
+	n = j < 7 ? j : 7;
+	memmove(c->sack_recent + 1, c->sack_recent, n * sizeof(c->sack_recent[0]));
+	c->sack_recent[0] = seq;
+	c->sack_nrecent = (uint8_t)(n + 1);
 }
 
 static void ack_policy(struct sl_engine *eng, struct sl_conn *c)
@@ -708,6 +723,11 @@ static void ack_policy(struct sl_engine *eng, struct sl_conn *c)
 		if (c->quickacks)
 			c->quickacks--;
 		c->ack_now = true;
+		/* two full segments unacknowledged: the ACK goes now, not
+		 * after the whole receive batch (one ACK for 64 segments
+		 * leaves a sender, when it is lost, only its RTO) */
+		if (c->rcv_nxt - c->last_ack_sent >= 2u * c->mss)
+			tcp_send_ack(eng, c);
 	} else {
 		c->acks_pending++;
 		if (!c->timer[T_DELACK])
@@ -789,10 +809,14 @@ static bool tcp_data(struct sl_engine *eng, struct sl_conn *c, const struct pkt 
 		return false;
 	}
 	if (seq != c->rcv_nxt) {
-		/* out of order: keep a copy, ACK at once (RFC 5681 §4.2) */
+		/* out of order: keep a copy, ACK at once (RFC 5681 §4.2:
+		 * "SHOULD be generated immediately"), each such segment: a
+		 * sender in recovery needs every SACK, some ACKs get lost */
 		eng->ctr.ooo_segments++;
-		if (len)
+		if (len) {
 			ooo_insert(eng, c, seq, data, len);
+			sack_note(c, seq);
+		}
 		if (fin) {
 			c->ooo_fin = true;
 			c->ooo_fin_seq = seq + len;
@@ -800,6 +824,7 @@ static bool tcp_data(struct sl_engine *eng, struct sl_conn *c, const struct pkt 
 		c->ack_now = true;
 		c->sack_pending = true;
 		conn_dirty(eng, c);
+		tcp_send_ack(eng, c);
 		return true;
 	}
 	if (len) {
@@ -817,11 +842,19 @@ static bool tcp_data(struct sl_engine *eng, struct sl_conn *c, const struct pkt 
 		if (!conn_deliver(eng, c, joined ? joined : data, total))
 			return true;	/* no memory: not acknowledged, resent later */
 		c->rcv_nxt += total;
-		if (had_ooo) {
-			c->ack_now = true;	/* a hole filled: ACK at once */
-			c->sack_pending = c->ooo != NULL;
-		}
+		/* Linux's rule (tcp_event_data_recv): data after a silence
+		 * longer than an RTO comes from a sender that timed out and
+		 * restarts from one segment: ACK at once, not delayed */
+		if (eng->now_us - c->last_rx_us > (uint64_t)eng->cfg.rto_min_ms * 1000 &&
+		    c->quickacks < TCP_QUICKACKS)
+			c->quickacks = TCP_QUICKACKS;
 		ack_policy(eng, c);
+		if (had_ooo) {
+			/* a hole (partly) filled: ACK at once (RFC 5681 §4.2) */
+			c->ack_now = true;
+			c->sack_pending = c->ooo != NULL;
+			tcp_send_ack(eng, c);
+		}
 	}
 	if (fin && c->rcv_nxt == seq + len)
 		tcp_fin(eng, c);

@@ -151,11 +151,15 @@ static uint32_t put_ts(const struct sl_engine *eng, const struct sl_conn *c, uin
 	return 12;
 }
 
-/* RFC 2018 §4: SACK blocks from the reassembly queue, the block holding the
- * latest arrival first.  Returns the option bytes written (0 if none). */
+/* RFC 2018 §4: SACK blocks from the reassembly queue: the block holding
+ * the latest arrival first, then the blocks of the arrivals before it,
+ * newest first (so each block is reported in several ACKs, and lost ACKs
+ * cost little), then the rest in sequence order.  Returns the option
+ * bytes written (0 if none). */
 static uint32_t put_sack(const struct sl_conn *c, uint8_t *o, uint32_t max_blocks)
 {
-	uint32_t starts[16], ends[16], n = 0, i, first = 0, out = 0;
+	uint32_t starts[16], ends[16], order[16], n = 0, k = 0, i, r, out = 4;
+	bool used[16] = { false };
 	const struct ooo_seg *s;
 
 	if (!c->sack_on || !c->ooo || !max_blocks)
@@ -169,22 +173,22 @@ static uint32_t put_sack(const struct sl_conn *c, uint8_t *o, uint32_t max_block
 		ends[n] = s->seq + s->len;
 		n++;
 	}
-	for (i = 0; i < n; i++)
-		if (seq_ge(c->last_ooo_seq, starts[i]) && seq_lt(c->last_ooo_seq, ends[i]))
-			first = i;
+	for (r = 0; r < c->sack_nrecent && k < max_blocks; r++)
+		for (i = 0; i < n; i++)
+			if (!used[i] && seq_in(c->sack_recent[r], starts[i], ends[i])) {
+				used[i] = true;
+				order[k++] = i;
+				break;
+			}
+	for (i = 0; i < n && k < max_blocks; i++)
+		if (!used[i])
+			order[k++] = i;
 	o[0] = 1;
 	o[1] = 1;
 	o[2] = 5;
-	out = 4;
-	put_be32(o + out, starts[first]);
-	put_be32(o + out + 4, ends[first]);
-	out += 8;
-	for (i = 0; i < n && (out - 4) / 8 < max_blocks; i++) {
-		if (i == first)
-			continue;
-		put_be32(o + out, starts[i]);
-		put_be32(o + out + 4, ends[i]);
-		out += 8;
+	for (i = 0; i < k; i++, out += 8) {
+		put_be32(o + out, starts[order[i]]);
+		put_be32(o + out + 4, ends[order[i]]);
 	}
 	o[3] = (uint8_t)(out - 2);
 	return out;

@@ -143,6 +143,54 @@ def test_text_out_of_order_is_sacked_then_reassembled(h, peer):
     assert h.counters()["ooo_bytes"] == 0
 
 
+def leave_quickack(h, peer):
+    for _ in range(20):
+        peer.deliver(b"x")
+    h.advance(0.05)  # the delayed ACK for those goes out
+
+
+def test_text_each_out_of_order_segment_is_acked_with_the_newest_block_first(h, peer):
+    # RFC 5681 §4.2: an ACK at once for every out-of-order segment, even in
+    # one receive batch; RFC 2018 §4: the block holding it first, then the
+    # blocks reported most recently
+    leave_quickack(h, peer)
+    base = peer.snd_nxt
+    for off in (2000, 6000, 4000):
+        h.inject(peer.seg(seq_off=off, payload=b"o" * 1000))
+    acks = [s for s in h.flush() if "sack" in s.options]
+    assert len(acks) == 3 and all(a.ack == base for a in acks)
+    assert acks[-1].options["sack"] == [(base + 4000, base + 5000), (base + 6000, base + 7000),
+                                        (base + 2000, base + 3000)]
+    # a hole partly filled: at once, the blocks still ahead of it
+    out = peer.send(peer.seg(payload=b"i" * 2000))
+    assert out and out[-1].ack == base + 3000
+    assert out[-1].options["sack"] == [(base + 4000, base + 5000), (base + 6000, base + 7000)]
+
+
+def test_text_every_second_full_segment_is_acked_within_one_batch(h, peer):
+    # RFC 5681 §4.2: an ACK for at least every second full-sized segment,
+    # also when a whole burst arrives in one receive batch
+    leave_quickack(h, peer)
+    mss = h.info(peer.conn)["mss"]
+    for _ in range(6):
+        h.inject(peer.seg(payload=b"b" * mss))
+        peer.snd_nxt += mss
+    acks = [s.ack for s in h.flush()]
+    base = peer.snd_nxt - 6 * mss
+    assert acks == [base + 2 * mss, base + 4 * mss, base + 6 * mss]
+
+
+def test_text_after_a_long_silence_data_is_acked_at_once(h, peer):
+    # Linux's rule: the sender of data after a gap longer than an RTO timed
+    # out and waits with one segment out: no delayed ACK for it
+    leave_quickack(h, peer)
+    assert peer.deliver(b"y") == []  # delayed, as usual
+    h.advance(0.05)
+    h.advance(0.5)
+    out = peer.deliver(b"z")
+    assert out and out[-1].ack == peer.snd_nxt
+
+
 def test_text_duplicate_segment_is_trimmed(h, peer):
     peer.deliver(b"0123456789")
     out = peer.send(peer.seg(seq_off=-10, payload=b"0123456789abc"))
