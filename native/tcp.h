@@ -222,6 +222,11 @@ struct sl_conn {
 	bool reord_seen;		/* RACK.reordering_seen (§6.2 step 3) */
 	bool tlp_armed;			/* T_REXMIT is a probe timeout, not an RTO */
 	bool force_rexmit;		/* the first retransmission of a recovery */
+	/* RFC 9937 PRR, in packets */
+	uint32_t prr_delivered;		/* delivered since the recovery began */
+	uint32_t prr_out;		/* sent since the recovery began */
+	uint32_t recover_fs;		/* RecoverFS: outstanding when it began */
+	uint32_t lost_marks;		/* segments ever marked lost */
 	bool tlp_sent;			/* one probe per flight until an ACK moves */
 
 	/* send queue: head = oldest unacked; send = next to transmit */
@@ -407,6 +412,7 @@ void tcp_rack_timeout(struct sl_engine *eng, struct sl_conn *c);
 uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c);
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c);
+void tcp_prr_ack(struct sl_conn *c, uint32_t delivered, bool newly_lost, bool una_advanced);
 
 /* tcp_timer.c */
 void timer_set(struct sl_engine *eng, struct sl_conn *c, int which, uint64_t at_us);

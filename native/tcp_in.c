@@ -475,6 +475,9 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 	uint32_t ack = p->ack, wnd = (uint32_t)p->wnd << c->snd_wscale, i;
 	bool new_ack = seq_gt(ack, c->snd_una), progress = false;
 	uint64_t sacked_sent = 0;	/* latest send time newly SACKed, sent once */
+	/* what the ACK delivers, for PRR (RFC 9937 §6.2 DeliveredData) */
+	uint32_t pk_before = c->packets_out, marks_before = c->lost_marks;
+	uint32_t sk_before = c->sacked_out + c->reno_sacked;
 
 	c->probes = 0;
 	/* RFC 8985 §6.2: what RACK needs of this ACK */
@@ -589,6 +592,16 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 			tcp_enter_recovery(eng, c);
 	} else if (c->in_recovery && c->sack_on) {
 		tcp_mark_lost_sack(eng, c);
+	}
+	if (c->in_recovery) {
+		int64_t delivered = (int64_t)pk_before - c->packets_out +
+				    (int64_t)(c->sacked_out + c->reno_sacked) - sk_before;
+
+		if (delivered <= 0 && new_ack)
+			delivered = 1;	/* a cumulative ACK delivers something */
+		if (delivered > 0)
+			tcp_prr_ack(c, (uint32_t)delivered, c->lost_marks != marks_before,
+				    new_ack);
 	}
 	if (progress)
 		conn_dirty(eng, c);

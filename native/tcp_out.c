@@ -764,6 +764,8 @@ sent:
 	s->xmits++;
 	s->xmit_us = eng->now_us;
 	s->flags |= SEG_SENT;
+	if (c->in_recovery)
+		c->prr_out++;	/* RFC 9937 §6.3 */
 	tcp_rack_sent(eng, c, (uint32_t)(s - eng->tcp->segs));
 	ack_sent(eng, c);
 	return 0;
@@ -1011,6 +1013,8 @@ static bool send_run(struct sl_engine *eng, struct sl_conn *c, uint32_t k)
 		if (s->flags & SEG_FIN)
 			c->fin_sent = true;
 	}
+	if (c->in_recovery)
+		c->prr_out += k;
 	eng->tx_budget = eng->tx_budget > k ? eng->tx_budget - k : 0;
 	eng->ctr.tx_gso_segments += k;
 	ack_sent(eng, c);

@@ -139,6 +139,7 @@ static void mark_lost(struct sl_engine *eng, struct sl_conn *c, uint32_t i)
 		s->flags |= SEG_LOST;
 		c->lost_out++;
 	}
+	c->lost_marks++;
 	tcp_rack_forget(eng, c, i);
 }
 
@@ -236,8 +237,11 @@ bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c)
 void tcp_rack_timeout(struct sl_engine *eng, struct sl_conn *c)
 {
 	if (c->packets_out && tcp_rack_detect_loss(eng, c)) {
-		if (!c->in_recovery && !c->after_rto)
+		if (!c->in_recovery && !c->after_rto) {
 			tcp_enter_recovery(eng, c);
+			/* no ACK clocks it: PRR as for one packet delivered */
+			tcp_prr_ack(c, 1, true, false);
+		}
 		conn_dirty(eng, c);
 	}
 }
@@ -264,6 +268,41 @@ uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c)
 	return pto;
 }
 
+/*
+ * RFC 9937 §6.2: the congestion window for what a fast recovery sends
+ * next, from what this ACK delivered (packets newly ACKed or SACKed).
+ * While more than ssthresh is in flight, sending follows deliveries in
+ * the proportion ssthresh/RecoverFS; below it, it makes up what was
+ * delivered (PRR-CRB), one more on a safe ACK (SND.UNA advanced, no new
+ * loss: PRR-SSRB), up to ssthresh.  Counted in packets, as Linux does.
+ */
+void tcp_prr_ack(struct sl_conn *c, uint32_t delivered, bool newly_lost, bool una_advanced)
+{
+	uint32_t pipe = tcp_in_flight(c), sndcnt;
+
+	if (!delivered)
+		return;
+	c->prr_delivered += delivered;
+	if (pipe > c->ssthresh) {
+		uint64_t fs = c->recover_fs ? c->recover_fs : 1;
+		uint64_t due = ((uint64_t)c->prr_delivered * c->ssthresh + fs - 1) / fs;
+
+		sndcnt = due > c->prr_out ? (uint32_t)(due - c->prr_out) : 0;
+	} else {
+		sndcnt = c->prr_delivered > c->prr_out ? c->prr_delivered - c->prr_out : 0;
+		if (sndcnt < delivered)
+			sndcnt = delivered;
+		if (una_advanced && !newly_lost)
+			sndcnt++;
+		if (sndcnt > c->ssthresh - pipe)
+			sndcnt = c->ssthresh - pipe;
+	}
+	/* the recovery's first retransmission goes whatever this says */
+	if (!c->prr_out && !sndcnt)
+		sndcnt = 1;
+	c->cwnd = pipe + sndcnt;
+}
+
 /* RFC 5681 §3.1 equation (4), §3.2 step 2: ssthresh = max(FlightSize / 2,
  * 2*SMSS), in packets, after a loss (fast retransmit or RTO). */
 static void halve_ssthresh(struct sl_conn *c)
@@ -273,14 +312,18 @@ static void halve_ssthresh(struct sl_conn *c)
 	c->ssthresh = flight / 2 > 2 ? flight / 2 : 2;
 }
 
-/* RFC 5681 §3.2 steps 2-4, RFC 6675 §5: enter fast recovery. */
+/* RFC 5681 §3.2 steps 2-4, RFC 6675 §5: enter fast recovery; RFC 9937
+ * §6.1: PRR starts (each ACK's tcp_prr_ack sets the window from then). */
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c)
 {
 	c->recover = c->snd_max;
 	halve_ssthresh(c);
-	c->cwnd = c->ssthresh;
+	c->cwnd = c->ssthresh;	/* until an ACK's deliveries set it */
 	c->cwnd_cnt = 0;
 	c->in_recovery = true;
+	c->prr_delivered = 0;
+	c->prr_out = 0;
+	c->recover_fs = c->packets_out;	/* SND.NXT - SND.UNA, in packets */
 	/* RFC 5681 §3.2 step 4, RFC 6675 §5 (4.2): the first lost segment is
 	 * retransmitted whatever the congestion window says */
 	c->force_rexmit = true;

@@ -458,6 +458,32 @@ def until_rto(h, n=1):
     pytest.fail("no RTO")
 
 
+def test_prr_sends_in_proportion_to_what_is_delivered(h, peer):
+    # RFC 9937 §6.2: while more than ssthresh is in flight, a recovery sends
+    # ceil(prr_delivered * ssthresh / RecoverFS) - prr_out: not nothing
+    # until the flight drains below ssthresh, nor a burst then
+    rtt_sample(h, peer)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"p" * (mss * 40))
+    first = [s for s in h.flush() if s.payload]
+    fs = len(first)  # RecoverFS: all of it is outstanding
+    assert fs >= 11
+    sent = 0
+    for k in (3, 4, 5, 6):  # SACKs of segments 1..k: the first is the hole
+        h.advance(0.0002)
+        out = [s for s in peer.send(peer.seg(options=sack_opts(
+            peer, (first[1].seq, first[k].seq + mss)))) if s.payload]
+        if k == 3:
+            assert out and out[0].seq == first[0].seq  # the retransmission
+        sent += len(out)
+        info = h.info(peer.conn)
+        pipe = (info["packets_out"] - info["sacked_out"] - info["lost_out"]
+                + info["retrans_out"])
+        assert pipe > info["ssthresh"]  # still the proportional part
+        assert sent == -(-k * info["ssthresh"] // fs)
+    assert h.counters()["fast_retransmits"] == 1
+
+
 def test_rto_timestamp_echo_of_a_retransmission_ends_the_backoff(h, peer):
     # RFC 7323 §4 / RFC 6298 §5: the echo of the retransmission's TSval is a
     # valid RTT sample although the segment was sent twice
