@@ -55,6 +55,12 @@ struct sl_config {
 					 * frame (XDP_USE_SG); 0 = one copied frame */
 	uint32_t tx_gso;	/* enum sl_tx_gso: GSO super-frames for runs of
 				 * full segments (a packet socket, tx_gso.c) */
+	uint32_t cc;		/* enum sl_cc: congestion control (tcp_cc.c) */
+};
+
+enum sl_cc {
+	SL_CC_CUBIC = 0,	/* RFC 9438, Linux's default */
+	SL_CC_RENO = 1,		/* NewReno, RFC 5681 + RFC 6582 */
 };
 
 enum sl_tx_gso {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * tcp.h - the TCP control block, send segments, listeners, and the
- * helpers shared by tcp_conn.c, tcp_in.c, tcp_out.c, tcp_recovery.c and
- * tcp_timer.c.
+ * helpers shared by tcp_conn.c, tcp_in.c, tcp_out.c, tcp_recovery.c,
+ * tcp_cc.c and tcp_timer.c.
  *
  * Call chains:
  *   RX:    sl_engine_poll → tcp_input (tcp_in.c) → tcp_segment_arrives
@@ -227,6 +227,13 @@ struct sl_conn {
 	uint32_t prr_out;		/* sent since the recovery began */
 	uint32_t recover_fs;		/* RecoverFS: outstanding when it began */
 	uint32_t lost_marks;		/* segments ever marked lost */
+	/* RFC 9438 CUBIC (tcp_cc.c), in packets and seconds */
+	double cubic_wmax;		/* W_max: the window before the last reduction */
+	double cubic_prior;		/* cwnd_prior, for W_est's alpha */
+	double cubic_west;		/* W_est, the Reno-friendly estimate */
+	double cubic_k;			/* K: seconds from epoch to W_max */
+	double cubic_frac;		/* growth not yet a whole packet */
+	uint64_t cubic_epoch_us;	/* start of this avoidance stage, 0: none */
 	bool tlp_sent;			/* one probe per flight until an ACK moves */
 
 	/* send queue: head = oldest unacked; send = next to transmit */
@@ -413,6 +420,10 @@ uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c);
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c);
 void tcp_prr_ack(struct sl_conn *c, uint32_t delivered, bool newly_lost, bool una_advanced);
+
+/* tcp_cc.c: congestion control */
+void tcp_cc_ack(const struct sl_engine *eng, struct sl_conn *c, uint32_t acked);
+void tcp_cc_loss(const struct sl_engine *eng, struct sl_conn *c);
 
 /* tcp_timer.c */
 void timer_set(struct sl_engine *eng, struct sl_conn *c, int which, uint64_t at_us);

@@ -389,28 +389,6 @@ static bool seq_acceptable(const struct sl_conn *c, uint32_t seq, uint32_t len)
 	       seq_in(seq + len - 1, c->rcv_nxt, c->rcv_nxt + wnd);
 }
 
-static void cwnd_grow(struct sl_conn *c, uint32_t acked)
-{
-	/* RFC 5681 §3.1: slow start below ssthresh, then +1 per window */
-	if (c->cwnd < c->ssthresh) {
-		uint32_t room = c->ssthresh - c->cwnd;
-		uint32_t inc = acked < room ? acked : room;
-
-		c->cwnd += inc;
-		acked -= inc;
-		if (!acked)
-			goto cap;
-	}
-	c->cwnd_cnt += acked;
-	if (c->cwnd_cnt >= c->cwnd) {
-		c->cwnd += c->cwnd_cnt / c->cwnd;
-		c->cwnd_cnt %= c->cwnd;
-	}
-cap:
-	if (c->cwnd > 65535)
-		c->cwnd = 65535;
-}
-
 /* The newest fully acknowledged, never retransmitted segment gives an RTT
  * sample (Karn: none if any acknowledged segment was sent twice). */
 static uint32_t rtt_from_acked(struct sl_engine *eng, const struct sl_conn *c, uint32_t ack)
@@ -543,7 +521,7 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 		} else {
 			if (c->after_rto && seq_ge(ack, c->recover))
 				c->after_rto = false;
-			cwnd_grow(c, acked ? acked : 1);
+			tcp_cc_ack(eng, c, acked ? acked : 1);
 		}
 		c->dupacks = 0;
 		c->tlp_sent = false;

@@ -13,9 +13,9 @@
  * The payload's checksum partial sum is computed once, at the first
  * transmission.
  *
- * Congestion control is NewReno (RFC 5681, RFC 6582) with SACK-based loss
- * marking (RFC 2018, RFC 6675's IsLost: tcp_recovery.c), counting in
- * packets as Linux does:
+ * Congestion control (tcp_cc.c: CUBIC or NewReno) with SACK- and
+ * RACK-based loss marking and PRR (tcp_recovery.c), counting in packets
+ * as Linux does:
  *   in_flight = packets_out - (sacked_out + reno_sacked + lost_out) + retrans_out.
  */
 #include <sys/uio.h>

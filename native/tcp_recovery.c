@@ -303,21 +303,12 @@ void tcp_prr_ack(struct sl_conn *c, uint32_t delivered, bool newly_lost, bool un
 	c->cwnd = pipe + sndcnt;
 }
 
-/* RFC 5681 §3.1 equation (4), §3.2 step 2: ssthresh = max(FlightSize / 2,
- * 2*SMSS), in packets, after a loss (fast retransmit or RTO). */
-static void halve_ssthresh(struct sl_conn *c)
-{
-	uint32_t flight = tcp_in_flight(c);
-
-	c->ssthresh = flight / 2 > 2 ? flight / 2 : 2;
-}
-
 /* RFC 5681 §3.2 steps 2-4, RFC 6675 §5: enter fast recovery; RFC 9937
  * §6.1: PRR starts (each ACK's tcp_prr_ack sets the window from then). */
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c)
 {
 	c->recover = c->snd_max;
-	halve_ssthresh(c);
+	tcp_cc_loss(eng, c);	/* ssthresh */
 	c->cwnd = c->ssthresh;	/* until an ACK's deliveries set it */
 	c->cwnd_cnt = 0;
 	c->in_recovery = true;
@@ -385,7 +376,7 @@ void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c)
 	 * a repeated RTO with no RTT sample in between */
 	if (!((c->in_recovery || (c->after_rto && c->backoff)) &&
 	      seq_gt(c->recover, c->snd_una)))
-		halve_ssthresh(c);
+		tcp_cc_loss(eng, c);
 	c->in_recovery = false;
 	c->after_rto = true;
 	c->recover = c->snd_max;

@@ -458,10 +458,15 @@ def until_rto(h, n=1):
     pytest.fail("no RTO")
 
 
-def test_prr_sends_in_proportion_to_what_is_delivered(h, peer):
+def test_prr_sends_in_proportion_to_what_is_delivered():
     # RFC 9937 §6.2: while more than ssthresh is in flight, a recovery sends
     # ceil(prr_delivered * ssthresh / RecoverFS) - prr_out: not nothing
-    # until the flight drains below ssthresh, nor a burst then
+    # until the flight drains below ssthresh, nor a burst then (NewReno's
+    # halving leaves the flight above ssthresh longest)
+    h = Harness(cc="reno")
+    h.listen(PORT)
+    peer = Peer(h, PORT)
+    peer.connect()
     rtt_sample(h, peer)
     mss = h.info(peer.conn)["mss"]
     h.write(peer.conn, b"p" * (mss * 40))
@@ -469,11 +474,12 @@ def test_prr_sends_in_proportion_to_what_is_delivered(h, peer):
     fs = len(first)  # RecoverFS: all of it is outstanding
     assert fs >= 11
     sent = 0
-    for k in (3, 4, 5, 6):  # SACKs of segments 1..k: the first is the hole
+    # SACKs of segments 1..k: the first is the hole
+    for k in (3, 4, 5, 6):
         h.advance(0.0002)
         out = [s for s in peer.send(peer.seg(options=sack_opts(
             peer, (first[1].seq, first[k].seq + mss)))) if s.payload]
-        if k == 3:
+        if not sent:
             assert out and out[0].seq == first[0].seq  # the retransmission
         sent += len(out)
         info = h.info(peer.conn)
@@ -482,6 +488,58 @@ def test_prr_sends_in_proportion_to_what_is_delivered(h, peer):
         assert pipe > info["ssthresh"]  # still the proportional part
         assert sent == -(-k * info["ssthresh"] // fs)
     assert h.counters()["fast_retransmits"] == 1
+    h.close()
+
+
+def cc_conn(cc):
+    h = Harness(cc=cc)
+    h.listen(PORT)
+    peer = Peer(h, PORT)
+    peer.connect()
+    rtt_sample(h, peer)
+    return h, peer
+
+
+@pytest.mark.parametrize("cc", ["cubic", "reno"])
+def test_cc_a_loss_leaves_beta_cubic_or_half_the_flight(cc):
+    # RFC 9438 §4.6: ssthresh = 0.7 cwnd; RFC 5681 §3.1 (4): FlightSize/2
+    h, peer = cc_conn(cc)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"c" * (mss * 40))
+    first = [s for s in h.flush() if s.payload]
+    cwnd = h.info(peer.conn)["cwnd"]
+    peer.send(peer.seg(options=sack_opts(peer, (first[1].seq, first[3].seq + mss))))
+    # the flight: all but the three SACKed and the hole RACK marked lost
+    want = int(cwnd * 0.7) if cc == "cubic" else max((len(first) - 4) // 2, 2)
+    assert h.counters()["fast_retransmits"] == 1 and h.info(peer.conn)["ssthresh"] == want
+    h.close()
+
+
+def test_cc_cubic_grows_by_time_since_the_loss_not_by_acks():
+    # RFC 9438 §4.2-4.5: after a loss cwnd follows W_cubic(t) = C(t-K)^3 +
+    # W_max: an ACKed window right after the loss adds nothing, the same
+    # window K seconds later brings it back near W_max
+    h, peer = cc_conn("cubic")
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"c" * (mss * 11))
+    first = [s for s in h.flush() if s.payload]
+    w_max = h.info(peer.conn)["cwnd"]
+    assert len(first) == w_max == 11
+    peer.send(peer.seg(options=sack_opts(peer, (first[1].seq, first[-1].seq + mss))))
+    peer.send(peer.seg(ack_off=first[-1].seq + mss - peer.rcv_nxt))  # the hole arrived
+    peer.rcv_nxt = (first[-1].seq + mss) & 0xFFFFFFFF
+    info = h.info(peer.conn)
+    assert info["cwnd"] == info["ssthresh"] == 7 and info["packets_out"] == 0
+    for idle, grown in ((0.0, 7), (1.9, 10)):
+        h.advance(idle)
+        h.write(peer.conn, b"d" * (mss * 7))
+        out = [s for s in h.flush() if s.payload]
+        assert len(out) == 7
+        h.advance(0.0005)
+        peer.send(peer.seg(ack_off=out[-1].seq + mss - peer.rcv_nxt))
+        peer.rcv_nxt = (out[-1].seq + mss) & 0xFFFFFFFF
+        assert h.info(peer.conn)["cwnd"] == grown
+    h.close()
 
 
 def test_rto_timestamp_echo_of_a_retransmission_ends_the_backoff(h, peer):
@@ -1037,3 +1095,8 @@ def test_gso_off_sends_every_segment_as_a_frame(h, peer):
 def test_gso_setting_is_checked():
     with pytest.raises(ValueError, match="tx_gso"):
         Harness(tx_gso="maybe")
+
+
+def test_cc_setting_is_checked():
+    with pytest.raises(ValueError, match="cc must be one of cubic, reno"):
+        Harness(cc="bbr")
