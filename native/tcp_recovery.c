@@ -2,16 +2,19 @@
 /*
  * tcp_recovery.c - loss detection and recovery: the SACK scoreboard (a
  * segment's SEG_SACKED, SEG_LOST and SEG_RETRANS flags, counted in
- * sacked_out, lost_out and retrans_out), which segments are lost, and the
- * congestion response to a loss.  tcp_output (tcp_out.c) retransmits what
- * is marked lost.
+ * sacked_out, lost_out and retrans_out), RACK's list of the segments in
+ * flight by send time, which segments are lost, and the pace of a
+ * recovery (PRR).  tcp_output (tcp_out.c) retransmits what is marked lost;
+ * tcp_cc.c sets ssthresh.
  *
  * Called from tcp_ack (tcp_in.c): tcp_sack_mark for each SACK block,
- * tcp_rack_detect_loss, then tcp_enter_recovery, or in recovery
- * tcp_mark_lost_sack and tcp_mark_head_lost; from the timers (tcp_timer.c):
- * tcp_enter_loss when the RTO expires, tcp_rack_timeout when the RACK
- * reordering timer fires, tcp_tlp_timeout when the retransmission timer
- * is armed after new data.
+ * tcp_rack_delivered (also from tcp_ack_segs), tcp_rack_detect_loss, then
+ * tcp_enter_recovery, or in recovery tcp_mark_lost_sack (and, without
+ * SACK, tcp_mark_head_lost), then tcp_prr_ack; from tcp_out.c:
+ * tcp_rack_sent at each transmission, tcp_rack_forget when a segment is
+ * freed; from the timers (tcp_timer.c): tcp_enter_loss when the RTO
+ * expires, tcp_rack_timeout when the RACK reordering timer fires,
+ * tcp_tlp_timeout when the retransmission timer is armed after new data.
  */
 #include "tcp.h"
 
@@ -89,9 +92,8 @@ void tcp_rack_delivered(struct sl_engine *eng, struct sl_conn *c, const struct t
 }
 
 /* RFC 2018 §3: a SACK block [start, end) received.  Returns the latest
- * send time of the segments it newly SACKed that were sent once (an RTT
- * sample, Karn-valid; the latest, as the ACKs that could have reported
- * older ones may have been lost), or 0. */
+ * send time of the segments it newly SACKed that were sent once (a valid
+ * RTT sample in Karn's sense, which ends the RTO backoff), or 0. */
 uint64_t tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start, uint32_t end)
 {
 	struct tcp_seg *segs = eng->tcp->segs;
