@@ -32,6 +32,7 @@ SOURCES = [
     "siphash.c",
     "static.c",
     "steer.c",
+    "tcp_cc.c",
     "tcp_conn.c",
     "tcp_in.c",
     "tcp_out.c",

@@ -51,6 +51,10 @@ static int check_modes(const struct sl_config *cfg, char *err, size_t errlen)
 		sl_errf(err, errlen, "tx_gso %u: must be auto, on or off", cfg->tx_gso);
 		return -EINVAL;
 	}
+	if (cfg->cc > SL_CC_RENO) {
+		sl_errf(err, errlen, "cc %u: must be cubic or reno", cfg->cc);
+		return -EINVAL;
+	}
 	return 0;
 }
 

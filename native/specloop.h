@@ -55,6 +55,12 @@ struct sl_config {
 					 * frame (XDP_USE_SG); 0 = one copied frame */
 	uint32_t tx_gso;	/* enum sl_tx_gso: GSO super-frames for runs of
 				 * full segments (a packet socket, tx_gso.c) */
+	uint32_t cc;		/* enum sl_cc: congestion control (tcp_cc.c) */
+};
+
+enum sl_cc {
+	SL_CC_CUBIC = 0,	/* RFC 9438, Linux's default */
+	SL_CC_RENO = 1,		/* NewReno, RFC 5681 + RFC 6582 */
 };
 
 enum sl_tx_gso {
@@ -182,6 +188,8 @@ struct sl_counters {
 	uint64_t drop_bad_sack;
 	uint64_t dsack_in;		/* RFC 2883 duplicate reports */
 	uint64_t tail_loss_probes;	/* RFC 8985 §7 */
+	uint64_t retransmits_lost;	/* a retransmission found lost again
+					 * by RACK (RFC 8985 §6.2) */
 	/* fault injection (sl_engine_impair) */
 	uint64_t impair_rx_dropped;
 	uint64_t impair_rx_duplicated;

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * tcp.h - the TCP control block, send segments, listeners, and the
- * helpers shared by tcp_conn.c, tcp_in.c, tcp_out.c, tcp_recovery.c and
- * tcp_timer.c.
+ * helpers shared by tcp_conn.c, tcp_in.c, tcp_out.c, tcp_recovery.c,
+ * tcp_cc.c and tcp_timer.c.
  *
  * Call chains:
  *   RX:    sl_engine_poll → tcp_input (tcp_in.c) → tcp_segment_arrives
@@ -145,6 +145,8 @@ struct tcp_seg {
 	uint8_t flags;
 	uint8_t xmits;
 	uint64_t xmit_us;	/* last transmission */
+	uint32_t ts_prev, ts_next;	/* in flight, by send time (RFC 8985 §6.2):
+					 * seg indexes, SL_NONE at the ends */
 	struct tcp_payload *payload;	/* SEG_STATIC: data[poff, poff+len) */
 	uint32_t poff;
 	uint32_t pfirst;		/* the cut it belongs to (see static.c) */
@@ -219,11 +221,32 @@ struct sl_conn {
 	bool in_recovery;
 	bool after_rto;
 	/* RFC 8985 RACK-TLP */
-	uint64_t rack_xmit_us;		/* latest send time of a delivered segment */
+	uint64_t rack_xmit_us;		/* RACK.xmit_ts: latest send time delivered */
+	uint32_t rack_end_seq;		/* RACK.end_seq: that segment's end */
+	uint32_t rack_rtt_us;		/* RACK.rtt: that segment's round trip */
+	uint32_t rack_fack;		/* RACK.fack: highest end seq delivered */
+	uint32_t rack_prior_fack;	/* RACK.fack before the ACK in hand */
+	uint32_t ack_tsecr;		/* TSecr of the ACK in hand, 0 if none */
+	uint32_t ts_head, ts_tail;	/* segments in flight by send time, oldest
+					 * first (sent, not SACKed, not waiting to
+					 * be retransmitted) */
 	uint32_t min_rtt_us;
 	uint8_t reo_mult;		/* §6.2 step 4: grows with each DSACK */
+	bool reord_seen;		/* RACK.reordering_seen (§6.2 step 3) */
 	bool tlp_armed;			/* T_REXMIT is a probe timeout, not an RTO */
 	bool force_rexmit;		/* the first retransmission of a recovery */
+	/* RFC 9937 PRR, in packets */
+	uint32_t prr_delivered;		/* delivered since the recovery began */
+	uint32_t prr_out;		/* sent since the recovery began */
+	uint32_t recover_fs;		/* RecoverFS: outstanding when it began */
+	uint32_t lost_marks;		/* segments ever marked lost */
+	/* RFC 9438 CUBIC (tcp_cc.c), in packets and seconds */
+	double cubic_wmax;		/* W_max: the window before the last reduction */
+	double cubic_prior;		/* cwnd_prior, for W_est's alpha */
+	double cubic_west;		/* W_est, the Reno-friendly estimate */
+	double cubic_k;			/* K: seconds from epoch to W_max */
+	double cubic_frac;		/* growth not yet a whole packet */
+	uint64_t cubic_epoch_us;	/* start of this avoidance stage, 0: none */
 	bool tlp_sent;			/* one probe per flight until an ACK moves */
 
 	/* send queue: head = oldest unacked; send = next to transmit */
@@ -231,7 +254,9 @@ struct sl_conn {
 	uint32_t sq_bytes;		/* payload bytes queued, sent or not */
 	uint32_t write_seq;		/* sequence number of the next byte queued */
 	uint32_t reno_sacked;		/* dupACKs counted as SACKs without SACK */
-	uint32_t last_ooo_seq;		/* latest out-of-order arrival (SACK order) */
+	uint32_t sack_recent[8];	/* latest out-of-order arrivals, newest
+					 * first: the order of SACK blocks */
+	uint8_t sack_nrecent;
 	uint32_t ooo_fin_seq;		/* sequence number of a FIN beyond a hole */
 	bool ooo_fin;
 	uint64_t synack_us;		/* first SYN-ACK sent, for the first RTT */
@@ -404,15 +429,23 @@ void tcp_free_sendq(struct sl_engine *eng, struct sl_conn *c);
 uint32_t tcp_in_flight(const struct sl_conn *c);
 
 /* tcp_recovery.c: loss detection and recovery */
-void tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start,
-		   uint32_t end);
+uint64_t tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start,
+		       uint32_t end);
 void tcp_mark_lost_sack(struct sl_engine *eng, struct sl_conn *c);
 void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c);
 bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c);
+void tcp_rack_sent(struct sl_engine *eng, struct sl_conn *c, uint32_t i);
+void tcp_rack_forget(struct sl_engine *eng, struct sl_conn *c, uint32_t i);
+void tcp_rack_delivered(struct sl_engine *eng, struct sl_conn *c, const struct tcp_seg *s);
 void tcp_rack_timeout(struct sl_engine *eng, struct sl_conn *c);
 uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c);
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c);
+void tcp_prr_ack(struct sl_conn *c, uint32_t delivered, bool newly_lost, bool una_advanced);
+
+/* tcp_cc.c: congestion control */
+void tcp_cc_ack(const struct sl_engine *eng, struct sl_conn *c, uint32_t acked);
+void tcp_cc_loss(const struct sl_engine *eng, struct sl_conn *c);
 
 /* tcp_timer.c */
 void timer_set(struct sl_engine *eng, struct sl_conn *c, int which, uint64_t at_us);

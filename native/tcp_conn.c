@@ -233,6 +233,7 @@ struct sl_conn *conn_new(struct sl_engine *eng, const struct pkt *p)
 	memcpy(c->peer_mac, p->src_mac, 6);
 	c->listener = SL_NONE;
 	c->sq_head = c->sq_tail = c->sq_send = SL_NONE;
+	c->ts_head = c->ts_tail = SL_NONE;
 	c->rcvbuf = eng->cfg.rcvbuf;
 	c->rto_us = 1000000;	/* RFC 6298 §2.1: initial RTO of one second */
 	c->cwnd = TCP_INIT_CWND;

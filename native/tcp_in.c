@@ -389,28 +389,6 @@ static bool seq_acceptable(const struct sl_conn *c, uint32_t seq, uint32_t len)
 	       seq_in(seq + len - 1, c->rcv_nxt, c->rcv_nxt + wnd);
 }
 
-static void cwnd_grow(struct sl_conn *c, uint32_t acked)
-{
-	/* RFC 5681 §3.1: slow start below ssthresh, then +1 per window */
-	if (c->cwnd < c->ssthresh) {
-		uint32_t room = c->ssthresh - c->cwnd;
-		uint32_t inc = acked < room ? acked : room;
-
-		c->cwnd += inc;
-		acked -= inc;
-		if (!acked)
-			goto cap;
-	}
-	c->cwnd_cnt += acked;
-	if (c->cwnd_cnt >= c->cwnd) {
-		c->cwnd += c->cwnd_cnt / c->cwnd;
-		c->cwnd_cnt %= c->cwnd;
-	}
-cap:
-	if (c->cwnd > 65535)
-		c->cwnd = 65535;
-}
-
 /* The newest fully acknowledged, never retransmitted segment gives an RTT
  * sample (Karn: none if any acknowledged segment was sent twice). */
 static uint32_t rtt_from_acked(struct sl_engine *eng, const struct sl_conn *c, uint32_t ack)
@@ -455,23 +433,47 @@ static bool fin_acked(struct sl_engine *eng, struct sl_conn *c)
 	return true;
 }
 
+/* RFC 7323 §4: the ACK echoes one of our timestamps, of this side of
+ * the longest RTO: a valid RTT sample even for retransmitted data. */
+static bool ts_echo_valid(const struct sl_engine *eng, const struct sl_conn *c,
+			  const struct tcp_opts *o)
+{
+	uint32_t ms;
+
+	if (!c->ts_on || !o->has_ts || !o->tsecr)
+		return false;
+	ms = tcp_ts_now(eng, c) - o->tsecr;
+	return (int32_t)ms >= 0 && ms <= eng->cfg.rto_max_ms;
+}
+
 /* RFC 9293 §3.10.7.4 fifth: the ACK field.  Returns false if freed. */
 static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *p,
 		    const struct tcp_opts *o)
 {
 	uint32_t ack = p->ack, wnd = (uint32_t)p->wnd << c->snd_wscale, i;
 	bool new_ack = seq_gt(ack, c->snd_una), progress = false;
+	uint64_t sacked_sent = 0;	/* latest send time newly SACKed, sent once */
+	/* what the ACK delivers, for PRR (RFC 9937 §6.2 DeliveredData) */
+	uint32_t pk_before = c->packets_out, marks_before = c->lost_marks;
+	uint32_t sk_before = c->sacked_out + c->reno_sacked;
 
 	c->probes = 0;
+	/* RFC 8985 §6.2: what RACK needs of this ACK */
+	c->ack_tsecr = o->has_ts ? o->tsecr : 0;
+	if (!c->rack_xmit_us || seq_lt(c->rack_fack, c->snd_una))
+		c->rack_fack = c->snd_una;
+	c->rack_prior_fack = c->rack_fack;
 	/* RFC 2018 §3 (blocks below SND.UNA are D-SACKs: not acted on) */
 	if (c->sack_on) {
 		for (i = 0; i < o->nsack; i++) {
 			uint32_t s = o->sack[i][0], e = o->sack[i][1];
+			uint64_t t;
 
 			if (seq_le(e, c->snd_una) && seq_lt(s, e)) {
 				/* RFC 2883: a duplicate: a retransmission was
 				 * spurious, reordering is wider than we thought */
 				eng->ctr.dsack_in++;
+				c->reord_seen = true;
 				if (c->reo_mult < 16)
 					c->reo_mult++;
 				continue;
@@ -481,7 +483,9 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 				continue;
 			}
 			eng->ctr.sack_blocks_in++;
-			tcp_sack_mark(eng, c, s, e);
+			t = tcp_sack_mark(eng, c, s, e);
+			if (t > sacked_sent)
+				sacked_sent = t;
 			progress = true;
 		}
 	}
@@ -491,9 +495,16 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 		tcp_ack_segs(eng, c, ack);
 		acked = before - c->packets_out;
 		c->snd_una = ack;
-		c->backoff = 0;
+		/* RFC 6298 §5.7 and Karn (§3): the backed-off RTO holds
+		 * until a valid RTT sample.  An ACK of new data echoing our
+		 * timestamp is one (RFC 7323 §4), retransmitted data or not;
+		 * so is a SACK of a segment sent once.  Only the ACK of the
+		 * newest segment, sent once, feeds SRTT: the others may time
+		 * the ACKs that were lost before them (an RTO of seconds) */
 		if (rtt)
 			tcp_rtt_sample(c, rtt, &eng->cfg);
+		if (rtt || sacked_sent || ts_echo_valid(eng, c, o))
+			c->backoff = 0;
 		if (!c->sack_on)
 			c->reno_sacked = c->reno_sacked > acked ? c->reno_sacked - acked : 0;
 		if (c->in_recovery) {
@@ -502,14 +513,15 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 				c->in_recovery = false;
 				c->cwnd = c->ssthresh;
 				c->reno_sacked = 0;
-			} else {
-				/* step 5: partial acknowledgment, next hole */
+			} else if (!c->sack_on) {
+				/* step 5: partial acknowledgment, next hole (with
+				 * SACK, the scoreboard and RACK know better) */
 				tcp_mark_head_lost(eng, c);
 			}
 		} else {
 			if (c->after_rto && seq_ge(ack, c->recover))
 				c->after_rto = false;
-			cwnd_grow(c, acked ? acked : 1);
+			tcp_cc_ack(eng, c, acked ? acked : 1);
 		}
 		c->dupacks = 0;
 		c->tlp_sent = false;
@@ -531,6 +543,8 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 			c->reno_sacked++;
 		progress = true;
 	}
+	if (sacked_sent)
+		c->backoff = 0;		/* a valid sample, as above */
 	/* window update, RFC 9293 §3.10.7.4 fifth (SND.WL1/SND.WL2 rule) */
 	if (seq_lt(c->snd_wl1, p->seq) ||
 	    (c->snd_wl1 == p->seq && seq_le(c->snd_wl2, ack))) {
@@ -556,6 +570,16 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 			tcp_enter_recovery(eng, c);
 	} else if (c->in_recovery && c->sack_on) {
 		tcp_mark_lost_sack(eng, c);
+	}
+	if (c->in_recovery) {
+		int64_t delivered = (int64_t)pk_before - c->packets_out +
+				    (int64_t)(c->sacked_out + c->reno_sacked) - sk_before;
+
+		if (delivered <= 0 && new_ack)
+			delivered = 1;	/* a cumulative ACK delivers something */
+		if (delivered > 0)
+			tcp_prr_ack(c, (uint32_t)delivered, c->lost_marks != marks_before,
+				    new_ack);
 	}
 	if (progress)
 		conn_dirty(eng, c);
@@ -663,7 +687,22 @@ static void ooo_insert(struct sl_engine *eng, struct sl_conn *c, uint32_t seq,
 	c->ooo_bytes += len;
 	eng->tcp->rx_held += len;
 	c->ooo_count++;
-	c->last_ooo_seq = seq;
+}
+
+/* RFC 2018 §4: remembers an out-of-order arrival, newest first, so that
+ * the block holding it goes first and the blocks reported before it
+ * follow (put_sack).  Equal entries collapse; the oldest falls off. */
+static void sack_note(struct sl_conn *c, uint32_t seq)
+{
+	uint32_t n = c->sack_nrecent, i, j;
+
+	for (i = 0, j = 0; i < n; i++)
+		if (c->sack_recent[i] != seq)
+			c->sack_recent[j++] = c->sack_recent[i];
+	n = j < 7 ? j : 7;
+	memmove(c->sack_recent + 1, c->sack_recent, n * sizeof(c->sack_recent[0]));
+	c->sack_recent[0] = seq;
+	c->sack_nrecent = (uint8_t)(n + 1);
 }
 
 static void ack_policy(struct sl_engine *eng, struct sl_conn *c)
@@ -675,6 +714,11 @@ static void ack_policy(struct sl_engine *eng, struct sl_conn *c)
 		if (c->quickacks)
 			c->quickacks--;
 		c->ack_now = true;
+		/* two full segments unacknowledged: the ACK goes now, not
+		 * after the whole receive batch (one ACK for 64 segments
+		 * leaves a sender, when it is lost, only its RTO) */
+		if (c->rcv_nxt - c->last_ack_sent >= 2u * c->mss)
+			tcp_send_ack(eng, c);
 	} else {
 		c->acks_pending++;
 		if (!c->timer[T_DELACK])
@@ -756,10 +800,14 @@ static bool tcp_data(struct sl_engine *eng, struct sl_conn *c, const struct pkt 
 		return false;
 	}
 	if (seq != c->rcv_nxt) {
-		/* out of order: keep a copy, ACK at once (RFC 5681 §4.2) */
+		/* out of order: keep a copy, ACK at once (RFC 5681 §4.2:
+		 * "SHOULD be generated immediately"), each such segment: a
+		 * sender in recovery needs every SACK, some ACKs get lost */
 		eng->ctr.ooo_segments++;
-		if (len)
+		if (len) {
 			ooo_insert(eng, c, seq, data, len);
+			sack_note(c, seq);
+		}
 		if (fin) {
 			c->ooo_fin = true;
 			c->ooo_fin_seq = seq + len;
@@ -767,6 +815,7 @@ static bool tcp_data(struct sl_engine *eng, struct sl_conn *c, const struct pkt 
 		c->ack_now = true;
 		c->sack_pending = true;
 		conn_dirty(eng, c);
+		tcp_send_ack(eng, c);
 		return true;
 	}
 	if (len) {
@@ -784,11 +833,19 @@ static bool tcp_data(struct sl_engine *eng, struct sl_conn *c, const struct pkt 
 		if (!conn_deliver(eng, c, joined ? joined : data, total))
 			return true;	/* no memory: not acknowledged, resent later */
 		c->rcv_nxt += total;
-		if (had_ooo) {
-			c->ack_now = true;	/* a hole filled: ACK at once */
-			c->sack_pending = c->ooo != NULL;
-		}
+		/* Linux's rule (tcp_event_data_recv): data after a silence
+		 * longer than an RTO comes from a sender that timed out and
+		 * restarts from one segment: ACK at once, not delayed */
+		if (eng->now_us - c->last_rx_us > (uint64_t)eng->cfg.rto_min_ms * 1000 &&
+		    c->quickacks < TCP_QUICKACKS)
+			c->quickacks = TCP_QUICKACKS;
 		ack_policy(eng, c);
+		if (had_ooo) {
+			/* a hole (partly) filled: ACK at once (RFC 5681 §4.2) */
+			c->ack_now = true;
+			c->sack_pending = c->ooo != NULL;
+			tcp_send_ack(eng, c);
+		}
 	}
 	if (fin && c->rcv_nxt == seq + len)
 		tcp_fin(eng, c);

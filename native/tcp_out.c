@@ -13,9 +13,9 @@
  * The payload's checksum partial sum is computed once, at the first
  * transmission.
  *
- * Congestion control is NewReno (RFC 5681, RFC 6582) with SACK-based loss
- * marking (RFC 2018, RFC 6675's IsLost: tcp_recovery.c), counting in
- * packets as Linux does:
+ * Congestion control (tcp_cc.c: CUBIC or NewReno) with SACK- and
+ * RACK-based loss marking and PRR (tcp_recovery.c), counting in packets
+ * as Linux does:
  *   in_flight = packets_out - (sacked_out + reno_sacked + lost_out) + retrans_out.
  */
 #include <sys/uio.h>
@@ -151,11 +151,15 @@ static uint32_t put_ts(const struct sl_engine *eng, const struct sl_conn *c, uin
 	return 12;
 }
 
-/* RFC 2018 §4: SACK blocks from the reassembly queue, the block holding the
- * latest arrival first.  Returns the option bytes written (0 if none). */
+/* RFC 2018 §4: SACK blocks from the reassembly queue: the block holding
+ * the latest arrival first, then the blocks of the arrivals before it,
+ * newest first (so each block is reported in several ACKs, and lost ACKs
+ * cost little), then the rest in sequence order.  Returns the option
+ * bytes written (0 if none). */
 static uint32_t put_sack(const struct sl_conn *c, uint8_t *o, uint32_t max_blocks)
 {
-	uint32_t starts[16], ends[16], n = 0, i, first = 0, out = 0;
+	uint32_t starts[16], ends[16], order[16], n = 0, k = 0, i, r, out = 4;
+	bool used[16] = { false };
 	const struct ooo_seg *s;
 
 	if (!c->sack_on || !c->ooo || !max_blocks)
@@ -169,22 +173,22 @@ static uint32_t put_sack(const struct sl_conn *c, uint8_t *o, uint32_t max_block
 		ends[n] = s->seq + s->len;
 		n++;
 	}
-	for (i = 0; i < n; i++)
-		if (seq_ge(c->last_ooo_seq, starts[i]) && seq_lt(c->last_ooo_seq, ends[i]))
-			first = i;
+	for (r = 0; r < c->sack_nrecent && k < max_blocks; r++)
+		for (i = 0; i < n; i++)
+			if (!used[i] && seq_in(c->sack_recent[r], starts[i], ends[i])) {
+				used[i] = true;
+				order[k++] = i;
+				break;
+			}
+	for (i = 0; i < n && k < max_blocks; i++)
+		if (!used[i])
+			order[k++] = i;
 	o[0] = 1;
 	o[1] = 1;
 	o[2] = 5;
-	out = 4;
-	put_be32(o + out, starts[first]);
-	put_be32(o + out + 4, ends[first]);
-	out += 8;
-	for (i = 0; i < n && (out - 4) / 8 < max_blocks; i++) {
-		if (i == first)
-			continue;
-		put_be32(o + out, starts[i]);
-		put_be32(o + out + 4, ends[i]);
-		out += 8;
+	for (i = 0; i < k; i++, out += 8) {
+		put_be32(o + out, starts[order[i]]);
+		put_be32(o + out + 4, ends[order[i]]);
 	}
 	o[3] = (uint8_t)(out - 2);
 	return out;
@@ -350,6 +354,7 @@ static uint32_t seg_alloc(struct sl_engine *eng)
 	t->seg_free = t->segs[i].next;
 	memset(&t->segs[i], 0, sizeof(t->segs[i]));
 	t->segs[i].next = SL_NONE;
+	t->segs[i].ts_prev = t->segs[i].ts_next = SL_NONE;
 	t->segs[i].frame = SL_NO_FRAME;
 	t->segs_used++;
 	return i;
@@ -622,6 +627,7 @@ void tcp_free_sendq(struct sl_engine *eng, struct sl_conn *c)
 		i = next;
 	}
 	c->sq_head = c->sq_tail = c->sq_send = SL_NONE;
+	c->ts_head = c->ts_tail = SL_NONE;
 	c->sq_bytes = 0;
 	c->packets_out = c->sacked_out = c->lost_out = c->retrans_out = 0;
 	c->reno_sacked = 0;
@@ -650,10 +656,9 @@ void tcp_ack_segs(struct sl_engine *eng, struct sl_conn *c, uint32_t ack)
 
 		if (!(s->flags & SEG_SENT) || seq_gt(seg_end(s), ack))
 			break;
-		/* RFC 8985 §6.2 step 2: the latest send time delivered (a
-		 * retransmitted segment's ACK may be for either send: skip it) */
-		if (s->xmits == 1 && s->xmit_us > c->rack_xmit_us)
-			c->rack_xmit_us = s->xmit_us;
+		if (!(s->flags & SEG_SACKED))
+			tcp_rack_delivered(eng, c, s);
+		tcp_rack_forget(eng, c, i);
 		seg_uncount(c, s);
 		c->sq_bytes -= s->len;
 		c->sq_head = s->next;
@@ -759,6 +764,9 @@ sent:
 	s->xmits++;
 	s->xmit_us = eng->now_us;
 	s->flags |= SEG_SENT;
+	if (c->in_recovery)
+		c->prr_out++;	/* RFC 9937 §6.3 */
+	tcp_rack_sent(eng, c, (uint32_t)(s - eng->tcp->segs));
 	ack_sent(eng, c);
 	return 0;
 }
@@ -783,6 +791,7 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 		*b = *a;
 		b->seq = a->seq + keep;
 		b->len = a->len - keep;
+		b->ts_prev = b->ts_next = SL_NONE;
 		b->poff = a->poff + keep;
 		b->flags = (uint8_t)(SEG_STATIC | SEG_CSUM | (a->flags & SEG_FIN));
 		b->csum = csum_partial(a->payload->data + b->poff, b->len, 0);
@@ -996,6 +1005,7 @@ static bool send_run(struct sl_engine *eng, struct sl_conn *c, uint32_t k)
 		s->xmits++;
 		s->xmit_us = eng->now_us;
 		s->flags |= SEG_SENT;
+		tcp_rack_sent(eng, c, c->sq_send);
 		c->packets_out++;
 		c->sq_send = s->next;
 		c->snd_nxt = seq_max(c->snd_nxt, seg_end(s));
@@ -1003,6 +1013,8 @@ static bool send_run(struct sl_engine *eng, struct sl_conn *c, uint32_t k)
 		if (s->flags & SEG_FIN)
 			c->fin_sent = true;
 	}
+	if (c->in_recovery)
+		c->prr_out += k;
 	eng->tx_budget = eng->tx_budget > k ? eng->tx_budget - k : 0;
 	eng->ctr.tx_gso_segments += k;
 	ack_sent(eng, c);

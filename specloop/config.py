@@ -11,11 +11,12 @@ import dataclasses
 import os
 from typing import Any, Callable, Mapping
 
-__all__ = ["Config", "XDP_MODES", "CORES", "TX_GSO_MODES"]
+__all__ = ["Config", "XDP_MODES", "CORES", "TX_GSO_MODES", "CC_ALGORITHMS"]
 
 XDP_MODES = ("auto", "native", "generic")
 CORES = ("c", "asyncio")
 TX_GSO_MODES = ("auto", "on", "off")
+CC_ALGORITHMS = ("cubic", "reno")
 
 
 def _int_rule(lo: int, hi: int | None = None, *, power_of_two: bool = False,
@@ -58,6 +59,10 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("tx_gso", str, "auto", None,
              "GSO super-frames (up to 64 KiB) for runs of full segments: auto (where "
              "the interface takes them), on (an error where not), off"),
+    _Setting("cc", str, "cubic", None,
+             "congestion control of the bypass TCP: cubic (RFC 9438; the default, as "
+             "Linux's, so that the stack grows and backs off as the kernel's TCP it "
+             "shares links and is compared with) or reno (NewReno, RFC 5681/6582)"),
     _Setting("busy_poll_us", int, 0, _int_rule(0, 1_000_000),
              "microseconds to spin on RX before sleeping in epoll"),
     _Setting("max_conns", int, 16384, _int_rule(16, 1 << 20), "TCP connection table size"),
@@ -106,6 +111,10 @@ def _convert(setting: _Setting, value: Any, source: str) -> Any:
     if setting.name == "tx_gso":
         if value not in TX_GSO_MODES:
             raise ValueError(f"specloop: {where}: tx_gso must be one of {', '.join(TX_GSO_MODES)}")
+        return value
+    if setting.name == "cc":
+        if value not in CC_ALGORITHMS:
+            raise ValueError(f"specloop: {where}: cc must be one of {', '.join(CC_ALGORITHMS)}")
         return value
     if setting.kind is int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
@@ -174,6 +183,7 @@ class Config:
     ring_size: int
     tx_multibuffer: int
     tx_gso: str
+    cc: str
     busy_poll_us: int
     max_conns: int
     sndbuf: int

@@ -44,6 +44,7 @@ _XDP_MODES = {"auto": lib.SL_XDP_AUTO, "native": lib.SL_XDP_NATIVE,
               "generic": lib.SL_XDP_GENERIC}
 _XDP_MODE_NAMES = {lib.SL_XDP_NATIVE: "native", lib.SL_XDP_GENERIC: "generic"}
 _TX_GSO = {"auto": lib.SL_TX_GSO_AUTO, "on": lib.SL_TX_GSO_ON, "off": lib.SL_TX_GSO_OFF}
+_CC = {"cubic": lib.SL_CC_CUBIC, "reno": lib.SL_CC_RENO}
 
 
 class BypassUnavailableError(OSError):
@@ -110,6 +111,7 @@ def _native_config(cfg: Config, mac: str, ipv4: str, mtu: int,
     c.rx_budget = cfg.rx_budget
     c.tx_multibuffer = cfg.tx_multibuffer
     c.tx_gso = _TX_GSO[cfg.tx_gso]
+    c.cc = _CC[cfg.cc]
     c.time_wait_ms = int(cfg.time_wait * 1000)
     c.rto_min_ms = int(cfg.rto_min * 1000)
     c.rto_max_ms = int(cfg.rto_max * 1000)

@@ -143,6 +143,54 @@ def test_text_out_of_order_is_sacked_then_reassembled(h, peer):
     assert h.counters()["ooo_bytes"] == 0
 
 
+def leave_quickack(h, peer):
+    for _ in range(20):
+        peer.deliver(b"x")
+    h.advance(0.05)  # the delayed ACK for those goes out
+
+
+def test_text_each_out_of_order_segment_is_acked_with_the_newest_block_first(h, peer):
+    # RFC 5681 §4.2: an ACK at once for every out-of-order segment, even in
+    # one receive batch; RFC 2018 §4: the block holding it first, then the
+    # blocks reported most recently
+    leave_quickack(h, peer)
+    base = peer.snd_nxt
+    for off in (2000, 6000, 4000):
+        h.inject(peer.seg(seq_off=off, payload=b"o" * 1000))
+    acks = [s for s in h.flush() if "sack" in s.options]
+    assert len(acks) == 3 and all(a.ack == base for a in acks)
+    assert acks[-1].options["sack"] == [(base + 4000, base + 5000), (base + 6000, base + 7000),
+                                        (base + 2000, base + 3000)]
+    # a hole partly filled: at once, the blocks still ahead of it
+    out = peer.send(peer.seg(payload=b"i" * 2000))
+    assert out and out[-1].ack == base + 3000
+    assert out[-1].options["sack"] == [(base + 4000, base + 5000), (base + 6000, base + 7000)]
+
+
+def test_text_every_second_full_segment_is_acked_within_one_batch(h, peer):
+    # RFC 5681 §4.2: an ACK for at least every second full-sized segment,
+    # also when a whole burst arrives in one receive batch
+    leave_quickack(h, peer)
+    mss = h.info(peer.conn)["mss"]
+    for _ in range(6):
+        h.inject(peer.seg(payload=b"b" * mss))
+        peer.snd_nxt += mss
+    acks = [s.ack for s in h.flush()]
+    base = peer.snd_nxt - 6 * mss
+    assert acks == [base + 2 * mss, base + 4 * mss, base + 6 * mss]
+
+
+def test_text_after_a_long_silence_data_is_acked_at_once(h, peer):
+    # Linux's rule: the sender of data after a gap longer than an RTO timed
+    # out and waits with one segment out: no delayed ACK for it
+    leave_quickack(h, peer)
+    assert peer.deliver(b"y") == []  # delayed, as usual
+    h.advance(0.05)
+    h.advance(0.5)
+    out = peer.deliver(b"z")
+    assert out and out[-1].ack == peer.snd_nxt
+
+
 def test_text_duplicate_segment_is_trimmed(h, peer):
     peer.deliver(b"0123456789")
     out = peer.send(peer.seg(seq_off=-10, payload=b"0123456789abc"))
@@ -354,6 +402,222 @@ def test_tlp_probes_a_lost_tail(h, peer):
     probes = [s for s in h.advance(0.05) if s.payload]
     c = h.counters()
     assert probes and c["tail_loss_probes"] == 1 and c["rto_expired"] == 0
+
+
+def sack_opts(peer, *blocks):
+    """Timestamps and SACK blocks, as the peer's ACKs carry them."""
+    return (b"\x01\x01" + opt_ts(peer.tsval, peer.ts_recent) + b"\x01\x01"
+            + opt_sack(*blocks))
+
+
+def rtt_sample(h, peer, seconds=0.001):
+    """One segment out and ACKed after ``seconds``: SRTT and min RTT known."""
+    h.write(peer.conn, b"a")
+    peer.absorb(h.flush())
+    h.advance(seconds)
+    peer.send(peer.seg())
+
+
+def test_rack_lost_retransmission_is_sent_again_without_rto(h, peer):
+    # RFC 8985 §6.2: a retransmission carries its own send time; when data
+    # sent after it is SACKed and it is not, it is lost too
+    rtt_sample(h, peer)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"r" * (mss * 20))
+    first = [s for s in h.flush() if s.payload]
+    assert 10 <= len(first) < 20  # the congestion window
+    hole, end = first[0].seq, first[-1].seq + mss
+    h.advance(0.001)
+    out = [s for s in peer.send(peer.seg(options=sack_opts(peer, (first[1].seq, end))))
+           if s.payload]
+    # recovery: the hole again, then new data that the window lets out
+    assert out[0].seq == hole and len(out) > 1 and all(s.seq >= end for s in out[1:])
+    new_end = out[-1].seq + mss
+    h.advance(0.001)
+    # the retransmission is lost as well; what was sent after it arrives
+    again = [s for s in peer.send(peer.seg(options=sack_opts(
+        peer, (first[1].seq, new_end)))) if s.payload]
+    c = h.counters()
+    assert again and again[0].seq == hole and again[0].payload == first[0].payload
+    assert c["retransmits_lost"] == 1 and c["rto_expired"] == 0
+    # the hole's arrival clears the scoreboard
+    peer.send(peer.seg(ack_off=new_end - peer.rcv_nxt))
+    info = h.info(peer.conn)
+    assert info["snd_una"] == new_end & 0xFFFFFFFF
+    assert info["lost_out"] == info["retrans_out"] == info["sacked_out"] == 0
+
+
+def until_rto(h, n=1):
+    """Moves the clock in 5 ms steps (a tail loss probe may come first)
+    until the n-th RTO; returns the data segments sent on the way."""
+    out = []
+    for _ in range(1000):
+        if h.counters()["rto_expired"] >= n:
+            return out
+        out += [s for s in h.advance(0.005) if s.payload]
+    pytest.fail("no RTO")
+
+
+def test_prr_sends_in_proportion_to_what_is_delivered():
+    # RFC 9937 §6.2: while more than ssthresh is in flight, a recovery sends
+    # ceil(prr_delivered * ssthresh / RecoverFS) - prr_out: not nothing
+    # until the flight drains below ssthresh, nor a burst then (NewReno's
+    # halving leaves the flight above ssthresh longest)
+    h = Harness(cc="reno")
+    h.listen(PORT)
+    peer = Peer(h, PORT)
+    peer.connect()
+    rtt_sample(h, peer)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"p" * (mss * 40))
+    first = [s for s in h.flush() if s.payload]
+    fs = len(first)  # RecoverFS: all of it is outstanding
+    assert fs >= 11
+    sent = 0
+    # SACKs of segments 1..k: the first is the hole
+    for k in (3, 4, 5, 6):
+        h.advance(0.0002)
+        out = [s for s in peer.send(peer.seg(options=sack_opts(
+            peer, (first[1].seq, first[k].seq + mss)))) if s.payload]
+        if not sent:
+            assert out and out[0].seq == first[0].seq  # the retransmission
+        sent += len(out)
+        info = h.info(peer.conn)
+        pipe = (info["packets_out"] - info["sacked_out"] - info["lost_out"]
+                + info["retrans_out"])
+        assert pipe > info["ssthresh"]  # still the proportional part
+        assert sent == -(-k * info["ssthresh"] // fs)
+    assert h.counters()["fast_retransmits"] == 1
+    h.close()
+
+
+def cc_conn(cc):
+    h = Harness(cc=cc)
+    h.listen(PORT)
+    peer = Peer(h, PORT)
+    peer.connect()
+    rtt_sample(h, peer)
+    return h, peer
+
+
+@pytest.mark.parametrize("cc", ["cubic", "reno"])
+def test_cc_a_loss_leaves_beta_cubic_or_half_the_flight(cc):
+    # RFC 9438 §4.6: ssthresh = 0.7 cwnd; RFC 5681 §3.1 (4): FlightSize/2
+    h, peer = cc_conn(cc)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"c" * (mss * 40))
+    first = [s for s in h.flush() if s.payload]
+    cwnd = h.info(peer.conn)["cwnd"]
+    peer.send(peer.seg(options=sack_opts(peer, (first[1].seq, first[3].seq + mss))))
+    # the flight: all but the three SACKed and the hole RACK marked lost
+    want = int(cwnd * 0.7) if cc == "cubic" else max((len(first) - 4) // 2, 2)
+    assert h.counters()["fast_retransmits"] == 1 and h.info(peer.conn)["ssthresh"] == want
+    h.close()
+
+
+def test_cc_cubic_grows_by_time_since_the_loss_not_by_acks():
+    # RFC 9438 §4.2-4.5: after a loss cwnd follows W_cubic(t) = C(t-K)^3 +
+    # W_max: an ACKed window right after the loss adds nothing, the same
+    # window K seconds later brings it back near W_max
+    h, peer = cc_conn("cubic")
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"c" * (mss * 11))
+    first = [s for s in h.flush() if s.payload]
+    w_max = h.info(peer.conn)["cwnd"]
+    assert len(first) == w_max == 11
+    peer.send(peer.seg(options=sack_opts(peer, (first[1].seq, first[-1].seq + mss))))
+    peer.send(peer.seg(ack_off=first[-1].seq + mss - peer.rcv_nxt))  # the hole arrived
+    peer.rcv_nxt = (first[-1].seq + mss) & 0xFFFFFFFF
+    info = h.info(peer.conn)
+    assert info["cwnd"] == info["ssthresh"] == 7 and info["packets_out"] == 0
+    for idle, grown in ((0.0, 7), (1.9, 10)):
+        h.advance(idle)
+        h.write(peer.conn, b"d" * (mss * 7))
+        out = [s for s in h.flush() if s.payload]
+        assert len(out) == 7
+        h.advance(0.0005)
+        peer.send(peer.seg(ack_off=out[-1].seq + mss - peer.rcv_nxt))
+        peer.rcv_nxt = (out[-1].seq + mss) & 0xFFFFFFFF
+        assert h.info(peer.conn)["cwnd"] == grown
+    h.close()
+
+
+def test_rto_timestamp_echo_of_a_retransmission_ends_the_backoff(h, peer):
+    # RFC 7323 §4 / RFC 6298 §5: the echo of the retransmission's TSval is a
+    # valid RTT sample although the segment was sent twice
+    rtt_sample(h, peer)
+    h.write(peer.conn, b"x" * 100)
+    h.flush()
+    resent = until_rto(h)
+    assert resent and h.info(peer.conn)["backoff"] == 1
+    h.advance(0.05)
+    peer.ts_recent = resent[0].options["ts"][0]
+    peer.rcv_nxt += 100
+    h.write(peer.conn, b"y" * 100)
+    peer.send(peer.seg())
+    info = h.info(peer.conn)
+    assert info["backoff"] == 0 and info["packets_out"] == 1
+    assert info["timer_ms"] <= info["rto_us"] // 1000  # not doubled
+
+
+def test_rto_without_timestamps_keeps_the_backoff_until_a_valid_sample(h):
+    # Karn (RFC 6298 §5.7 with §3): an ACK of retransmitted data alone is
+    # no sample without timestamps; the backed-off RTO stays
+    p = Peer(h, PORT, ts=False)
+    p.connect()
+    h.write(p.conn, b"k" * 100)
+    h.flush()
+    until_rto(h)
+    assert h.info(p.conn)["backoff"] == 1
+    p.send(p.seg(ack_off=100))
+    p.rcv_nxt += 100
+    assert h.info(p.conn)["backoff"] == 1
+    h.write(p.conn, b"n" * 100)
+    assert p.absorb(h.flush())
+    h.advance(0.002)
+    p.send(p.seg())  # new data, sent once: a valid sample
+    assert h.info(p.conn)["backoff"] == 0
+
+
+def test_rto_does_not_mark_lost_what_was_sent_within_an_rtt(h, peer):
+    # RFC 8985 §6.3: the head is lost; a segment sent less than RACK.rtt
+    # before the RTO is still on its way and is not sent again
+    rtt_sample(h, peer, 0.005)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"o" * (mss * 4))
+    old = [s for s in h.flush() if s.payload]
+    probe = [s for s in h.advance(0.011) if s.payload]  # the tail loss probe
+    assert probe and probe[0].seq == old[-1].seq
+    h.advance(h.info(peer.conn)["timer_ms"] / 1000 - 0.002)
+    assert h.counters()["rto_expired"] == 0
+    h.write(peer.conn, b"n" * (mss * 4))
+    recent = [s for s in h.flush() if s.payload]
+    assert len(old) == len(recent) == 4
+    resent = []
+    while not h.counters()["rto_expired"]:
+        resent += [s for s in h.advance(0.001) if s.payload]
+    info = h.info(peer.conn)
+    assert info["lost_out"] == 4  # the old ones only
+    assert resent and resent[0].seq == old[0].seq
+    assert {s.seq for s in resent} <= {s.seq for s in old}
+
+
+def test_rto_keeps_the_sack_scoreboard_unless_the_peer_reneged(h, peer):
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"k" * (mss * 6))
+    segs = [s for s in h.flush() if s.payload]
+    peer.send(peer.seg(options=sack_opts(peer, (segs[4].seq, segs[5].seq + mss))))
+    assert h.info(peer.conn)["sacked_out"] == 2
+    until_rto(h)
+    info = h.info(peer.conn)
+    assert h.counters()["rto_expired"] == 1 and info["sacked_out"] == 2
+    # a SACK of the first unacknowledged segment that the RTO finds still
+    # unacknowledged: the peer threw it away (RFC 2018 §8), trust no SACK
+    peer.send(peer.seg(options=sack_opts(peer, (segs[0].seq, segs[1].seq))))
+    assert h.info(peer.conn)["sacked_out"] == 3
+    until_rto(h, 2)
+    info = h.info(peer.conn)
+    assert info["sacked_out"] == 0 and info["lost_out"] == 6
 
 
 def test_zero_window_probe_then_resume(h, peer):
@@ -831,3 +1095,8 @@ def test_gso_off_sends_every_segment_as_a_frame(h, peer):
 def test_gso_setting_is_checked():
     with pytest.raises(ValueError, match="tx_gso"):
         Harness(tx_gso="maybe")
+
+
+def test_cc_setting_is_checked():
+    with pytest.raises(ValueError, match="cc must be one of cubic, reno"):
+        Harness(cc="bbr")
