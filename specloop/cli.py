@@ -82,6 +82,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.rest and args.rest[0] == "--bound":
         from benchmarks import bound  # type: ignore[import-not-found]
         return int(bound.main(args.rest[1:]))
+    if args.rest and args.rest[0] == "--loss-matrix":
+        from benchmarks import loss_matrix  # type: ignore[import-not-found]
+        return int(loss_matrix.main(args.rest[1:]))
     from benchmarks import suite  # type: ignore[import-not-found]
     return int(suite.main(args.rest))
 
