@@ -45,7 +45,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from specloop import netlab
 
@@ -256,9 +256,11 @@ def cells(losses: Sequence[int], delays: Sequence[float], sizes: Sequence[int]) 
             for s, d, l in itertools.product(sizes, delays, losses)]
 
 
-def run_matrix(plan: list[dict], runs: int, limit: float, cc: str) -> list[dict]:
-    """Every cell of ``plan``: ``runs`` runs per stack, alternating."""
-    results = []
+def run_matrix(plan: list[dict], runs: int, limit: float, cc: str,
+               on_cell: Callable[[list[dict]], None] = lambda results: None) -> list[dict]:
+    """Every cell of ``plan``: ``runs`` runs per stack, alternating;
+    ``on_cell(results so far)`` after each cell."""
+    results: list[dict] = []
     for d_ms in sorted({c["delay_ms"] for c in plan}):
         with impair.delay(d_ms) as dstats:
             rtt = impair.ping_rtt_ms()
@@ -281,6 +283,7 @@ def run_matrix(plan: list[dict], runs: int, limit: float, cc: str) -> list[dict]
                 results.append({**cell, "ping_rtt_ms": rtt, "summary": summary,
                                 **judge(summary["specloop"], summary["kernel"]),
                                 "cell_s": time.monotonic() - t_cell, "runs": by_stack})
+                on_cell(results)
         for r in results:
             if r["delay_ms"] == d_ms:
                 r["delayer"] = dict(dstats)
@@ -340,6 +343,9 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {_x(r['ratio']['median'], r['met']['median'])} | {_x(r['ratio']['p90'], r['met']['p90'])} "
             f"| {_n(o['rto_per_run'])} / {_n(k['rto_per_run'])} | {_x(r['ratio']['rto'], r['met']['rto'])} "
             f"| {o['exact']}/{o['runs']}, {k['exact']}/{k['runs']} | {rtt:.2f} |")
+    if not doc.get("complete"):
+        lines += ["", f"**Interrupted or still running: {len(doc['cells'])} of "
+                  f"{doc.get('planned_cells', '?')} cells measured.**"]
     met = sum(all(r["met"].values()) for r in doc["cells"])
     lines += ["", f"Cells meeting all three targets: {met} of {len(doc['cells'])}."]
     bad = [(r, s) for r in doc["cells"] for s in STACKS
@@ -403,8 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "cubic, Linux's default; this machine's sysctl says bbr)")
     p.add_argument("--out", type=pathlib.Path, default=DOC,
                    help="markdown file for the table (JSON beside it)")
-    p.add_argument("--estimate", action="store_true",
-                   help="print the plan and exit")
+    p.add_argument("--list", action="store_true", help="print the cells and exit")
     args = p.parse_args(argv)
     if args.runs < 1 or any(l < 0 or l > 100 for l in args.loss) or any(
             d < 0 for d in args.delay) or any(s < 1 for s in args.sizes):
@@ -414,39 +419,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = cells(args.loss, args.delay, args.sizes)
     log(f"loss matrix: {len(plan)} cells x 2 stacks x {args.runs} runs "
         f"(limit {args.limit:.0f} s per run)")
-    if args.estimate:
+    if args.list:
         for c in plan:
             log(f"   {c}")
         return 0
     was_up = netlab.is_up()
     netlab.up()
     t0 = time.monotonic()
+    commit, dirty = _commit()
+    doc: dict[str, Any] = {
+        "schema": 1,
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "specloop bench --loss-matrix " + shlex.join(list(argv if argv is not None
+                                                                      else sys.argv[1:])),
+        "commit": commit, "dirty": dirty,
+        "elapsed_s": 0.0, "complete": False, "planned_cells": len(plan),
+        "settings": {"runs": args.runs, "limit_s": args.limit, "kernel_cc": args.kernel_cc,
+                     "lab": netlab.SERVER_NS, "targets": TARGETS},
+        "cells": [],
+    }
+
+    def write(results: list[dict]) -> None:
+        # after every cell: an interrupted run keeps what it measured
+        doc["cells"] = results
+        doc["elapsed_s"] = time.monotonic() - t0
+        write_doc(args.out, markdown(doc))
+        args.out.with_suffix(".json").write_text(json.dumps(_clean(doc), indent=1) + "\n")
+
     try:
         if _xdp_attached():
             log("an XDP program sits on the server interface: another server uses this lab")
             return 1
         impair.delay_tool()
         with impair.segments_on_wire():
-            results = run_matrix(plan, args.runs, args.limit, args.kernel_cc)
+            results = run_matrix(plan, args.runs, args.limit, args.kernel_cc, write)
     finally:
         if not was_up:
             netlab.down()
-    commit, dirty = _commit()
-    doc = {
-        "schema": 1,
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "specloop bench --loss-matrix " + shlex.join(list(argv if argv is not None
-                                                                      else sys.argv[1:])),
-        "commit": commit, "dirty": dirty,
-        "elapsed_s": time.monotonic() - t0,
-        "settings": {"runs": args.runs, "limit_s": args.limit, "kernel_cc": args.kernel_cc,
-                     "lab": netlab.SERVER_NS, "targets": TARGETS},
-        "cells": results,
-    }
-    table = markdown(doc)
-    print(table)
-    write_doc(args.out, table)
-    args.out.with_suffix(".json").write_text(json.dumps(_clean(doc), indent=1) + "\n")
+    doc["complete"] = True
+    write(results)
+    print(markdown(doc))
     log(f"wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0
 

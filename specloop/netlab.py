@@ -9,7 +9,8 @@ The server runs in ``slsrv`` (on specloop's bypass, the XDP program sits on
 ``sl-srv0``); kernel clients run in ``slcli``.  Nothing in the root namespace
 routes to 10.55.0.0/24, so traffic only ever starts inside the lab.
 
-``up()`` and ``down()`` are idempotent.  The client side's offloads are set
+``up()`` and ``down()`` are idempotent; ``loss()`` drops a share of the
+lab's packets (nftables in the client namespace) while a block runs.  The client side's offloads are set
 as the bypass needs them: TX checksum offload off (frames would otherwise
 reach the XDP socket with an incomplete checksum) and TSO/GSO off (generic
 XDP drops super-packets); the server side keeps the kernel's defaults.

@@ -1,0 +1,102 @@
+"""The loss matrix's quick subset (issue 12): specloop's TCP and the
+kernel's, the same exchange under the same loss and delay.
+
+The full matrix (``specloop bench --loss-matrix``, benchmarks/loss_matrix.py)
+measures speed; this asserts what must hold in every run: the bytes arrive
+exactly, both ways, on both stacks; the kernel's runs were kernel
+connections and specloop's were not; the loss and the delay really
+applied; every run finished within its limit.  No speed is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from specloop import netlab
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import impair  # noqa: E402
+
+pytestmark = pytest.mark.lab
+
+LIMIT = 120       # seconds per run: a hang guard, not a speed target
+
+
+def _rule_present() -> bool:
+    out = subprocess.run(netlab.in_ns(netlab.CLIENT_NS, "iptables-legacy", "-w", "-t", "raw",
+                                      "-S", "PREROUTING"), capture_output=True, text=True).stdout
+    return "NFQUEUE" in out
+
+
+def test_delay_adds_the_round_trip_and_leaves_nothing_behind(lab):
+    base = impair.ping_rtt_ms()
+    assert base and base["avg"] < 5, base
+    with impair.delay(20) as stats:
+        held = impair.ping_rtt_ms()
+        assert _rule_present()
+    # every reply waited 20 ms (ping -U: user to user), and not much more
+    assert 20 <= held["min"] and held["avg"] < 20 + base["avg"] + 5, (base, held)
+    assert stats["packets"] >= 5 and stats["overruns"] == 0, stats
+    # the rule and the delayer are gone: replies come at once again
+    assert not _rule_present()
+    after = impair.ping_rtt_ms()
+    assert after and after["avg"] < 5, after
+
+
+@pytest.fixture
+def matrix(lab, tmp_path):
+    """Runs the quick subset: 1 MiB each way, 5% loss each way, 0 and 20 ms
+    added delay, two runs per stack; returns the JSON it wrote and the
+    markdown."""
+    out = tmp_path / "loss.md"
+    argv = [sys.executable, "-m", "benchmarks.loss_matrix", "--runs", "2", "--loss", "5",
+            "--delay", "0,20", "--sizes", "1", "--limit", str(LIMIT), "--out", str(out)]
+    p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
+                       timeout=8 * (LIMIT + 60), env=dict(os.environ))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(out.with_suffix(".json").read_text()), out.read_text()
+
+
+def test_quick_subset_exact_delayed_lossy_bounded(matrix):
+    doc, md = matrix
+    assert [(c["loss"], c["delay_ms"], c["size_mib"]) for c in doc["cells"]] == [
+        (5, 0, 1), (5, 20, 1)]
+    for cell in doc["cells"]:
+        for stack in ("specloop", "kernel"):
+            runs = cell["runs"][stack]
+            assert len(runs) == 2
+            for r in runs:
+                where = (cell["delay_ms"], stack, r)
+                # byte-exact both ways, the stack that was meant, within the limit
+                assert r["status"] == "ok", where
+                assert r["exact"] and r["client"]["downloaded"] == 1 << 20, where
+                assert r["path_ok"], where
+                assert 0 < r["seconds"] < LIMIT, where
+                # 5% of ~725 segments each way: the server had to resend
+                assert r["retransmits"] > 0, where
+                assert r["rto"] is not None, where
+                # the delay is a loss-free hold: nothing dropped there
+                assert r["delay_queue_drops"] == 0, where
+                # the client's TCP saw the delay in every RTT sample
+                min_rtt_ms = r["client"]["tcp_info"]["min_rtt_us"] / 1000
+                if cell["delay_ms"]:
+                    assert min_rtt_ms >= cell["delay_ms"], where
+                else:
+                    assert min_rtt_ms < 5, where
+        if cell["delay_ms"]:
+            assert cell["ping_rtt_ms"]["min"] >= cell["delay_ms"], cell["ping_rtt_ms"]
+            assert cell["delayer"]["overruns"] == 0, cell["delayer"]
+        summary = cell["summary"]
+        assert summary["specloop"]["exact"] == summary["kernel"]["exact"] == 2
+    # the table: one row per cell, with the command and the commit
+    rows = [line for line in md.splitlines() if line.startswith("| 1 MiB")]
+    assert len(rows) == 2 and all(r.count("|") == 12 for r in rows), rows
+    assert "--loss-matrix --runs 2" in md and doc["commit"] in md
