@@ -311,18 +311,33 @@ def _n(v: float) -> str:
     return "–" if math.isnan(v) else f"{v:.1f}"
 
 
+def _sources(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs of the tool that measured ``doc``'s cells (one, or several
+    merged with --merge)."""
+    return doc.get("sources") or [{**{k: doc.get(k) for k in (
+        "date", "command", "commit", "dirty", "elapsed_s")},
+        "lab": doc.get("lab") or doc["settings"].get("lab")}]
+
+
 def markdown(doc: dict[str, Any]) -> str:
     s = doc["settings"]
-    lines = [
-        f"Run {doc['date']} on commit `{doc['commit']}`"
-        + (" (uncommitted changes)" if doc.get("dirty") else "") + f", {doc['elapsed_s'] / 60:.0f} min:",
-        "",
-        "```sh",
-        doc["command"],
-        "```",
-        "",
-        f"{s['runs']} run(s) per cell and stack"
-        + ("" if s["runs"] >= 8 else f" (**the issue asks for 8: a partial run**)")
+    lines = []
+    for src in _sources(doc):
+        lines += [
+            f"Run {src['date']} on commit `{src['commit']}`"
+            + (" (uncommitted changes)" if src.get("dirty") else "")
+            + f" in lab {src.get('lab')}, {(src.get('elapsed_s') or 0) / 60:.0f} min:",
+            "",
+            "```sh",
+            src["command"],
+            "```",
+            "",
+        ]
+    counts = sorted({r["summary"][st]["runs"] for r in doc["cells"] for st in STACKS})
+    n = (f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}") if counts else "0"
+    lines += [
+        f"{n} run(s) per cell and stack"
+        + ("" if counts and counts[0] >= 8 else " (**the issue asks for 8: a partial run**)")
         + f"; limit {s['limit_s']:.0f} s per run; kernel congestion control `{s['kernel_cc']}` "
         f"(both ends); every packet one segment (TSO/GSO off on the server side). "
         "Times in seconds (client: connect to EOF), median / p90 (nearest rank; "
@@ -334,7 +349,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "| RTOs specloop / kernel | RTOs × | exact (ok/runs) | RTT ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in doc["cells"]:
+    for r in sorted(doc["cells"], key=lambda c: (c["size_mib"], c["delay_ms"], c["loss"])):
         o, k = r["summary"]["specloop"], r["summary"]["kernel"]
         rtt = r["ping_rtt_ms"].get("avg", math.nan)
         lines.append(
@@ -391,6 +406,41 @@ def _commit() -> tuple[str, bool]:
         git("status", "--porcelain", "--untracked-files=no"))
 
 
+def merge(paths: Sequence[pathlib.Path], out: pathlib.Path) -> int:
+    """Writes one table (and JSON) at ``out`` from the results in ``paths``."""
+    cells_by_key: dict[tuple, dict] = {}
+    sources: list[dict] = []
+    settings: dict | None = None
+    for path in paths:
+        d = json.loads(path.read_text())
+        if settings and (d["settings"]["limit_s"], d["settings"]["kernel_cc"]) != (
+                settings["limit_s"], settings["kernel_cc"]):
+            log(f"{path}: another limit or congestion control than {paths[0]}: not merged")
+            return 1
+        settings = settings or d["settings"]
+        sources += _sources(d)
+        for c in d["cells"]:
+            for st in STACKS:   # the JSON's "inf" back to a float
+                for k in ("median_s", "p90_s"):
+                    v = c["summary"][st][k]
+                    c["summary"][st][k] = math.inf if v == "inf" else math.nan if v is None else v
+            for k, v in c["ratio"].items():
+                c["ratio"][k] = math.inf if v == "inf" else math.nan if v is None else v
+            for st in STACKS:
+                for k in ("rto_per_run", "retransmits_per_run", "client_min_rtt_ms"):
+                    if c["summary"][st][k] is None:
+                        c["summary"][st][k] = math.nan
+            cells_by_key[(c["size_mib"], c["delay_ms"], c["loss"])] = c
+    doc = {"schema": 1, "sources": sources, "commit": sources[0]["commit"],
+           "settings": settings, "complete": True, "cells": list(cells_by_key.values())}
+    table = markdown(doc)
+    print(table)
+    write_doc(out, table)
+    out.with_suffix(".json").write_text(json.dumps(_clean(doc), indent=1) + "\n")
+    log(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
 def _ints(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x.strip()]
 
@@ -410,7 +460,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=pathlib.Path, default=DOC,
                    help="markdown file for the table (JSON beside it)")
     p.add_argument("--list", action="store_true", help="print the cells and exit")
+    p.add_argument("--merge", nargs="+", type=pathlib.Path, metavar="JSON",
+                   help="run nothing: one table from these earlier results (e.g. of runs in "
+                   "two labs at once), a later file's cell replacing an earlier one's")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     if args.runs < 1 or any(l < 0 or l > 100 for l in args.loss) or any(
             d < 0 for d in args.delay) or any(s < 1 for s in args.sizes):
         p.error("--runs >= 1; loss 0-100; delay >= 0; sizes >= 1")
@@ -432,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "specloop bench --loss-matrix " + shlex.join(list(argv if argv is not None
                                                                       else sys.argv[1:])),
-        "commit": commit, "dirty": dirty,
+        "commit": commit, "dirty": dirty, "lab": netlab.SERVER_NS,
         "elapsed_s": 0.0, "complete": False, "planned_cells": len(plan),
         "settings": {"runs": args.runs, "limit_s": args.limit, "kernel_cc": args.kernel_cc,
                      "lab": netlab.SERVER_NS, "targets": TARGETS},
