@@ -223,7 +223,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "median_s": quantile(times, 0.5),
         "p90_s": quantile(times, 0.9),
         "rto_per_run": sum(rtos) / len(rtos) if rtos else math.nan,
-        "retransmits_per_run": (sum(r["retransmits"] or 0 for r in runs) / len(runs)) if runs else math.nan,
+        "retransmits_per_run": (sum(r.get("retransmits") or 0 for r in runs) / len(runs)
+                                if runs else math.nan),
         "client_min_rtt_ms": min((r["client"].get("tcp_info", {}).get("min_rtt_us", math.inf) / 1000
                                   for r in runs if r["status"] == "ok"), default=math.nan),
     }

@@ -23,11 +23,36 @@ from specloop import netlab
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import impair  # noqa: E402
+from benchmarks import impair, loss_matrix  # noqa: E402
 
 pytestmark = pytest.mark.lab
 
 LIMIT = 120       # seconds per run: a hang guard, not a speed target
+
+
+def test_table_replaces_only_its_own_block(tmp_path):
+    doc = tmp_path / "d.md"
+    doc.write_text(f"# Title\n\nmethod\n\n{loss_matrix.BEGIN}\nold table\n{loss_matrix.END}\n\nafter\n")
+    loss_matrix.write_doc(doc, "new table\n")
+    assert doc.read_text() == (f"# Title\n\nmethod\n\n{loss_matrix.BEGIN}\nnew table\n"
+                               f"{loss_matrix.END}\n\nafter\n")
+    fresh = tmp_path / "new.md"
+    loss_matrix.write_doc(fresh, "t\n")
+    assert fresh.read_text().endswith(f"{loss_matrix.BEGIN}\nt\n{loss_matrix.END}\n")
+
+
+def test_nearest_rank_quantiles_and_targets():
+    assert loss_matrix.quantile([3, 1, 2], 0.5) == 2
+    assert loss_matrix.quantile([4, 1, 3, 2], 0.5) == 2.5
+    assert loss_matrix.quantile(list(range(1, 9)), 0.9) == 8      # p90 of 8 runs: the 8th
+    assert loss_matrix.quantile([1, float("inf")], 0.9) == float("inf")
+    ours = {"median_s": 1.2, "p90_s": 3.1, "rto_per_run": 3.0}
+    kernel = {"median_s": 1.0, "p90_s": 2.0, "rto_per_run": 2.0}
+    j = loss_matrix.judge(ours, kernel)
+    assert j["met"] == {"median": True, "p90": False, "rto": True}, j
+    # no RTOs on either side meets the target; RTOs where the kernel had none do not
+    assert loss_matrix.judge({**ours, "rto_per_run": 0.0}, {**kernel, "rto_per_run": 0.0})["met"]["rto"]
+    assert not loss_matrix.judge(ours, {**kernel, "rto_per_run": 0.0})["met"]["rto"]
 
 
 def _rule_present() -> bool:
