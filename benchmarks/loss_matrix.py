@@ -42,6 +42,7 @@ import math
 import os
 import pathlib
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -269,22 +270,33 @@ def run_matrix(plan: list[dict], runs: int, limit: float, cc: str,
             for cell in [c for c in plan if c["delay_ms"] == d_ms]:
                 t_cell = time.monotonic()
                 by_stack: dict[str, list] = {s: [] for s in STACKS}
-                with netlab.loss(cell["loss"]):
-                    for i in range(runs):
-                        order = STACKS if i % 2 == 0 else STACKS[::-1]
-                        for stack in order:
-                            rec = run_once(stack, cell["size_mib"] * MIB, limit, cc)
-                            rec["run"] = i
-                            by_stack[stack].append(rec)
-                            log(f"   loss {cell['loss']}% delay {d_ms} ms {cell['size_mib']} MiB "
-                                f"run {i} {stack:8s}: {rec['status']} "
-                                f"{rec.get('seconds') or 0:.2f} s rto {rec.get('rto')}"
-                                + (f" ({rec.get('error')})" if rec["status"] == "error" else ""))
-                summary = {s: summarize(by_stack[s]) for s in STACKS}
-                results.append({**cell, "ping_rtt_ms": rtt, "summary": summary,
-                                **judge(summary["specloop"], summary["kernel"]),
-                                "cell_s": time.monotonic() - t_cell, "runs": by_stack})
-                on_cell(results)
+                stopped = False
+                try:
+                    with netlab.loss(cell["loss"]):
+                        for i in range(runs):
+                            order = STACKS if i % 2 == 0 else STACKS[::-1]
+                            for stack in order:
+                                rec = run_once(stack, cell["size_mib"] * MIB, limit, cc)
+                                rec["run"] = i
+                                by_stack[stack].append(rec)
+                                log(f"   loss {cell['loss']}% delay {d_ms} ms "
+                                    f"{cell['size_mib']} MiB run {i} {stack:8s}: {rec['status']} "
+                                    f"{rec.get('seconds') or 0:.2f} s rto {rec.get('rto')}"
+                                    + (f" ({rec.get('error')})" if rec["status"] == "error"
+                                       else ""))
+                except KeyboardInterrupt:
+                    # stopped (the deadline of a long run): the cell keeps the
+                    # runs it finished, if both stacks have one
+                    stopped = True
+                if all(by_stack.values()):
+                    summary = {s: summarize(by_stack[s]) for s in STACKS}
+                    results.append({**cell, "ping_rtt_ms": rtt, "summary": summary,
+                                    **judge(summary["specloop"], summary["kernel"]),
+                                    "cell_s": time.monotonic() - t_cell, "stopped": stopped,
+                                    "runs": by_stack})
+                    on_cell(results)
+                if stopped:
+                    raise KeyboardInterrupt
         for r in results:
             if r["delay_ms"] == d_ms:
                 r["delayer"] = dict(dstats)
@@ -359,6 +371,11 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {_x(r['ratio']['median'], r['met']['median'])} | {_x(r['ratio']['p90'], r['met']['p90'])} "
             f"| {_n(o['rto_per_run'])} / {_n(k['rto_per_run'])} | {_x(r['ratio']['rto'], r['met']['rto'])} "
             f"| {o['exact']}/{o['runs']}, {k['exact']}/{k['runs']} | {rtt:.2f} |")
+    short = [r for r in doc["cells"] if r.get("stopped")]
+    if short:
+        lines += [""] + [f"- {r['size_mib']} MiB, {r['delay_ms']:g} ms, {r['loss']}%: stopped "
+                         f"after {r['summary']['kernel']['runs']} kernel and "
+                         f"{r['summary']['specloop']['runs']} specloop run(s)" for r in short]
     if not doc.get("complete"):
         lines += ["", f"**Interrupted or still running: {len(doc['cells'])} of "
                   f"{doc.get('planned_cells', '?')} cells measured.**"]
@@ -479,6 +496,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for c in plan:
             log(f"   {c}")
         return 0
+    me = os.getpid()
+
+    def stop(signum: int, frame: object) -> None:
+        if os.getpid() != me:   # a child forked by pyroute2: dies as it would have
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)     # as Ctrl-C: what was measured is kept
     was_up = netlab.is_up()
     netlab.up()
     t0 = time.monotonic()
@@ -509,6 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         impair.delay_tool()
         with impair.segments_on_wire():
             results = run_matrix(plan, args.runs, args.limit, args.kernel_cc, write)
+    except KeyboardInterrupt:
+        log(f"stopped: what was measured is in {args.out} and {args.out.with_suffix('.json')}")
+        return 130
     finally:
         if not was_up:
             netlab.down()
