@@ -425,8 +425,10 @@ def _commit() -> tuple[str, bool]:
 
 
 def merge(paths: Sequence[pathlib.Path], out: pathlib.Path) -> int:
-    """Writes one table (and JSON) at ``out`` from the results in ``paths``."""
-    cells_by_key: dict[tuple, dict] = {}
+    """Writes one table (and JSON) at ``out`` from the results in ``paths``:
+    the runs of a cell measured by several of them are pooled, and the
+    cell summarized again from all its runs."""
+    by_key: dict[tuple, dict] = {}
     sources: list[dict] = []
     settings: dict | None = None
     for path in paths:
@@ -438,19 +440,20 @@ def merge(paths: Sequence[pathlib.Path], out: pathlib.Path) -> int:
         settings = settings or d["settings"]
         sources += _sources(d)
         for c in d["cells"]:
-            for st in STACKS:   # the JSON's "inf" back to a float
-                for k in ("median_s", "p90_s"):
-                    v = c["summary"][st][k]
-                    c["summary"][st][k] = math.inf if v == "inf" else math.nan if v is None else v
-            for k, v in c["ratio"].items():
-                c["ratio"][k] = math.inf if v == "inf" else math.nan if v is None else v
-            for st in STACKS:
-                for k in ("rto_per_run", "retransmits_per_run", "client_min_rtt_ms"):
-                    if c["summary"][st][k] is None:
-                        c["summary"][st][k] = math.nan
-            cells_by_key[(c["size_mib"], c["delay_ms"], c["loss"])] = c
+            key = (c["size_mib"], c["delay_ms"], c["loss"])
+            if key in by_key:
+                have = by_key[key]
+                for st in STACKS:
+                    have["runs"][st] += c["runs"][st]
+                have["stopped"] = have.get("stopped", False) and c.get("stopped", False)
+            else:
+                by_key[key] = c
+    cells = list(by_key.values())
+    for c in cells:
+        c["summary"] = {st: summarize(c["runs"][st]) for st in STACKS}
+        c.update(judge(c["summary"]["specloop"], c["summary"]["kernel"]))
     doc = {"schema": 1, "sources": sources, "commit": sources[0]["commit"],
-           "settings": settings, "complete": True, "cells": list(cells_by_key.values())}
+           "settings": settings, "complete": True, "cells": cells}
     table = markdown(doc)
     print(table)
     write_doc(out, table)

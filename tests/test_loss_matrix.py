@@ -55,6 +55,40 @@ def test_nearest_rank_quantiles_and_targets():
     assert not loss_matrix.judge(ours, {**kernel, "rto_per_run": 0.0})["met"]["rto"]
 
 
+def _run(stack: str, seconds: float, rto: int, status: str = "ok") -> dict:
+    return {"stack": stack, "status": status, "seconds": seconds, "rto": rto, "exact": True,
+            "retransmits": 1, "client": {"tcp_info": {"min_rtt_us": 100}}}
+
+
+def test_merge_pools_the_runs_of_a_cell(tmp_path):
+    def doc(name: str, runs: dict, lab: str) -> pathlib.Path:
+        cell = {"loss": 20, "delay_ms": 0, "size_mib": 1, "ping_rtt_ms": {"avg": 0.1},
+                "runs": runs}
+        d = {"date": "d", "command": f"cmd {name}", "commit": "c0ffee", "dirty": False,
+             "elapsed_s": 1.0, "lab": lab,
+             "settings": {"runs": 1, "limit_s": 300.0, "kernel_cc": "cubic", "lab": lab},
+             "cells": [cell]}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(d))
+        return path
+
+    a = doc("a", {"specloop": [_run("specloop", 1.0, 2)], "kernel": [_run("kernel", 2.0, 4)]}, "x")
+    b = doc("b", {"specloop": [_run("specloop", 3.0, 2), _run("specloop", 9.0, 2, "timeout")],
+                  "kernel": [_run("kernel", 2.0, 4), _run("kernel", 4.0, 4)]}, "y")
+    out = tmp_path / "m.md"
+    assert loss_matrix.merge([a, b], out) == 0
+    merged = json.loads(out.with_suffix(".json").read_text())
+    (cell,) = merged["cells"]
+    ours, kernel = cell["summary"]["specloop"], cell["summary"]["kernel"]
+    assert (ours["runs"], ours["ok"], ours["timeouts"]) == (3, 2, 1)
+    assert ours["median_s"] == 3.0 and ours["p90_s"] == "inf"    # the timeout: longest
+    assert kernel["median_s"] == 2.0 and kernel["p90_s"] == 4.0
+    assert cell["ratio"]["median"] == 1.5 and cell["met"] == {
+        "median": False, "p90": False, "rto": True}
+    md = out.read_text()
+    assert "cmd a" in md and "cmd b" in md and "1 timeout(s)" in md
+
+
 def _rule_present() -> bool:
     out = subprocess.run(netlab.in_ns(netlab.CLIENT_NS, "iptables-legacy", "-w", "-t", "raw",
                                       "-S", "PREROUTING"), capture_output=True, text=True).stdout
