@@ -189,6 +189,7 @@ def client_main(args: argparse.Namespace) -> int:
                 break
             down.update(d)
             got += len(d)
+            out["downloaded"] = got     # how far it got, should it time out
         out["seconds"] = time.monotonic() - t0
         sender.join(1)
         want_down = hashlib.sha256()
