@@ -8,15 +8,17 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.specloop-installed
 
 # build: clang + libxdp/libbpf; lab: iproute2, ethtool, nftables;
-# tests and benchmarks: curl, wrk, nginx, ping, tcpdump, a headless browser
+# tests and benchmarks: curl, wrk, nginx, ping, tcpdump, a headless browser;
+# the loss matrix's delay: iptables (NFQUEUE; nft's queue is not built into
+# this kernel)
 APT_PACKAGES := clang llvm libxdp-dev libbpf-dev libelf-dev zlib1g-dev \
 	pkg-config gcc make iproute2 ethtool nftables curl wrk nginx \
-	iputils-ping tcpdump xdp-tools bpftool util-linux libcap2-bin \
+	iputils-ping tcpdump xdp-tools bpftool util-linux libcap2-bin iptables \
 	chromium-headless-shell
 
 NATIVE := $(wildcard native/*.c native/*.h native/py/*.c native/py/*.h native/bpf/*.c native/build.py)
 
-.PHONY: all demo test test-fast test-versions system setup asan fuzz fuzz-build bench soak lab-down clean
+.PHONY: all demo test test-fast test-versions system setup tools asan fuzz fuzz-build bench soak lab-down clean
 
 all: setup
 
@@ -38,7 +40,16 @@ $(STAMP): $(VENV)/bin/python pyproject.toml setup.py $(NATIVE)
 	$(PIP) install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: system $(STAMP)
+setup: system $(STAMP) tools
+
+# test-owned helpers in C: the loss matrix's delay (benchmarks/impair.py)
+TOOLS := build/tools/nfq_delay
+
+tools: $(TOOLS)
+
+build/tools/nfq_delay: benchmarks/nfq_delay.c
+	mkdir -p build/tools
+	$(CC) -std=gnu11 -O2 -Wall -Wextra -o $@ $<
 
 demo: setup
 	$(VENV)/bin/specloop demo

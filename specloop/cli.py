@@ -79,12 +79,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
               "(run it from a checkout: make bench)", file=sys.stderr)
         return 2
     sys.path.insert(0, str(root))
-    if args.rest and args.rest[0] == "--bound":
-        from benchmarks import bound  # type: ignore[import-not-found]
-        return int(bound.main(args.rest[1:]))
-    if args.rest and args.rest[0] == "--mixed":
-        from benchmarks import mixed  # type: ignore[import-not-found]
-        return int(mixed.main(args.rest[1:]))
+    # the studies beside the suite, each a module of benchmarks/ with main(argv)
+    studies = {"--bound": "bound", "--mixed": "mixed", "--loss-matrix": "loss_matrix"}
+    if args.rest and args.rest[0] in studies:
+        import importlib
+        study = importlib.import_module(f"benchmarks.{studies[args.rest[0]]}")
+        return int(study.main(args.rest[1:]))
     from benchmarks import suite  # type: ignore[import-not-found]
     return int(suite.main(args.rest))
 

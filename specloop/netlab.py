@@ -9,7 +9,8 @@ The server runs in ``slsrv`` (on specloop's bypass, the XDP program sits on
 ``sl-srv0``); kernel clients run in ``slcli``.  Nothing in the root namespace
 routes to 10.55.0.0/24, so traffic only ever starts inside the lab.
 
-``up()`` and ``down()`` are idempotent.  The client side's offloads are set
+``up()`` and ``down()`` are idempotent; ``loss()`` drops a share of the
+lab's packets (nftables in the client namespace) while a block runs.  The client side's offloads are set
 as the bypass needs them: TX checksum offload off (frames would otherwise
 reach the XDP socket with an incomplete checksum) and TSO/GSO off (generic
 XDP drops super-packets); the server side keeps the kernel's defaults.
@@ -32,7 +33,7 @@ from .iface import interface_info, off_loop
 __all__ = [
     "SERVER_NS", "CLIENT_NS", "SERVER_IF", "CLIENT_IF", "SERVER_IP", "CLIENT_IP",
     "PREFIX", "Lab", "up", "down", "status", "inside", "in_ns", "is_up",
-    "interface_info",
+    "interface_info", "loss",
 ]
 
 _T = TypeVar("_T")
@@ -232,6 +233,33 @@ def is_up() -> bool:
         return bool(status()["up"])
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def loss(percent: int) -> Iterator[None]:
+    """Drops ``percent``% of the lab's packets in each direction while the
+    body runs: nftables in the client namespace (a real kernel drop, one
+    random draw per packet, ``numgen random``), on the client's output to
+    the server and its input from it.  The same for whatever serves in the
+    server namespace, specloop's bypass or the kernel's TCP."""
+    if not isinstance(percent, int) or not 0 <= percent <= 100:
+        raise ValueError(f"netlab.loss: percent={percent!r}: must be an integer from 0 to 100")
+    table = "sltest"
+    rules = [
+        f"add table inet {table}",
+        f"add chain inet {table} out {{ type filter hook output priority 0 ; }}",
+        f"add rule inet {table} out ip daddr {SERVER_IP} numgen random mod 100 < {percent} counter drop",
+        f"add chain inet {table} in {{ type filter hook input priority 0 ; }}",
+        f"add rule inet {table} in ip saddr {SERVER_IP} numgen random mod 100 < {percent} counter drop",
+    ]
+    delete = in_ns(CLIENT_NS, "nft", "delete", "table", "inet", table)
+    subprocess.run(delete, capture_output=True)
+    for r in rules:
+        subprocess.run(in_ns(CLIENT_NS, "nft", *r.split()), check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(delete, capture_output=True)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 from specloop import netlab
+from specloop.netlab import loss as nft_loss  # noqa: F401  (the lab's own)
 
 
 def client_argv(*argv: str) -> list[str]:
@@ -51,33 +52,6 @@ def stop_server(proc: subprocess.Popen, timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
-
-
-def nft_loss(percent: int):
-    """Context manager: nftables in the client namespace drops ``percent``%
-    of the lab's packets in each direction (a real kernel drop)."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def cm():
-        table = "sltest"
-        rules = [
-            f"add table inet {table}",
-            f"add chain inet {table} out {{ type filter hook output priority 0 ; }}",
-            f"add rule inet {table} out ip daddr {netlab.SERVER_IP} numgen random mod 100 < {percent} counter drop",
-            f"add chain inet {table} in {{ type filter hook input priority 0 ; }}",
-            f"add rule inet {table} in ip saddr {netlab.SERVER_IP} numgen random mod 100 < {percent} counter drop",
-        ]
-        subprocess.run(client_argv("nft", "delete", "table", "inet", table),
-                       capture_output=True)
-        for r in rules:
-            subprocess.run(client_argv("nft", *r.split()), check=True, capture_output=True)
-        try:
-            yield
-        finally:
-            subprocess.run(client_argv("nft", "delete", "table", "inet", table),
-                           capture_output=True)
-    return cm()
 
 
 def nft_drop_all():

@@ -1,0 +1,161 @@
+"""The loss matrix's quick subset (issue 12): specloop's TCP and the
+kernel's, the same exchange under the same loss and delay.
+
+The full matrix (``specloop bench --loss-matrix``, benchmarks/loss_matrix.py)
+measures speed; this asserts what must hold in every run: the bytes arrive
+exactly, both ways, on both stacks; the kernel's runs were kernel
+connections and specloop's were not; the loss and the delay really
+applied; every run finished within its limit.  No speed is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from specloop import netlab
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import impair, loss_matrix  # noqa: E402
+
+pytestmark = pytest.mark.lab
+
+LIMIT = 120       # seconds per run: a hang guard, not a speed target
+
+
+def test_table_replaces_only_its_own_block(tmp_path):
+    doc = tmp_path / "d.md"
+    doc.write_text(f"# Title\n\nmethod\n\n{loss_matrix.BEGIN}\nold table\n{loss_matrix.END}\n\nafter\n")
+    loss_matrix.write_doc(doc, "new table\n")
+    assert doc.read_text() == (f"# Title\n\nmethod\n\n{loss_matrix.BEGIN}\nnew table\n"
+                               f"{loss_matrix.END}\n\nafter\n")
+    fresh = tmp_path / "new.md"
+    loss_matrix.write_doc(fresh, "t\n")
+    assert fresh.read_text().endswith(f"{loss_matrix.BEGIN}\nt\n{loss_matrix.END}\n")
+
+
+def test_nearest_rank_quantiles_and_targets():
+    assert loss_matrix.quantile([3, 1, 2], 0.5) == 2
+    assert loss_matrix.quantile([4, 1, 3, 2], 0.5) == 2.5
+    assert loss_matrix.quantile(list(range(1, 9)), 0.9) == 8      # p90 of 8 runs: the 8th
+    assert loss_matrix.quantile([1, float("inf")], 0.9) == float("inf")
+    ours = {"median_s": 1.2, "p90_s": 3.1, "rto_per_run": 3.0}
+    kernel = {"median_s": 1.0, "p90_s": 2.0, "rto_per_run": 2.0}
+    j = loss_matrix.judge(ours, kernel)
+    assert j["met"] == {"median": True, "p90": False, "rto": True}, j
+    # no RTOs on either side meets the target; RTOs where the kernel had none do not
+    assert loss_matrix.judge({**ours, "rto_per_run": 0.0}, {**kernel, "rto_per_run": 0.0})["met"]["rto"]
+    assert not loss_matrix.judge(ours, {**kernel, "rto_per_run": 0.0})["met"]["rto"]
+
+
+def _run(stack: str, seconds: float, rto: int, status: str = "ok") -> dict:
+    return {"stack": stack, "status": status, "seconds": seconds, "rto": rto, "exact": True,
+            "retransmits": 1, "client": {"tcp_info": {"min_rtt_us": 100}}}
+
+
+def test_merge_pools_the_runs_of_a_cell(tmp_path):
+    def doc(name: str, runs: dict, lab: str) -> pathlib.Path:
+        cell = {"loss": 20, "delay_ms": 0, "size_mib": 1, "ping_rtt_ms": {"avg": 0.1},
+                "runs": runs}
+        d = {"date": "d", "command": f"cmd {name}", "commit": "c0ffee", "dirty": False,
+             "elapsed_s": 1.0, "lab": lab,
+             "settings": {"runs": 1, "limit_s": 300.0, "kernel_cc": "cubic", "lab": lab},
+             "cells": [cell]}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(d))
+        return path
+
+    a = doc("a", {"specloop": [_run("specloop", 1.0, 2)], "kernel": [_run("kernel", 2.0, 4)]}, "x")
+    b = doc("b", {"specloop": [_run("specloop", 3.0, 2), _run("specloop", 9.0, 2, "timeout")],
+                  "kernel": [_run("kernel", 2.0, 4), _run("kernel", 4.0, 4)]}, "y")
+    out = tmp_path / "m.md"
+    assert loss_matrix.merge([a, b], out) == 0
+    merged = json.loads(out.with_suffix(".json").read_text())
+    (cell,) = merged["cells"]
+    ours, kernel = cell["summary"]["specloop"], cell["summary"]["kernel"]
+    assert (ours["runs"], ours["ok"], ours["timeouts"]) == (3, 2, 1)
+    assert ours["median_s"] == 3.0 and ours["p90_s"] == "inf"    # the timeout: longest
+    assert kernel["median_s"] == 2.0 and kernel["p90_s"] == 4.0
+    assert cell["ratio"]["median"] == 1.5 and cell["met"] == {
+        "median": False, "p90": False, "rto": True}
+    md = out.read_text()
+    assert "cmd a" in md and "cmd b" in md and "1 timeout(s)" in md
+
+
+def _rule_present() -> bool:
+    out = subprocess.run(netlab.in_ns(netlab.CLIENT_NS, "iptables-legacy", "-w", "-t", "raw",
+                                      "-S", "PREROUTING"), capture_output=True, text=True).stdout
+    return "NFQUEUE" in out
+
+
+def test_delay_adds_the_round_trip_and_leaves_nothing_behind(lab):
+    base = impair.ping_rtt_ms()
+    assert base and base["avg"] < 5, base
+    with impair.delay(20) as stats:
+        held = impair.ping_rtt_ms()
+        assert _rule_present()
+    # every reply waited 20 ms (ping -U: user to user), and not much more
+    assert 20 <= held["min"] and held["avg"] < 20 + base["avg"] + 5, (base, held)
+    assert stats["packets"] >= 5 and stats["overruns"] == 0, stats
+    # the rule and the delayer are gone: replies come at once again
+    assert not _rule_present()
+    after = impair.ping_rtt_ms()
+    assert after and after["avg"] < 5, after
+
+
+@pytest.fixture
+def matrix(lab, tmp_path):
+    """Runs the quick subset: 1 MiB each way, 5% loss each way, 0 and 20 ms
+    added delay, two runs per stack; returns the JSON it wrote and the
+    markdown."""
+    out = tmp_path / "loss.md"
+    argv = [sys.executable, "-m", "benchmarks.loss_matrix", "--runs", "2", "--loss", "5",
+            "--delay", "0,20", "--sizes", "1", "--limit", str(LIMIT), "--out", str(out)]
+    p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
+                       timeout=8 * (LIMIT + 60), env=dict(os.environ))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(out.with_suffix(".json").read_text()), out.read_text()
+
+
+def test_quick_subset_exact_delayed_lossy_bounded(matrix):
+    doc, md = matrix
+    assert [(c["loss"], c["delay_ms"], c["size_mib"]) for c in doc["cells"]] == [
+        (5, 0, 1), (5, 20, 1)]
+    for cell in doc["cells"]:
+        for stack in ("specloop", "kernel"):
+            runs = cell["runs"][stack]
+            assert len(runs) == 2
+            for r in runs:
+                where = (cell["delay_ms"], stack, r)
+                # byte-exact both ways, the stack that was meant, within the limit
+                assert r["status"] == "ok", where
+                assert r["exact"] and r["client"]["downloaded"] == 1 << 20, where
+                assert r["path_ok"], where
+                assert 0 < r["seconds"] < LIMIT, where
+                # 5% of ~725 segments each way: the server had to resend
+                assert r["retransmits"] > 0, where
+                assert r["rto"] is not None, where
+                # the delay is a loss-free hold: nothing dropped there
+                assert r["delay_queue_drops"] == 0, where
+                # the client's TCP saw the delay in every RTT sample
+                min_rtt_ms = r["client"]["tcp_info"]["min_rtt_us"] / 1000
+                if cell["delay_ms"]:
+                    assert min_rtt_ms >= cell["delay_ms"], where
+                else:
+                    assert min_rtt_ms < 5, where
+        if cell["delay_ms"]:
+            assert cell["ping_rtt_ms"]["min"] >= cell["delay_ms"], cell["ping_rtt_ms"]
+            assert cell["delayer"]["overruns"] == 0, cell["delayer"]
+        summary = cell["summary"]
+        assert summary["specloop"]["exact"] == summary["kernel"]["exact"] == 2
+    # the table: one row per cell, with the command and the commit
+    rows = [line for line in md.splitlines() if line.startswith("| 1 MiB")]
+    assert len(rows) == 2 and all(r.count("|") == 12 for r in rows), rows
+    assert "--loss-matrix --runs 2" in md and doc["commit"] in md
