@@ -37,6 +37,7 @@
 #include <stdlib.h>
 
 #include "http_fast.h"
+#include "http_token.h"
 
 static struct fast_conn *fc(const struct sl_conn *c)
 {
@@ -95,33 +96,11 @@ struct http_req {
 
 /* ---- small bounded parsers ------------------------------------------------ */
 
-static int lower(int c)
-{
-	return c >= 'A' && c <= 'Z' ? c + 32 : c;
-}
-
-static bool name_is(const uint8_t *p, uint32_t len, const char *name)
-{
-	uint32_t i;
-
-	for (i = 0; i < len; i++)
-		if (!name[i] || lower(p[i]) != name[i])
-			return false;
-	return name[len] == 0;
-}
-
-static bool is_tchar(uint8_t c)
-{
-	/* RFC 9110 §5.6.2 token characters */
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 static int hexval(uint8_t c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
-	c = (uint8_t)lower(c);
+	c = (uint8_t)http_lower(c);
 	if (c >= 'a' && c <= 'f')
 		return c - 'a' + 10;
 	return -1;
@@ -157,8 +136,8 @@ static bool parse_imf_date(const uint8_t *p, uint32_t len, int64_t *out)
 	    memcmp(p + 26, "GMT", 3) != 0)
 		return false;
 	for (i = 0; i < 12; i++)
-		if (lower(p[8]) == months[3 * i] && lower(p[9]) == months[3 * i + 1] &&
-		    lower(p[10]) == months[3 * i + 2])
+		if (http_lower(p[8]) == months[3 * i] && http_lower(p[9]) == months[3 * i + 1] &&
+		    http_lower(p[10]) == months[3 * i + 2])
 			mon = i;
 	if (mon < 0 || !parse_u64(p + 5, 2, &day) || !parse_u64(p + 12, 4, &year) ||
 	    !parse_u64(p + 17, 2, &hh) || !parse_u64(p + 20, 2, &mm) ||
@@ -184,7 +163,7 @@ static bool parse_range(const uint8_t *p, uint32_t len, struct http_req *r)
 {
 	uint32_t dash, i;
 
-	if (len < 7 || !name_is(p, 6, "bytes="))
+	if (len < 7 || !http_name_is(p, 6, "bytes="))
 		return false;
 	p += 6;
 	len -= 6;
@@ -223,11 +202,11 @@ static bool parse_connection(const uint8_t *p, uint32_t len, struct http_req *r)
 			e--;
 		if (e == s)
 			continue;
-		if (name_is(p + s, e - s, "close"))
+		if (http_name_is(p + s, e - s, "close"))
 			r->conn_close = true;
-		else if (name_is(p + s, e - s, "keep-alive"))
+		else if (http_name_is(p + s, e - s, "keep-alive"))
 			r->conn_keepalive = true;
-		else if (name_is(p + s, e - s, "upgrade"))
+		else if (http_name_is(p + s, e - s, "upgrade"))
 			return false;
 	}
 	return true;
@@ -380,7 +359,7 @@ static int parse_request(const uint8_t *buf, uint32_t len, struct http_req *r)
 		i = eol + 2;
 		if (eol == line)
 			break;	/* the empty line */
-		for (colon = line; colon < eol && is_tchar(buf[colon]); colon++)
+		for (colon = line; colon < eol && http_is_tchar(buf[colon]); colon++)
 			;
 		if (colon == line || colon >= eol || buf[colon] != ':')
 			return -1;	/* obs-fold, spaces before ':', bad name */
@@ -395,33 +374,33 @@ static int parse_request(const uint8_t *buf, uint32_t len, struct http_req *r)
 			const uint8_t *n = buf + line, *v = buf + vs;
 			uint32_t nl = colon - line, vl = ve - vs;
 
-			if (name_is(n, nl, "content-length")) {
+			if (http_name_is(n, nl, "content-length")) {
 				if (vl != 1 || v[0] != '0')
 					return -1;
-			} else if (name_is(n, nl, "transfer-encoding") || name_is(n, nl, "upgrade") ||
-				   name_is(n, nl, "expect") || name_is(n, nl, "if-match") ||
-				   name_is(n, nl, "if-unmodified-since") ||
-				   name_is(n, nl, "if-range")) {
+			} else if (http_name_is(n, nl, "transfer-encoding") || http_name_is(n, nl, "upgrade") ||
+				   http_name_is(n, nl, "expect") || http_name_is(n, nl, "if-match") ||
+				   http_name_is(n, nl, "if-unmodified-since") ||
+				   http_name_is(n, nl, "if-range")) {
 				return -1;
-			} else if (name_is(n, nl, "connection")) {
+			} else if (http_name_is(n, nl, "connection")) {
 				if (seen_conn || !parse_connection(v, vl, r))
 					return -1;
 				seen_conn = true;
-			} else if (name_is(n, nl, "range")) {
+			} else if (http_name_is(n, nl, "range")) {
 				if (seen_range || !parse_range(v, vl, r))
 					return -1;
 				seen_range = true;
-			} else if (name_is(n, nl, "if-none-match")) {
+			} else if (http_name_is(n, nl, "if-none-match")) {
 				if (seen_inm)
 					return -1;
 				seen_inm = true;
 				r->inm = v;
 				r->inm_len = vl;
-			} else if (name_is(n, nl, "if-modified-since")) {
+			} else if (http_name_is(n, nl, "if-modified-since")) {
 				if (seen_ims || !parse_imf_date(v, vl, &r->ims))
 					return -1;
 				seen_ims = r->has_ims = true;
-			} else if (name_is(n, nl, "accept-encoding")) {
+			} else if (http_name_is(n, nl, "accept-encoding")) {
 				r->ae_twice = r->ae != NULL;
 				r->ae = v;
 				r->ae_len = vl;
@@ -533,7 +512,7 @@ static bool contains_ci(const uint8_t *p, uint32_t len, const char *name)
 	uint32_t n = (uint32_t)strlen(name), i, k;
 
 	for (i = 0; i + n <= len; i++) {
-		for (k = 0; k < n && lower(p[i + k]) == name[k]; k++)
+		for (k = 0; k < n && http_lower(p[i + k]) == name[k]; k++)
 			;
 		if (k == n)
 			return true;
@@ -552,7 +531,7 @@ static bool has_q0(const uint8_t *p, uint32_t len)
 			continue;
 		for (j = i + 1; j < len && (p[j] == ' ' || p[j] == '\t'); j++)
 			;
-		if (j + 2 >= len || lower(p[j]) != 'q' || p[j + 1] != '=' || p[j + 2] != '0')
+		if (j + 2 >= len || http_lower(p[j]) != 'q' || p[j + 1] != '=' || p[j + 2] != '0')
 			continue;
 		j += 3;
 		if (j < len && p[j] == '.')

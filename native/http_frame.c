@@ -16,29 +16,7 @@
 #include <string.h>
 
 #include "http_frame.h"
-
-static int lower(int c)
-{
-	return c >= 'A' && c <= 'Z' ? c + 32 : c;
-}
-
-/* p[0, len) equals the lower-case `name`, ignoring case */
-static bool name_is(const uint8_t *p, uint32_t len, const char *name)
-{
-	uint32_t i;
-
-	for (i = 0; i < len; i++)
-		if (!name[i] || lower(p[i]) != name[i])
-			return false;
-	return name[len] == 0;
-}
-
-/* RFC 9110 §5.6.2 token characters */
-static bool is_tchar(uint8_t c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c && strchr("!#$%&'*+-.^_`|~", c));
-}
+#include "http_token.h"
 
 /* RFC 9110 §8.6: Content-Length = 1*DIGIT (no lists, no signs, no spaces) */
 static bool parse_length(const uint8_t *p, uint32_t len, uint64_t *out)
@@ -64,7 +42,7 @@ static bool split_field(const uint8_t *p, uint32_t len, uint32_t *nl,
 {
 	uint32_t colon, s, e, k;
 
-	for (colon = 0; colon < len && is_tchar(p[colon]); colon++)
+	for (colon = 0; colon < len && http_is_tchar(p[colon]); colon++)
 		;
 	if (colon == 0 || colon >= len || p[colon] != ':')
 		return false;
@@ -117,11 +95,11 @@ static void conn_token(void *arg, const uint8_t *t, uint32_t tl)
 {
 	struct conn_tokens *ct = arg;
 
-	if (name_is(t, tl, "close"))
+	if (http_name_is(t, tl, "close"))
 		ct->close = true;
-	else if (name_is(t, tl, "keep-alive"))
+	else if (http_name_is(t, tl, "keep-alive"))
 		ct->keepalive = true;
-	else if (name_is(t, tl, "upgrade"))
+	else if (http_name_is(t, tl, "upgrade"))
 		ct->upgrade = true;
 }
 
@@ -156,7 +134,7 @@ int hf_request(const uint8_t *buf, uint32_t len, uint32_t max, struct hf_request
 	end++;
 
 	/* RFC 9112 §3: method SP request-target SP HTTP-version CRLF */
-	for (sp1 = 0; sp1 < end && is_tchar(buf[sp1]); sp1++)
+	for (sp1 = 0; sp1 < end && http_is_tchar(buf[sp1]); sp1++)
 		;
 	if (sp1 == 0 || sp1 >= end || buf[sp1] != ' ')
 		return -HF_STAY_REQUEST_UNFRAMED;
@@ -182,17 +160,17 @@ int hf_request(const uint8_t *buf, uint32_t len, uint32_t max, struct hf_request
 		i = eol + 2;
 		if (!split_field(buf + line, eol - line, &nl, &v, &vl))
 			return -HF_STAY_REQUEST_UNFRAMED;
-		if (name_is(buf + line, nl, "content-length")) {
+		if (http_name_is(buf + line, nl, "content-length")) {
 			/* RFC 9112 §6.3 (5): an invalid length is unrecoverable;
 			 * repeated ones we do not reconcile */
 			if (seen_cl || !parse_length(v, vl, &out->body_len))
 				return -HF_STAY_REQUEST_UNFRAMED;
 			seen_cl = true;
-		} else if (name_is(buf + line, nl, "transfer-encoding")) {
+		} else if (http_name_is(buf + line, nl, "transfer-encoding")) {
 			return -HF_STAY_REQUEST_CHUNKED;
-		} else if (name_is(buf + line, nl, "upgrade")) {
+		} else if (http_name_is(buf + line, nl, "upgrade")) {
 			return -HF_STAY_UPGRADE;
-		} else if (name_is(buf + line, nl, "connection")) {
+		} else if (http_name_is(buf + line, nl, "connection")) {
 			each_token(v, vl, conn_token, &ct);
 		}
 	}
@@ -268,7 +246,7 @@ static int status_line(struct hf_response *r, const uint8_t *p, uint32_t len)
 static void te_token(void *arg, const uint8_t *t, uint32_t tl)
 {
 	/* only the last coding counts: each token overwrites it */
-	*(bool *)arg = name_is(t, tl, "chunked");
+	*(bool *)arg = http_name_is(t, tl, "chunked");
 }
 
 /* RFC 9112 §6.3: how the content of this response is delimited. */
@@ -320,16 +298,16 @@ static int field_line(struct hf_response *r, const uint8_t *p, uint32_t len)
 		return header_end(r);
 	if (!split_field(p, len, &nl, &v, &vl))
 		return stay(r, HF_STAY_MALFORMED);
-	if (name_is(p, nl, "content-length")) {
+	if (http_name_is(p, nl, "content-length")) {
 		r->ncl++;
 		if (!parse_length(v, vl, &r->cl))
 			r->cl_bad = true;
-	} else if (name_is(p, nl, "transfer-encoding")) {
+	} else if (http_name_is(p, nl, "transfer-encoding")) {
 		if (!each_token(v, vl, te_token, &chunked))
 			return stay(r, HF_STAY_MALFORMED);
 		r->te = true;
 		r->te_chunked = chunked;
-	} else if (name_is(p, nl, "connection")) {
+	} else if (http_name_is(p, nl, "connection")) {
 		each_token(v, vl, conn_token, &ct);
 		r->close |= ct.close;
 		r->keepalive |= ct.keepalive;
@@ -341,7 +319,7 @@ static int hexval(uint8_t c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
-	c = (uint8_t)lower(c);
+	c = (uint8_t)http_lower(c);
 	if (c >= 'a' && c <= 'f')
 		return c - 'a' + 10;
 	return -1;

@@ -510,12 +510,7 @@ bool conn_to_python(struct sl_engine *eng, struct sl_conn *c, const uint8_t *dat
 			return true;
 		}
 	}
-	if (byteq_append(&c->rxq, data, len))
-		return false;
-	eng->tcp->rx_held += len;
-	if (c->accepted && !c->rx_paused)
-		deliver_later(eng, c);
-	return true;
+	return conn_to_python_copy(eng, c, data, len);
 }
 
 /* As conn_to_python, for bytes that do not outlive the call (an app's own

@@ -597,6 +597,27 @@ def asgi_app(seen: list[str]):
     return app
 
 
+async def keepalive_conversation(loop) -> tuple[dict, dict]:
+    """A dynamic request, then static ones 0.3 s apart for 2.4 s (the
+    server's keep-alive timer, 1 s, fires meanwhile), then dynamic again
+    and static: (counters before, what the client saw)."""
+    s = req("/static/b.js")
+    steps = [step(req("/dyn"))] + [step(s, pause=0.3) for _ in range(8)] + \
+        [step(req("/dyn2"), pause=0.3), step(s)]
+    before = loop.stack.counters()
+    return before, await talk(FAST_PORT, steps)
+
+
+def check_keepalive_conversation(loop, before: dict, out: dict, seen: list[str]) -> None:
+    """The connection lived through the server's keep-alive timer: every
+    answer came, the static ones from C, the dynamic ones from the app."""
+    assert len(out["responses"]) == 11 and not out["closed"]
+    assert out["responses"][9].endswith("asgi /dyn2")
+    assert seen == ["/dyn", "/dyn2"]
+    d = delta(loop, before, *COUNTS)
+    assert d == {"fast_requests": 9, "fast_handovers": 2, "fast_handbacks": 2}
+
+
 def test_uvicorn_keepalive_timer_spares_the_fast_path(in_server_ns, files):
     """The same with uvicorn (its timeout_keep_alive, 1 s here) in this loop,
     the fast path in front of it through loop.add_static_route."""
@@ -615,23 +636,14 @@ def test_uvicorn_keepalive_timer_spares_the_fast_path(in_server_ns, files):
         while not server.started:
             await asyncio.sleep(0.05)
         try:
-            s = req("/static/b.js")
-            steps = [step(req("/dyn"))] + [step(s, pause=0.3) for _ in range(8)] + \
-                [step(req("/dyn2"), pause=0.3), step(s)]
-            before = loop.stack.counters()
-            out = await talk(FAST_PORT, steps)
-            return before, out
+            return await keepalive_conversation(loop)
         finally:
             server.should_exit = True
             await task
 
     try:
         before, out = loop.run_until_complete(main())
-        assert len(out["responses"]) == 11 and not out["closed"]
-        assert out["responses"][9].endswith("asgi /dyn2")
-        assert seen == ["/dyn", "/dyn2"]
-        d = delta(loop, before, *COUNTS)
-        assert d == {"fast_requests": 9, "fast_handovers": 2, "fast_handbacks": 2}
+        check_keepalive_conversation(loop, before, out, seen)
     finally:
         asyncio.set_event_loop(None)
         loop.close()
@@ -662,23 +674,14 @@ def test_hypercorn_keepalive_timer_spares_the_fast_path(in_server_ns, files):
             assert loop.time() < deadline, "hypercorn did not listen"
             await asyncio.sleep(0.05)
         try:
-            s = req("/static/b.js")
-            steps = [step(req("/dyn"))] + [step(s, pause=0.3) for _ in range(8)] + \
-                [step(req("/dyn2"), pause=0.3), step(s)]
-            before = loop.stack.counters()
-            out = await talk(FAST_PORT, steps)
-            return before, out
+            return await keepalive_conversation(loop)
         finally:
             stop.set()
             await task
 
     try:
         before, out = loop.run_until_complete(main())
-        assert len(out["responses"]) == 11 and not out["closed"]
-        assert out["responses"][9].endswith("asgi /dyn2")
-        assert seen == ["/dyn", "/dyn2"]
-        d = delta(loop, before, *COUNTS)
-        assert d == {"fast_requests": 9, "fast_handovers": 2, "fast_handbacks": 2}
+        check_keepalive_conversation(loop, before, out, seen)
     finally:
         asyncio.set_event_loop(None)
         loop.close()
