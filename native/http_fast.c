@@ -106,23 +106,6 @@ static int hexval(uint8_t c)
 	return -1;
 }
 
-/* Decimal digits [p, p+len) into *out; false if empty, not digits or huge. */
-static bool parse_u64(const uint8_t *p, uint32_t len, uint64_t *out)
-{
-	uint64_t v = 0;
-	uint32_t i;
-
-	if (!len || len > 18)
-		return false;
-	for (i = 0; i < len; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
-		v = v * 10 + (uint64_t)(p[i] - '0');
-	}
-	*out = v;
-	return true;
-}
-
 /* RFC 9110 §5.6.7 IMF-fixdate only, e.g. "Sun, 06 Nov 1994 08:49:37 GMT". */
 static bool parse_imf_date(const uint8_t *p, uint32_t len, int64_t *out)
 {
@@ -139,9 +122,9 @@ static bool parse_imf_date(const uint8_t *p, uint32_t len, int64_t *out)
 		if (http_lower(p[8]) == months[3 * i] && http_lower(p[9]) == months[3 * i + 1] &&
 		    http_lower(p[10]) == months[3 * i + 2])
 			mon = i;
-	if (mon < 0 || !parse_u64(p + 5, 2, &day) || !parse_u64(p + 12, 4, &year) ||
-	    !parse_u64(p + 17, 2, &hh) || !parse_u64(p + 20, 2, &mm) ||
-	    !parse_u64(p + 23, 2, &ss) || day < 1 || day > 31 || hh > 23 || mm > 59 ||
+	if (mon < 0 || !http_parse_u64(p + 5, 2, &day) || !http_parse_u64(p + 12, 4, &year) ||
+	    !http_parse_u64(p + 17, 2, &hh) || !http_parse_u64(p + 20, 2, &mm) ||
+	    !http_parse_u64(p + 23, 2, &ss) || day < 1 || day > 31 || hh > 23 || mm > 59 ||
 	    ss > 60 || year < 1970)
 		return false;
 	/* days since the epoch (proleptic Gregorian, H. Hinnant's algorithm) */
@@ -177,9 +160,9 @@ static bool parse_range(const uint8_t *p, uint32_t len, struct http_req *r)
 	r->has_range = true;
 	r->rstart_set = dash > 0;
 	r->rend_set = dash + 1 < len;
-	if (r->rstart_set && !parse_u64(p, dash, &r->rstart))
+	if (r->rstart_set && !http_parse_u64(p, dash, &r->rstart))
 		return false;
-	if (r->rend_set && !parse_u64(p + dash + 1, len - dash - 1, &r->rend))
+	if (r->rend_set && !http_parse_u64(p + dash + 1, len - dash - 1, &r->rend))
 		return false;
 	return true;
 }
@@ -350,7 +333,7 @@ static int parse_request(const uint8_t *buf, uint32_t len, struct http_req *r)
 
 	/* header fields until the empty line */
 	for (line = i; line + 2 <= end; line = i) {
-		uint32_t eol = line, colon, vs, ve;
+		uint32_t eol = line;
 
 		while (eol + 1 < end && !(buf[eol] == '\r' && buf[eol + 1] == '\n'))
 			eol++;
@@ -359,20 +342,13 @@ static int parse_request(const uint8_t *buf, uint32_t len, struct http_req *r)
 		i = eol + 2;
 		if (eol == line)
 			break;	/* the empty line */
-		for (colon = line; colon < eol && http_is_tchar(buf[colon]); colon++)
-			;
-		if (colon == line || colon >= eol || buf[colon] != ':')
-			return -1;	/* obs-fold, spaces before ':', bad name */
-		for (vs = colon + 1; vs < eol && (buf[vs] == ' ' || buf[vs] == '\t'); vs++)
-			;
-		for (ve = eol; ve > vs && (buf[ve - 1] == ' ' || buf[ve - 1] == '\t'); ve--)
-			;
-		for (uint32_t k = vs; k < ve; k++)
-			if ((buf[k] < 0x20 && buf[k] != '\t') || buf[k] == 0x7f)
-				return -1;
 		{
-			const uint8_t *n = buf + line, *v = buf + vs;
-			uint32_t nl = colon - line, vl = ve - vs;
+			const uint8_t *n = buf + line, *v;
+			uint32_t nl, vl;
+
+			/* obs-fold, spaces before ':', a bad name, control bytes */
+			if (!http_split_field(n, eol - line, &nl, &v, &vl))
+				return -1;
 
 			if (http_name_is(n, nl, "content-length")) {
 				if (vl != 1 || v[0] != '0')

@@ -18,47 +18,6 @@
 #include "http_frame.h"
 #include "http_token.h"
 
-/* RFC 9110 §8.6: Content-Length = 1*DIGIT (no lists, no signs, no spaces) */
-static bool parse_length(const uint8_t *p, uint32_t len, uint64_t *out)
-{
-	uint64_t v = 0;
-	uint32_t i;
-
-	if (!len || len > 18)
-		return false;
-	for (i = 0; i < len; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
-		v = v * 10 + (uint64_t)(p[i] - '0');
-	}
-	*out = v;
-	return true;
-}
-
-/* One field line "name: value" (RFC 9112 §5): name and trimmed value.
- * false for obs-fold, whitespace before the colon, or control bytes. */
-static bool split_field(const uint8_t *p, uint32_t len, uint32_t *nl,
-			const uint8_t **v, uint32_t *vl)
-{
-	uint32_t colon, s, e, k;
-
-	for (colon = 0; colon < len && http_is_tchar(p[colon]); colon++)
-		;
-	if (colon == 0 || colon >= len || p[colon] != ':')
-		return false;
-	for (s = colon + 1; s < len && (p[s] == ' ' || p[s] == '\t'); s++)
-		;
-	for (e = len; e > s && (p[e - 1] == ' ' || p[e - 1] == '\t'); e--)
-		;
-	for (k = s; k < e; k++)
-		if ((p[k] < 0x20 && p[k] != '\t') || p[k] == 0x7f)
-			return false;
-	*nl = colon;
-	*v = p + s;
-	*vl = e - s;
-	return true;
-}
-
 /*
  * Calls fn for each element of a comma-separated list (RFC 9110 §5.6.1),
  * trimmed; returns how many there were.
@@ -158,12 +117,12 @@ int hf_request(const uint8_t *buf, uint32_t len, uint32_t max, struct hf_request
 		if (eol + 1 >= end)
 			return -HF_STAY_REQUEST_UNFRAMED;
 		i = eol + 2;
-		if (!split_field(buf + line, eol - line, &nl, &v, &vl))
+		if (!http_split_field(buf + line, eol - line, &nl, &v, &vl))
 			return -HF_STAY_REQUEST_UNFRAMED;
 		if (http_name_is(buf + line, nl, "content-length")) {
 			/* RFC 9112 §6.3 (5): an invalid length is unrecoverable;
 			 * repeated ones we do not reconcile */
-			if (seen_cl || !parse_length(v, vl, &out->body_len))
+			if (seen_cl || !http_parse_u64(v, vl, &out->body_len))
 				return -HF_STAY_REQUEST_UNFRAMED;
 			seen_cl = true;
 		} else if (http_name_is(buf + line, nl, "transfer-encoding")) {
@@ -296,11 +255,11 @@ static int field_line(struct hf_response *r, const uint8_t *p, uint32_t len)
 
 	if (len == 0)
 		return header_end(r);
-	if (!split_field(p, len, &nl, &v, &vl))
+	if (!http_split_field(p, len, &nl, &v, &vl))
 		return stay(r, HF_STAY_MALFORMED);
 	if (http_name_is(p, nl, "content-length")) {
 		r->ncl++;
-		if (!parse_length(v, vl, &r->cl))
+		if (!http_parse_u64(v, vl, &r->cl))
 			r->cl_bad = true;
 	} else if (http_name_is(p, nl, "transfer-encoding")) {
 		if (!each_token(v, vl, te_token, &chunked))
@@ -376,7 +335,7 @@ static int line_done(struct hf_response *r, const uint8_t *p, uint32_t len)
 	case HF_TRAILER:
 		if (!len)
 			return done(r);
-		if (!split_field(p, len, &nl, &v, &vl))
+		if (!http_split_field(p, len, &nl, &v, &vl))
 			return stay(r, HF_STAY_BAD_CHUNK);
 		return HF_TRAILER;
 	default:

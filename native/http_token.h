@@ -36,4 +36,49 @@ static inline bool http_is_tchar(uint8_t c)
 	       (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
+/* 1*DIGIT into *out (RFC 9110 §8.6's Content-Length, a range's bounds):
+ * false if empty, anything but digits (no signs, spaces or lists), or
+ * more than 18 digits */
+static inline bool http_parse_u64(const uint8_t *p, uint32_t len, uint64_t *out)
+{
+	uint64_t v = 0;
+	uint32_t i;
+
+	if (!len || len > 18)
+		return false;
+	for (i = 0; i < len; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		v = v * 10 + (uint64_t)(p[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+/* One field line "name: value" (RFC 9112 §5) at p[0, len), without its
+ * CRLF: the name's length and the value without surrounding whitespace.
+ * false for obs-fold, whitespace before the colon, a bad name, or control
+ * bytes in the value. */
+static inline bool http_split_field(const uint8_t *p, uint32_t len, uint32_t *nl,
+				    const uint8_t **v, uint32_t *vl)
+{
+	uint32_t colon, s, e, k;
+
+	for (colon = 0; colon < len && http_is_tchar(p[colon]); colon++)
+		;
+	if (colon == 0 || colon >= len || p[colon] != ':')
+		return false;
+	for (s = colon + 1; s < len && (p[s] == ' ' || p[s] == '\t'); s++)
+		;
+	for (e = len; e > s && (p[e - 1] == ' ' || p[e - 1] == '\t'); e--)
+		;
+	for (k = s; k < e; k++)
+		if ((p[k] < 0x20 && p[k] != '\t') || p[k] == 0x7f)
+			return false;
+	*nl = colon;
+	*v = p + s;
+	*vl = e - s;
+	return true;
+}
+
 #endif /* SPECLOOP_HTTP_TOKEN_H */
