@@ -167,32 +167,15 @@ static bool parse_range(const uint8_t *p, uint32_t len, struct http_req *r)
 	return true;
 }
 
-/* Connection: a comma-separated token list. */
+/* Connection: a comma-separated token list; false for Upgrade (not ours). */
 static bool parse_connection(const uint8_t *p, uint32_t len, struct http_req *r)
 {
-	uint32_t i = 0;
+	struct http_conn_tokens ct = { 0 };
 
-	while (i < len) {
-		uint32_t s, e;
-
-		while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == ','))
-			i++;
-		s = i;
-		while (i < len && p[i] != ',')
-			i++;
-		e = i;
-		while (e > s && (p[e - 1] == ' ' || p[e - 1] == '\t'))
-			e--;
-		if (e == s)
-			continue;
-		if (http_name_is(p + s, e - s, "close"))
-			r->conn_close = true;
-		else if (http_name_is(p + s, e - s, "keep-alive"))
-			r->conn_keepalive = true;
-		else if (http_name_is(p + s, e - s, "upgrade"))
-			return false;
-	}
-	return true;
+	http_each_token(p, len, http_conn_token, &ct);
+	r->conn_close |= ct.close;
+	r->conn_keepalive |= ct.keepalive;
+	return !ct.upgrade;
 }
 
 /* If-None-Match (RFC 9110 §13.1.2): "*" or entity tags; weak comparison.

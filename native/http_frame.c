@@ -18,50 +18,6 @@
 #include "http_frame.h"
 #include "http_token.h"
 
-/*
- * Calls fn for each element of a comma-separated list (RFC 9110 §5.6.1),
- * trimmed; returns how many there were.
- */
-static uint32_t each_token(const uint8_t *p, uint32_t len,
-			   void (*fn)(void *arg, const uint8_t *t, uint32_t tl), void *arg)
-{
-	uint32_t i = 0, n = 0;
-
-	while (i < len) {
-		uint32_t s, e;
-
-		while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == ','))
-			i++;
-		s = i;
-		while (i < len && p[i] != ',')
-			i++;
-		e = i;
-		while (e > s && (p[e - 1] == ' ' || p[e - 1] == '\t'))
-			e--;
-		if (e > s) {
-			fn(arg, p + s, e - s);
-			n++;
-		}
-	}
-	return n;
-}
-
-struct conn_tokens {
-	bool close, keepalive, upgrade;
-};
-
-static void conn_token(void *arg, const uint8_t *t, uint32_t tl)
-{
-	struct conn_tokens *ct = arg;
-
-	if (http_name_is(t, tl, "close"))
-		ct->close = true;
-	else if (http_name_is(t, tl, "keep-alive"))
-		ct->keepalive = true;
-	else if (http_name_is(t, tl, "upgrade"))
-		ct->upgrade = true;
-}
-
 /* HTTP-version = "HTTP/1." DIGIT, 0 or 1 here; -1 for anything else */
 static int http_minor(const uint8_t *p, uint32_t len)
 {
@@ -74,7 +30,7 @@ static int http_minor(const uint8_t *p, uint32_t len)
 
 int hf_request(const uint8_t *buf, uint32_t len, uint32_t max, struct hf_request *out)
 {
-	struct conn_tokens ct = { 0 };
+	struct http_conn_tokens ct = { 0 };
 	uint32_t end, i, line, sp1, sp2, nl, vl;
 	const uint8_t *v;
 	bool seen_cl = false;
@@ -130,7 +86,7 @@ int hf_request(const uint8_t *buf, uint32_t len, uint32_t max, struct hf_request
 		} else if (http_name_is(buf + line, nl, "upgrade")) {
 			return -HF_STAY_UPGRADE;
 		} else if (http_name_is(buf + line, nl, "connection")) {
-			each_token(v, vl, conn_token, &ct);
+			http_each_token(v, vl, http_conn_token, &ct);
 		}
 	}
 	if (i + 2 != end)
@@ -248,7 +204,7 @@ static int header_end(struct hf_response *r)
 
 static int field_line(struct hf_response *r, const uint8_t *p, uint32_t len)
 {
-	struct conn_tokens ct = { 0 };
+	struct http_conn_tokens ct = { 0 };
 	const uint8_t *v;
 	uint32_t nl, vl;
 	bool chunked = false;
@@ -262,12 +218,12 @@ static int field_line(struct hf_response *r, const uint8_t *p, uint32_t len)
 		if (!http_parse_u64(v, vl, &r->cl))
 			r->cl_bad = true;
 	} else if (http_name_is(p, nl, "transfer-encoding")) {
-		if (!each_token(v, vl, te_token, &chunked))
+		if (!http_each_token(v, vl, te_token, &chunked))
 			return stay(r, HF_STAY_MALFORMED);
 		r->te = true;
 		r->te_chunked = chunked;
 	} else if (http_name_is(p, nl, "connection")) {
-		each_token(v, vl, conn_token, &ct);
+		http_each_token(v, vl, http_conn_token, &ct);
 		r->close |= ct.close;
 		r->keepalive |= ct.keepalive;
 	}

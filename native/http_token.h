@@ -81,4 +81,49 @@ static inline bool http_split_field(const uint8_t *p, uint32_t len, uint32_t *nl
 	return true;
 }
 
+/*
+ * Calls fn for each element of a comma-separated list (RFC 9110 §5.6.1),
+ * trimmed; returns how many there were.
+ */
+static inline uint32_t http_each_token(const uint8_t *p, uint32_t len,
+				       void (*fn)(void *arg, const uint8_t *t, uint32_t tl), void *arg)
+{
+	uint32_t i = 0, n = 0;
+
+	while (i < len) {
+		uint32_t s, e;
+
+		while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == ','))
+			i++;
+		s = i;
+		while (i < len && p[i] != ',')
+			i++;
+		e = i;
+		while (e > s && (p[e - 1] == ' ' || p[e - 1] == '\t'))
+			e--;
+		if (e > s) {
+			fn(arg, p + s, e - s);
+			n++;
+		}
+	}
+	return n;
+}
+
+/* the Connection tokens (RFC 9110 §7.6.1) either side acts on */
+struct http_conn_tokens {
+	bool close, keepalive, upgrade;
+};
+
+static inline void http_conn_token(void *arg, const uint8_t *t, uint32_t tl)
+{
+	struct http_conn_tokens *ct = arg;
+
+	if (http_name_is(t, tl, "close"))
+		ct->close = true;
+	else if (http_name_is(t, tl, "keep-alive"))
+		ct->keepalive = true;
+	else if (http_name_is(t, tl, "upgrade"))
+		ct->upgrade = true;
+}
+
 #endif /* SPECLOOP_HTTP_TOKEN_H */
