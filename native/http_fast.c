@@ -96,16 +96,6 @@ struct http_req {
 
 /* ---- small bounded parsers ------------------------------------------------ */
 
-static int hexval(uint8_t c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (uint8_t)http_lower(c);
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* RFC 9110 §5.6.7 IMF-fixdate only, e.g. "Sun, 06 Nov 1994 08:49:37 GMT". */
 static bool parse_imf_date(const uint8_t *p, uint32_t len, int64_t *out)
 {
@@ -236,8 +226,8 @@ static bool decode_path(const uint8_t *t, uint32_t len, struct http_req *r)
 
 			if (i + 2 >= len)
 				return false;
-			hi = hexval(t[i + 1]);
-			lo = hexval(t[i + 2]);
+			hi = http_hexval(t[i + 1]);
+			lo = http_hexval(t[i + 2]);
 			if (hi < 0 || lo < 0)
 				return false;
 			c = hi << 4 | lo;

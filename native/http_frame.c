@@ -230,26 +230,16 @@ static int field_line(struct hf_response *r, const uint8_t *p, uint32_t len)
 	return HF_FIELDS;
 }
 
-static int hexval(uint8_t c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (uint8_t)http_lower(c);
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF */
 static int chunk_size_line(struct hf_response *r, const uint8_t *p, uint32_t len)
 {
 	uint64_t size = 0;
 	uint32_t i;
 
-	for (i = 0; i < len && hexval(p[i]) >= 0; i++) {
+	for (i = 0; i < len && http_hexval(p[i]) >= 0; i++) {
 		if (i == 15)
 			return stay(r, HF_STAY_BAD_CHUNK);
-		size = size << 4 | (uint64_t)hexval(p[i]);
+		size = size << 4 | (uint64_t)http_hexval(p[i]);
 	}
 	if (i == 0)
 		return stay(r, HF_STAY_BAD_CHUNK);

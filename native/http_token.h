@@ -17,6 +17,17 @@ static inline int http_lower(int c)
 	return c >= 'A' && c <= 'Z' ? c + 32 : c;
 }
 
+/* a hex digit's value (percent-encoding, chunk sizes), -1 if not one */
+static inline int http_hexval(uint8_t c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = (uint8_t)http_lower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
 /* p[0, len) equals the lower-case `name`, ignoring case (field names,
  * RFC 9110 §5.1) */
 static inline bool http_name_is(const uint8_t *p, uint32_t len, const char *name)
