@@ -787,22 +787,23 @@ static int64_t hand_one(struct sl_engine *eng, struct sl_conn *c, const uint8_t 
 	struct fast_conn *f = fc(c);
 	uint64_t want = (uint64_t)hr->hdr_len + hr->body_len;
 	uint32_t take = want < len ? (uint32_t)want : len;
-	struct hf_response *resp = malloc(sizeof(*resp));
+	struct hf_response *resp = f->resp;
 
-	if (!resp)
-		return -1;
 	if (c->detached) {
 		/* closing after "Connection: close": nobody to hand it to */
-		free(resp);
 		return hand_for_good(eng, c, buf, len, HF_STAY_CLOSE) ? (int64_t)len : -1;
 	}
+	/* the framing state is allocated at a connection's first hand-over and
+	 * reused for its later ones: no allocation per dynamic request */
+	if (!resp && !(resp = malloc(sizeof(*resp))))
+		return -1;
 	if (!to_python(eng, c, buf, take)) {
-		free(resp);
+		if (resp != f->resp)
+			free(resp);
 		return -1;
 	}
 	eng->ctr.fast_handovers++;
 	hf_response_init(resp, hr->head, hr->close);
-	free(f->resp);
 	f->resp = resp;
 	f->mode = FAST_PYTHON;
 	f->to_python = want - take;

@@ -13,6 +13,7 @@
  * All input comes from the wire or from the application: every index is
  * bounded by the length given, never by a terminator.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "http_frame.h"
@@ -113,7 +114,8 @@ static void fields_reset(struct hf_response *r)
 
 void hf_response_init(struct hf_response *r, bool head, bool req_close)
 {
-	memset(r, 0, sizeof(*r));
+	/* all but the line buffer, which line_len = 0 makes empty */
+	memset(r, 0, offsetof(struct hf_response, line));
 	r->state = HF_STATUS;
 	r->head = head;
 	r->req_close = req_close;
