@@ -116,19 +116,28 @@ static uint32_t build_packet(struct sl_engine *eng, uint8_t *buf, const uint8_t 
 }
 
 /*
- * The window to advertise (RFC 9293 §3.8.6.2.2 receiver-side SWS avoidance:
- * move the right edge only by a useful amount; §3.8.6: never shrink it).
- * Updates rcv_adv.  SYN segments carry it unscaled (RFC 7323 §2.2).
+ * The window to advertise.  As Linux's tcp_select_window: the free buffer,
+ * but the size offered last time while the free space stays within one
+ * MSS above it, so a buffer the app keeps drained offers the same field in
+ * every segment and the peer's header prediction (its receive fast path)
+ * stays on; a right edge held in place would change the field with every
+ * request.  Receiver-side SWS avoidance (RFC 9293 §3.8.6.2.2): less than
+ * min(RCV.BUFF/2, MSS) free offers nothing new; and the right edge never
+ * moves back (§3.8.6).  Updates rcv_adv.  SYN segments carry the window
+ * unscaled (RFC 7323 §2.2).
  */
 static uint16_t window_field(const struct sl_engine *eng, struct sl_conn *c, bool syn)
 {
 	uint32_t avail = conn_rcv_window(eng, c);
 	uint32_t cur = seq_gt(c->rcv_adv, c->rcv_nxt) ? c->rcv_adv - c->rcv_nxt : 0;
+	uint32_t prev = seq_gt(c->rcv_adv, c->last_ack_sent) ? c->rcv_adv - c->last_ack_sent : 0;
 	uint32_t step = c->rcvbuf / 2 < c->mss ? c->rcvbuf / 2 : c->mss;
 	uint32_t wnd = avail, field, ws = syn ? 0 : c->rcv_wscale;
 
-	if (wnd > cur && wnd - cur < step && c->mss)
-		wnd = cur;
+	if (c->mss && avail < step)
+		wnd = 0;
+	else if (avail >= prev && avail - prev < step)
+		wnd = prev;
 	if (wnd < cur)
 		wnd = cur;
 	field = wnd >> ws;

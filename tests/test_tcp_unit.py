@@ -762,6 +762,60 @@ def test_pause_reading_closes_the_window_and_resume_reopens(h):
     h2.close()
 
 
+@pytest.mark.parametrize("ws", [7, None])
+def test_a_drained_buffer_offers_the_same_window_in_every_segment(h, ws):
+    """Request, response, request, ...: the app reads every request, so
+    every response offers the same window field, as Linux's does; a right
+    edge kept in place would shrink the field with each request and turn
+    the peer's header prediction (its receive fast path) off."""
+    p = Peer(h, PORT, sport=42000, ws=ws)
+    p.connect()
+    fields = []
+    for _ in range(20):
+        p.deliver(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert len(h.take_events(DATA)) == 1
+        h.write(p.conn, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        out = [s for s in h.flush() if s.payload]
+        assert len(out) == 1
+        p.absorb(out)
+        fields.append(out[0].window)
+    assert len(set(fields)) == 1, fields
+    info = h.info(p.conn)
+    offered = (info["rcv_adv"] - info["rcv_nxt"]) & 0xFFFFFFFF
+    assert offered >= 16384
+    assert offered == 65535 if ws is None else 0 <= info["rcv_wnd"] - offered < 1 << 14
+
+
+def test_window_edge_never_moves_back_and_grows_in_one_step():
+    """Held data: the right edge stays where it was (RFC 9293 §3.8.6);
+    read again, the window grows back in one step, not byte by byte, and
+    then keeps its size."""
+    h = Harness(rcvbuf=16384)
+    h.listen(PORT)
+    p = Peer(h, PORT, sport=42001, ws=None)
+    p.connect()
+    lib.sl_conn_pause_reading(h.ptr, p.conn)
+    edges = []
+    for _ in range(6):
+        seg = p.deliver(b"q" * 1000)[-1]
+        edges.append(seg.ack + seg.window)
+    assert len(set(edges)) == 1  # held data: the edge stays
+    lib.sl_conn_resume_reading(h.ptr, p.conn)
+    update = h.advance(0)
+    assert h.take_events(DATA) and update
+    assert update[-1].ack + update[-1].window >= edges[-1] + 6000
+    fields = []
+    for _ in range(5):
+        p.deliver(b"r" * 10)
+        h.take_events(DATA)
+        h.write(p.conn, b"x")
+        out = [s for s in h.flush() if s.payload]
+        p.absorb(out)
+        fields.append(out[-1].window)
+    assert fields == [16384] * 5
+    h.close()
+
+
 # ---- SYN cookies (RFC 4987) -------------------------------------------------------
 
 def test_syn_cookies_when_the_queue_is_full():
