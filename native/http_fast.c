@@ -374,18 +374,23 @@ static bool keeps_alive(const struct http_req *r)
 	return r->minor == 1 ? !r->conn_close : (r->conn_keepalive && !r->conn_close);
 }
 
-static uint8_t *build_header(struct sl_engine *eng, const struct http_req *r,
-			     const struct static_entry *e, enum resp_kind kind,
-			     uint64_t start, uint64_t count, uint32_t *out_len)
+/* Room for any response head of entry e (build_header's bound). */
+static size_t header_cap(const struct sl_engine *eng, const struct static_entry *e)
+{
+	return 512 + e->fields_len + e->extra_len + strlen(eng->stat->server);
+}
+
+/* Writes the response head into h (header_cap(e) bytes); false if it does
+ * not fit. */
+static bool build_header(struct sl_engine *eng, const struct http_req *r,
+			 const struct static_entry *e, enum resp_kind kind,
+			 uint64_t start, uint64_t count, uint8_t *h, size_t cap,
+			 uint32_t *out_len)
 {
 	struct sl_static *s = eng->stat;
-	size_t cap = 512 + e->fields_len + e->extra_len + strlen(s->server);
 	const char *conn = "";
-	uint8_t *h = malloc(cap);
 	int n = 0;
 
-	if (!h)
-		return NULL;
 	if (r->minor == 0 && keeps_alive(r))
 		conn = "Connection: keep-alive\r\n";
 	else if (r->minor == 1 && r->conn_close)
@@ -397,10 +402,8 @@ static uint8_t *build_header(struct sl_engine *eng, const struct http_req *r,
 		size_t dl = strlen(date), sl = strlen(s->server), cl = strlen(conn);
 		uint8_t *p = h;
 
-		if (9 + e->head200_len + dl + 10 + sl + 2 + cl + 2 > cap) {
-			free(h);
-			return NULL;
-		}
+		if (9 + e->head200_len + dl + 10 + sl + 2 + cl + 2 > cap)
+			return false;
 		memcpy(p, r->minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
 		p += 9;
 		memcpy(p, e->head200, e->head200_len);
@@ -418,7 +421,7 @@ static uint8_t *build_header(struct sl_engine *eng, const struct http_req *r,
 		memcpy(p, "\r\n", 2);
 		p += 2;
 		*out_len = (uint32_t)(p - h);
-		return h;
+		return true;
 	}
 	switch (kind) {
 	case R_200:
@@ -447,12 +450,10 @@ static uint8_t *build_header(struct sl_engine *eng, const struct http_req *r,
 	n += snprintf((char *)h + n, cap - (size_t)n, "%.*sDate: %s\r\nServer: %s\r\n%s\r\n%s",
 		      (int)e->extra_len, e->extra ? e->extra : "", static_date(eng), s->server,
 		      conn, kind == R_416 && r->method == M_GET ? "0\r\n\r\n" : "");
-	if (n < 0 || (size_t)n >= cap) {
-		free(h);
-		return NULL;
-	}
+	if (n < 0 || (size_t)n >= cap)
+		return false;
 	*out_len = (uint32_t)n;
-	return h;
+	return true;
 }
 
 /* `name` (lower case) occurs in p[0, len), ignoring case */
@@ -581,8 +582,7 @@ static void resp_free(struct sl_engine *eng, struct fast_resp *fr)
 {
 	if (fr->e)
 		static_entry_put(eng, fr->e);
-	free(fr->hdr);
-	free(fr);
+	free(fr);	/* the head is in the same allocation */
 }
 
 /* Queues the response to one parsed request.  false: not ours after all. */
@@ -593,6 +593,7 @@ static bool respond(struct sl_engine *eng, struct sl_conn *c, const struct http_
 	struct fast_resp *fr;
 	enum resp_kind kind;
 	uint64_t start, count;
+	size_t cap;
 
 	if (e)
 		e = negotiate(e, r);
@@ -600,11 +601,14 @@ static bool respond(struct sl_engine *eng, struct sl_conn *c, const struct http_
 		return false;
 	if (f->nresp >= FAST_MAX_PIPELINE || plan(r, e, &kind, &start, &count) < 0)
 		return false;
-	fr = calloc(1, sizeof(*fr));
+	/* one allocation per response: the record and its head behind it */
+	cap = header_cap(eng, e);
+	fr = malloc(sizeof(*fr) + cap);
 	if (!fr)
 		return false;
-	fr->hdr = build_header(eng, r, e, kind, start, count, &fr->hdr_len);
-	if (!fr->hdr) {
+	memset(fr, 0, sizeof(*fr));
+	fr->hdr = (uint8_t *)(fr + 1);
+	if (!build_header(eng, r, e, kind, start, count, fr->hdr, cap, &fr->hdr_len)) {
 		free(fr);
 		return false;
 	}
