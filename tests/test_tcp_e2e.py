@@ -183,6 +183,36 @@ print(data.count(b"HTTP/1.1 200 OK"), data.count(b"Hello, world!"), len(data))
     serve_loop.run_until_complete(asyncio.wait_for(main(), 60))
 
 
+def test_kernel_peer_takes_its_fast_path(serve_loop, path, tmp_path):
+    """wrk's keep-alive connections, request after request: the client
+    kernel's TCP takes its header-prediction fast path for the server's
+    segments (TcpExtTCPHPHits in the client namespace), over the bypass as
+    on the kernel path.  It cannot when the server's window field changes
+    from segment to segment."""
+    client = f"""
+import re, subprocess
+def hp_hits():
+    lines = [l.split() for l in open("/proc/net/netstat") if l.startswith("TcpExt:")]
+    return int(dict(zip(lines[0], lines[1]))["TCPHPHits"])
+before = hp_hits()
+out = subprocess.run(["wrk", "-t1", "-c4", "-d1s", "{URL}/"], capture_output=True,
+                     text=True, check=True).stdout
+print(int(re.search(r"(\\d+) requests in", out).group(1)), hp_hits() - before)
+"""
+
+    async def main():
+        runner = await start(make_app(str(tmp_path)))
+        try:
+            rc, out, err = await arun_client(sys.executable, "-c", client)
+            assert rc == 0, err
+            requests, hits = map(int, out.split())
+            assert requests >= 100 and hits >= requests // 2, (requests, hits)
+        finally:
+            await runner.cleanup()
+
+    serve_loop.run_until_complete(asyncio.wait_for(main(), 60))
+
+
 AIOHTTP_CLIENT = """
 import asyncio, hashlib, json, sys
 import aiohttp
