@@ -271,6 +271,8 @@ class AsyncioCoreLoop(Loop):
     time = base_events.BaseEventLoop.time
     create_future = base_events.BaseEventLoop.create_future
     create_task = base_events.BaseEventLoop.create_task
+    get_debug = base_events.BaseEventLoop.get_debug
+    _timer_handle_cancelled = base_events.BaseEventLoop._timer_handle_cancelled
 
     @property
     def _core_kind(self) -> str:  # type: ignore[override]

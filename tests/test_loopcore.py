@@ -254,3 +254,37 @@ def test_create_task_and_future(loop: specloop.Loop) -> None:
     with pytest.raises(RuntimeError, match="closed"):
         loop.create_task(coro)
     coro.close()
+
+
+def python_frames_during(fn) -> list[str]:
+    """The Python functions that run while fn() runs (sys.setprofile)."""
+    import sys
+    seen: list[str] = []
+
+    def prof(frame, event, arg):
+        if event == "call":
+            seen.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_code.co_name}")
+    sys.setprofile(prof)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return seen
+
+
+def test_futures_and_cancelled_timers_run_no_loop_python(loop: specloop.Loop) -> None:
+    """C Futures ask the loop's get_debug at creation and TimerHandle.cancel
+    tells _timer_handle_cancelled: on the C core both are C, as uvloop's,
+    so a future or a cancelled timeout runs no Python frame of the loop's."""
+    assert loop.get_debug() is False
+    timer = loop.call_later(60, lambda: None)
+    frames = python_frames_during(lambda: (loop.create_future(), timer.cancel()))
+    loop_frames = [f for f in frames if f.startswith("base_events.py")]
+    if loop.core == "c":
+        assert loop_frames == [], frames
+    else:
+        assert "base_events.py:get_debug" in loop_frames
+    assert loop._timer_cancelled_count == 1
+    loop.set_debug(True)
+    assert loop.get_debug() is True and loop.create_future().get_loop() is loop
+    loop.set_debug(False)

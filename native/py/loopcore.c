@@ -890,6 +890,38 @@ static PyGetSetDef lc_getset[] = {
 	{ NULL, NULL, NULL, NULL, NULL },
 };
 
+/* BaseEventLoop.get_debug, in C: C Futures and Tasks ask the loop for it
+ * at every creation, and TimerHandle.cancel at every cancel. */
+static PyObject *lc_get_debug(LoopCore *self, PyObject *unused)
+{
+	return PyBool_FromLong(self->debug);
+}
+
+/* BaseEventLoop._timer_handle_cancelled, in C: TimerHandle.cancel calls it
+ * (asyncio.wait_for and timeouts cancel a timer per operation). */
+static PyObject *lc_timer_handle_cancelled(LoopCore *self, PyObject *handle)
+{
+	const struct core_state *st = self->st;
+	PyObject *sched;
+	int on;
+
+	if (PyObject_TypeCheck(handle, st->timer_type)) {
+		sched = SLOT(handle, st->t_scheduled);
+		on = sched ? PyObject_IsTrue(sched) : 0;
+	} else {
+		sched = PyObject_GetAttrString(handle, "_scheduled");
+		if (!sched)
+			return NULL;
+		on = PyObject_IsTrue(sched);
+		Py_DECREF(sched);
+	}
+	if (on < 0)
+		return NULL;
+	if (on)
+		self->timer_cancelled_count++;
+	Py_RETURN_NONE;
+}
+
 #define VC (PyCFunction)(void (*)(void))
 static PyMethodDef lc_methods[] = {
 	{ "call_soon", VC lc_call_soon, METH_FASTCALL | METH_KEYWORDS,
@@ -903,6 +935,8 @@ static PyMethodDef lc_methods[] = {
 	  "asyncio.Future(loop=self)." },
 	{ "create_task", VC lc_create_task, METH_FASTCALL | METH_KEYWORDS,
 	  "asyncio's create_task, in C when no task factory is set." },
+	{ "get_debug", (PyCFunction)lc_get_debug, METH_NOARGS, "asyncio's get_debug, in C." },
+	{ "_timer_handle_cancelled", (PyCFunction)lc_timer_handle_cancelled, METH_O, NULL },
 	{ "_run_once", (PyCFunction)lc_run_once, METH_NOARGS,
 	  "One iteration: timers, I/O (the engine's wait), ready callbacks, one flush." },
 	{ "_core_attach", (PyCFunction)lc_attach, METH_O, NULL },
