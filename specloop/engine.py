@@ -275,7 +275,12 @@ class Engine:
 
     def conn_setopt(self, conn: int, opt: int, value: int) -> None:
         """A connection option (``OPT``); ValueError for a bad value."""
-        check(lib.sl_conn_setopt(self.ptr, conn, opt, value), "setsockopt", argument="value")
+        ptr = self._ptr
+        if ptr is None:
+            ptr = self.ptr  # raises: the engine is closed
+        rc = lib.sl_conn_setopt(ptr, conn, opt, value)
+        if rc < 0:
+            check(rc, "setsockopt", argument="value")
 
     def conn_getopt(self, conn: int, opt: int) -> int:
         return check(lib.sl_conn_getopt(self.ptr, conn, opt), "getsockopt")

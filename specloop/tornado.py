@@ -44,12 +44,22 @@ class _Handlers:
     """The IOLoop as a TransportIOStream sees it: there is no fd to watch,
     so handler registration goes to the stream; the rest is the IOLoop's."""
 
+    # asked for on every event (BaseIOStream._handle_events)
+    READ = _READ
+    WRITE = _WRITE
+    ERROR = _ERROR
+
     def __init__(self, io_loop: IOLoop, stream: "TransportIOStream") -> None:
         self._io_loop = io_loop
         self._stream = stream
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._io_loop, name)
+        value = getattr(self._io_loop, name)
+        if callable(value):
+            # the IOLoop's methods, looked up once per stream: Tornado's
+            # stream asks for them (add_callback, add_future...) per request
+            setattr(self, name, value)
+        return value
 
     def add_handler(self, fd: Any, handler: Any, events: int) -> None:
         self._stream._wanted()
@@ -105,6 +115,17 @@ class TransportIOStream(BaseIOStream):
             return 0 if self._rx_eof else None
         out = memoryview(buf)
         want = len(out)
+        chunk = self._rx[0]
+        if len(self._rx) == 1 and len(chunk) <= want:
+            # the common case: one received chunk, and it fits
+            n = len(chunk)
+            out[:n] = chunk
+            self._rx.clear()
+            self._rx_size -= n
+            if self._reading_paused and self._rx_size < self.high_water // 2 and not self._lost:
+                self._reading_paused = False
+                self._transport.resume_reading()
+            return n
         n = 0
         while self._rx and n < want:
             chunk = self._rx[0]
@@ -137,6 +158,7 @@ class TransportIOStream(BaseIOStream):
         return err if isinstance(err, Exception) else None
 
     def set_nodelay(self, value: bool) -> None:
+        # Tornado turns Nagle off and on again around every response
         sock = self.socket
         if sock is not None and hasattr(sock, "setsockopt"):
             try:

@@ -79,13 +79,16 @@ class BypassSocket:
         return opt
 
     def setsockopt(self, level: int, optname: int, value: Any, optlen: Any = None) -> None:
-        opt = self._opt(level, optname)
+        opt = _OPTS.get((level, optname))
+        if opt is None:
+            opt = self._opt(level, optname)  # raises, naming the option
         t = self._transport
-        if t._stack is None or t._gone:
+        stack = t._stack
+        if stack is None or t._gone:
             raise OSError(errno.EBADF, "specloop bypass socket: connection is closed")
-        if not isinstance(value, int):
+        if value.__class__ is not int and not isinstance(value, int):
             value = int.from_bytes(bytes(value)[:4], "little")
-        t._stack.engine.conn_setopt(t._conn, opt, value)
+        stack.engine.conn_setopt(t._conn, opt, value)
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> int:
         opt = self._opt(level, optname)
