@@ -10,11 +10,11 @@ STAMP := $(VENV)/.specloop-installed
 # build: clang + libxdp/libbpf; lab: iproute2, ethtool, nftables;
 # tests and benchmarks: curl, wrk, nginx, ping, tcpdump, a headless browser;
 # the loss matrix's delay: iptables (NFQUEUE; nft's queue is not built into
-# this kernel)
+# this kernel); the WebSocket load generator's SHA-1 and base64: libssl-dev
 APT_PACKAGES := clang llvm libxdp-dev libbpf-dev libelf-dev zlib1g-dev \
 	pkg-config gcc make iproute2 ethtool nftables curl wrk nginx \
 	iputils-ping tcpdump xdp-tools bpftool util-linux libcap2-bin iptables \
-	chromium-headless-shell
+	chromium-headless-shell libssl-dev
 
 NATIVE := $(wildcard native/*.c native/*.h native/py/*.c native/py/*.h native/bpf/*.c native/build.py)
 
@@ -42,14 +42,19 @@ $(STAMP): $(VENV)/bin/python pyproject.toml setup.py $(NATIVE)
 
 setup: system $(STAMP) tools
 
-# test-owned helpers in C: the loss matrix's delay (benchmarks/impair.py)
-TOOLS := build/tools/nfq_delay
+# test-owned helpers in C: the loss matrix's delay (benchmarks/impair.py),
+# the ws-echo workload's client (benchmarks/suite.py; wrk speaks no WebSocket)
+TOOLS := build/tools/nfq_delay build/tools/ws_load
 
 tools: $(TOOLS)
 
 build/tools/nfq_delay: benchmarks/nfq_delay.c
 	mkdir -p build/tools
 	$(CC) -std=gnu11 -O2 -Wall -Wextra -o $@ $<
+
+build/tools/ws_load: benchmarks/ws_load.c
+	mkdir -p build/tools
+	$(CC) -std=gnu11 -O2 -Wall -Wextra -o $@ $< -lcrypto
 
 demo: setup
 	$(VENV)/bin/specloop demo

@@ -124,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         static = STATIC_DIR
         content.ensure(static, None)
+        # the apps with a hello server (not the WebSocket echo)
         servers = [s for s in matrix.discover() if s.loop == "uvloop" and s.app
-                   and not s.unavailable and s.kind == "app"]
+                   and s.kind == "app" and s.cannot("hello") is None]
         if args.apps:
             want = set(args.apps.split(","))
             servers = [s for s in servers if s.app in want]

@@ -51,11 +51,19 @@ class Workload:
     label: str
     path: str          # URL path on the server
     file: str | None   # name in the static dir, for static workloads
-    size: int          # body bytes
+    size: int          # body bytes (ws_load: message bytes)
+    client: str = "wrk"   # the load generator: "wrk" (HTTP) or "ws_load" (WebSocket echo)
 
     @property
     def static(self) -> bool:
         return self.file is not None
+
+    @property
+    def websocket(self) -> bool:
+        """A WebSocket workload: one message per "request", sent by
+        benchmarks/ws_load.c; only servers whose script names it in
+        WORKLOADS run it."""
+        return self.client == "ws_load"
 
 
 WORKLOADS: tuple[Workload, ...] = (
@@ -63,10 +71,18 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("static-64", "static file, 64 B", "/static/64B.bin", "64B.bin", 64),
     Workload("static-8k", "static file, 8 KiB", "/static/8KiB.bin", "8KiB.bin", 8192),
     Workload("static-1m", "static file, 1 MiB", "/static/1MiB.bin", "1MiB.bin", 1 << 20),
+    # closed loop over WebSocket: each connection sends "Hello, world!" in a
+    # masked frame and waits for the echo (benchmarks/ws_load.c checks it)
+    Workload("ws-echo", "websocket echo (13 B message)", "/", None, 13, client="ws_load"),
 )
+WS_ECHO = "ws-echo"
 BULK = "bulk"        # the single-flow goodput workload's id
 CEILING = "ceiling"  # the transport's TX ceiling (ceiling.py): no server, once per run
-WORKLOAD_IDS = tuple(w.id for w in WORKLOADS) + (BULK, CEILING)
+# the order the plan runs them in: the WebSocket workloads after bulk, so
+# that the HTTP workloads keep their place (and their server order)
+WORKLOAD_IDS = (tuple(w.id for w in WORKLOADS if not w.websocket) + (BULK,)
+                + tuple(w.id for w in WORKLOADS if w.websocket) + (CEILING,))
+WEBSOCKET_IDS = frozenset(w.id for w in WORKLOADS if w.websocket)
 
 
 # ---- the static fast path switch ------------------------------------------------
@@ -116,6 +132,8 @@ class Server:
     nginx: tuple[tuple[str, str], ...] = ()  # nginx directives (kind "nginx")
     varies: bool = False       # its speed varies per process: at least
                                # --fast-path-runs fresh processes per cell
+    workloads: tuple[str, ...] | None = None   # the only workloads it serves (its
+                               # script's WORKLOADS); None: the HTTP ones
 
     @property
     def uvloop_ref(self) -> str:
@@ -127,12 +145,29 @@ class Server:
         """Why this server cannot run ``workload_id``, or None."""
         if self.unavailable:
             return self.unavailable
+        if self.workloads is not None:
+            if workload_id in self.workloads:
+                return None
+            return f"serves only {', '.join(self.workloads)} (WORKLOADS in its script)"
+        if workload_id in WEBSOCKET_IDS:
+            return ("speaks no WebSocket: ws-echo runs on the WebSocket echo servers "
+                    "(servers/websockets_app.py)")
         if workload_id != "hello" and not self.static:
             return "serves no static files (STATIC = False in its script)"
         if workload_id == "hello" and self.fast_path:
             return ("not applicable: the fast path answers registered static routes; "
                     "hello is dynamic (see the specloop bypass row)")
         return None
+
+    def runs_by_default(self, workload_id: str) -> bool:
+        """Whether the plan includes this row for ``workload_id`` when no
+        --servers names it: the core rows every HTTP workload, the other
+        apps hello, a server with WORKLOADS just those."""
+        if self.workloads is not None:
+            return workload_id in self.workloads
+        if workload_id in WEBSOCKET_IDS:
+            return False
+        return self.core or workload_id == "hello"
 
 
 def _constants(script: pathlib.Path) -> dict[str, object]:
@@ -187,6 +222,8 @@ def discover(servers_dir: pathlib.Path = SERVERS_DIR) -> list[Server]:
         loops = c.get("LOOPS", ALL_LOOPS)
         loops = tuple(loops) if isinstance(loops, (tuple, list)) else ALL_LOOPS
         static = bool(c.get("STATIC", False))
+        served = c.get("WORKLOADS")
+        served = tuple(served) if isinstance(served, (tuple, list)) else None
         # issue 7: each server on the default loop, uvloop and specloop
         wanted = [lp for lp in ("asyncio", "uvloop", "specloop") if lp in loops] or list(loops[:1])
         for lp in wanted:
@@ -194,7 +231,7 @@ def discover(servers_dir: pathlib.Path = SERVERS_DIR) -> list[Server]:
             suffix = "specloop-bypass" if bypass else lp
             label = "specloop bypass" if bypass else lp
             rows.append(Server(f"{app}-{suffix}", f"{app} · {label}", "app", app, script, lp,
-                               bypass=bypass, static=static, core=False))
+                               bypass=bypass, static=static, core=False, workloads=served))
     return rows
 
 
@@ -253,14 +290,15 @@ def plan(servers: Sequence[Server], workloads: Sequence[str], connections: Seque
     """Workload by workload, every server once, the server order rotated by
     one per workload so that no server is always first (drift hits all
     alike).  Extra apps run only hello unless named with --servers, at
-    ``extra_connections`` if given.  Each step runs in ``runs`` fresh server
-    processes, at least ``varies_runs`` for a server whose speed varies from
-    process to process."""
+    ``extra_connections`` if given; a server with WORKLOADS in its script
+    (the WebSocket echo) only those, and the WebSocket workloads only such
+    servers (``Server.runs_by_default``).  Each step runs in ``runs`` fresh
+    server processes, at least ``varies_runs`` for a server whose speed
+    varies from process to process."""
     steps: list[Step] = []
     workloads = [w for w in workloads if w != CEILING]
     for i, wid in enumerate(workloads):
-        rows = [s for s in servers
-                if s.core or explicit_servers or wid == "hello"]
+        rows = [s for s in servers if explicit_servers or s.runs_by_default(wid)]
         if rows:
             k = i % len(rows)
             rows = rows[k:] + rows[:k]

@@ -136,7 +136,9 @@ def build(*, command: str, started: _dt.datetime, elapsed: float, mode: str, lab
             "connections": list(run.connections), "bulk_bytes": run.bulk_bytes,
             "extra_app_connections": sorted({c for st in run.steps if not st.server.core
                                              for c in st.connections}),
-            "client": f"wrk 4.1 -t1 --latency --timeout {runner.WRK_TIMEOUT} (bulk: curl)",
+            "client": f"wrk 4.1 -t1 --latency --timeout {runner.WRK_TIMEOUT} (bulk: curl"
+                      + ("; ws-echo: benchmarks/ws_load.c" if matrix.WEBSOCKET_IDS
+                         & set(run.workloads) else "") + ")",
             "pinning": {"server_cpu": runner.SERVER_CPU, "client_cpu": runner.CLIENT_CPU,
                         "how": "taskset -c"},
             "lab": {"server_ns": lab.server_ns, "client_ns": lab.client_ns,
@@ -159,7 +161,8 @@ def build(*, command: str, started: _dt.datetime, elapsed: float, mode: str, lab
                      "uvloop_ref": s.uvloop_ref,
                      "nginx": dict(s.nginx) if s.nginx else None}
                     for s in run.servers],
-        "workloads": [{"id": w.id, "label": w.label, "path": w.path, "size": w.size}
+        "workloads": [{"id": w.id, "label": w.label, "path": w.path, "size": w.size,
+                       "client": w.client}
                       for w in matrix.WORKLOADS if w.id in run.workloads]
                      + ([{"id": matrix.BULK, "label": "single-flow bulk goodput",
                           "path": "/static/" + _bulk_file(run), "size": run.bulk_bytes}]
@@ -341,6 +344,16 @@ def _range(r: dict[str, Any], key: str) -> str:
     return f"{_k(sp['min'])}–{_k(sp['max'])}"
 
 
+def _websocket(data: dict[str, Any], wid: str) -> bool:
+    """Whether the workload is a WebSocket one (ws_load's messages, not
+    wrk's requests)."""
+    return any(w["id"] == wid and w.get("client") == "ws_load" for w in data["workloads"])
+
+
+def _unit(data: dict[str, Any], wid: str) -> str:
+    return "msg" if _websocket(data, wid) else "req"
+
+
 def cell_table(data: dict[str, Any], wid: str, c: int) -> str:
     rows = []
     for r in _cells(data, wid, c):
@@ -361,9 +374,10 @@ def cell_table(data: dict[str, Any], wid: str, c: int) -> str:
                      _ratio(r["cpu_ratio"]["nginx"]), _ratio(r["cpu_ratio"]["uvloop"]),
                      sig(cpu["machine"]),
                      "—" if client is None else f"{client:.0f}", sig(r["rss_mib"]), _note(r)])
-    return md_table(["server", "req/s", "min–max (runs)", "×nginx", "×uvloop", "p50 ms",
-                     "p99 ms", "p99.9 ms", "server CPU µs/req", "CPU ×nginx", "CPU ×uvloop",
-                     "machine CPU µs/req", "client busy %", "RSS MiB", "note"], rows)
+    u = _unit(data, wid)
+    return md_table(["server", f"{u}/s", "min–max (runs)", "×nginx", "×uvloop", "p50 ms",
+                     "p99 ms", "p99.9 ms", f"server CPU µs/{u}", "CPU ×nginx", "CPU ×uvloop",
+                     f"machine CPU µs/{u}", "client busy %", "RSS MiB", "note"], rows)
 
 
 def bulk_table(data: dict[str, Any]) -> str:
@@ -424,13 +438,17 @@ def _best_nginx_row(data: dict[str, Any], records: list[dict[str, Any]]
 def workload_table(data: dict[str, Any], wid: str) -> str:
     """One row per server, per connection count: req/s (×nginx) with the
     min–max of its runs, and server CPU µs/request (×nginx). The first
-    nginx row is "nginx": the fastest configuration of each cell."""
+    nginx row is "nginx": the fastest configuration of each cell.  A
+    WebSocket workload shows msg/s and µs/msg, against the same app on
+    uvloop (no nginx speaks WebSocket here)."""
     labels = _labels(data)
     conns = _conns_of(data, wid)
     recs = {(r["server"], r["connections"]): r for r in data["results"] if r["workload"] == wid}
+    ref = "uvloop" if _websocket(data, wid) else "nginx"
+    u = _unit(data, wid)
     headers = ["server"]
     for c in conns:
-        headers += [f"c={c} req/s", f"c={c} µs/req"]
+        headers += [f"c={c} {u}/s", f"c={c} µs/{u}"]
     rows = []
     nginx_ids = _nginx_ids(data)
     for sid in _order(data):
@@ -452,19 +470,19 @@ def workload_table(data: dict[str, Any], wid: str) -> str:
         row = [labels[sid]]
         for c in conns:
             r = recs.get((sid, c))
-            row += [_rq_cell(r), _cpu_cell(r)]
+            row += [_rq_cell(r, ref=ref), _cpu_cell(r, ref=ref)]
         rows.append(row)
     return md_table(headers, rows)
 
 
-def _rq_cell(r: dict[str, Any] | None, ratio: bool = True) -> str:
+def _rq_cell(r: dict[str, Any] | None, ratio: bool = True, ref: str = "nginx") -> str:
     if r is None:
         return ""
     if r["status"] != "ok":
         return "n/a" if r["status"] == "skipped" else "failed"
     s = f"{r['requests_per_s']:,.0f}"
-    if ratio and r["ratio"]["nginx"] is not None:
-        s += f" ({r['ratio']['nginx']:.2f}×)"
+    if ratio and r["ratio"][ref] is not None:
+        s += f" ({r['ratio'][ref]:.2f}×)"
     spread = _range(r, "requests_per_s")
     if spread:
         s += f" [{spread}]"
@@ -473,12 +491,12 @@ def _rq_cell(r: dict[str, Any] | None, ratio: bool = True) -> str:
     return s
 
 
-def _cpu_cell(r: dict[str, Any] | None, ratio: bool = True) -> str:
+def _cpu_cell(r: dict[str, Any] | None, ratio: bool = True, ref: str = "nginx") -> str:
     if r is None or r["status"] != "ok":
         return ""
     s = sig(r["cpu_us_per_request"]["server"])
-    if ratio and r["cpu_ratio"]["nginx"] is not None:
-        s += f" ({r['cpu_ratio']['nginx']:.2f}×)"
+    if ratio and r["cpu_ratio"][ref] is not None:
+        s += f" ({r['cpu_ratio'][ref]:.2f}×)"
     return s
 
 
@@ -524,6 +542,25 @@ SUMMARY_KEY = (
     "that same nginx.")
 
 
+WEBSOCKET_KEY = (
+    "msg/s: WebSocket messages echoed per second, closed loop: each connection sends "
+    "\"Hello, world!\" in a masked frame, waits for the whole echo, checks it byte for byte "
+    "and sends the next (benchmarks/ws_load.c; a wrong echo or handshake fails the cell). "
+    "**(n×) here is against {refs}, the same server on uvloop in the same cell, not nginx**: "
+    "no nginx row speaks WebSocket, and issue 14 compares the bypass with uvloop. µs/msg: the "
+    "server processes' utime+stime per message, (n×) against that same uvloop row; ‡: "
+    "ws_load's one client core was the limit (busy ≥ {pct}%).")
+
+
+def _websocket_key(data: dict[str, Any], wid: str) -> str:
+    labels = _labels(data)
+    by = {s["id"]: s for s in data["servers"]}
+    refs = sorted({by[r["server"]]["uvloop_ref"] for r in data["results"]
+                   if r["workload"] == wid and r["server"] in by})
+    return WEBSOCKET_KEY.format(refs=", ".join(f"\"{labels.get(x, x)}\"" for x in refs)
+                                or "the uvloop row", pct=CLIENT_BOUND_PCT)
+
+
 def summary(data: dict[str, Any]) -> list[str]:
     """The per-workload tables (every connection count): report.md's summary
     and README's section."""
@@ -533,7 +570,10 @@ def summary(data: dict[str, Any]) -> list[str]:
             continue
         if not any(r["workload"] == w["id"] for r in data["results"]):
             continue
-        out += [f"**{w['label']}**", "", workload_table(data, w["id"]), ""]
+        out += [f"**{w['label']}**", ""]
+        if _websocket(data, w["id"]):
+            out += [_websocket_key(data, w["id"]), ""]
+        out += [workload_table(data, w["id"]), ""]
     if data["bulk"]:
         out += [f"**bulk: one flow, {data['settings']['bulk_bytes'] >> 20} MiB**", "",
                 bulk_summary_table(data), ""]
@@ -542,7 +582,7 @@ def summary(data: dict[str, Any]) -> list[str]:
 
 def _short(wid: str) -> str:
     return {"hello": "hello", "static-64": "64 B", "static-8k": "8 KiB",
-            "static-1m": "1 MiB"}.get(wid, wid)
+            "static-1m": "1 MiB", "ws-echo": "ws echo"}.get(wid, wid)
 
 
 # ---- the bypass against uvloop (issue 14) --------------------------------------------
@@ -579,7 +619,8 @@ def uvloop_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                     server_busy = (r["cpu_us_per_request"]["server"] * r["requests_per_s"]
                                    / 1e4)
                     if _client_bound(r):
-                        why.append(f"c={c}: wrk-bound (client {busy:.0f}% busy); server "
+                        client = "ws_load" if _websocket(data, w["id"]) else "wrk"
+                        why.append(f"c={c}: {client}-bound (client {busy:.0f}% busy); server "
                                    f"CPU/req {_ratio(cpu)}× uvloop's")
                     else:
                         lat, rl = r["latency_us"]["p50"], (refr.get("latency_us") or {})
@@ -743,6 +784,17 @@ def closeness_table(rows: list[list[str]]) -> str:
                      "of GSO TX", "of kernel TCP sendfile", "server CPU µs/segment"], rows)
 
 
+WEBSOCKET_CELL = (
+    "msg/s and µs/msg in place of req/s and µs/req: a \"request\" is one echoed message. Each "
+    "cell runs benchmarks/ws_load.c in the client namespace: it opens the connections (each "
+    "handshake's 101 and Sec-WebSocket-Accept checked), echoes for the warm-up, lets the "
+    "messages in flight come back, and only then, every connection open and idle, are the "
+    "server's CPU and the kernel's counters read and the measured seconds start; latency is "
+    "each message's round trip; client busy is ws_load's own CPU over those seconds. Every "
+    "echo is checked byte for byte; one wrong byte, a protocol error or a lost connection "
+    "fails the cell. Every server process was first checked with one text and one binary "
+    "echo. ×nginx is \"—\": no nginx row speaks WebSocket; ×uvloop is the ratio that counts.")
+
 RUNS_KEY = (
     "Each run is a fresh server process (the fast path's speed has been seen to differ from "
     "process to process and stay for the process's life). Per CPU (CPU0/CPU1; the client "
@@ -819,7 +871,10 @@ def markdown(data: dict[str, Any], img_prefix: str = "", full: bool = True) -> s
     for w in data["workloads"]:
         if w["id"] == matrix.BULK:
             continue
-        out += [f"## {w['label']}: GET {w['path']}", ""]
+        if _websocket(data, w["id"]):
+            out += [f"## {w['label']}: WebSocket at {w['path']}", "", WEBSOCKET_CELL, ""]
+        else:
+            out += [f"## {w['label']}: GET {w['path']}", ""]
         for c in data["settings"]["connections"]:
             if not _cells(data, w["id"], c):
                 continue
@@ -894,7 +949,8 @@ def plots(data: dict[str, Any], out: pathlib.Path) -> list[str]:
             ax.set_yticklabels([labels[s] for s in sids], fontsize=8)
             ax.invert_yaxis()
             ax.set_title(w["label"], fontsize=10)
-            ax.set_xlabel("requests/s", fontsize=8)
+            ax.set_xlabel("messages/s" if _websocket(data, w["id"]) else "requests/s",
+                          fontsize=8)
             ax.tick_params(axis="x", labelsize=8)
             ax.grid(axis="x", alpha=0.3)
             ax.legend(fontsize=7, loc="lower right")

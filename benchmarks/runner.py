@@ -13,12 +13,13 @@ import json
 import os
 import resource
 import pathlib
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from specloop import netlab
 
@@ -33,6 +34,9 @@ SERVER_CPU = 1 if NCPU > 1 else 0
 CLIENT_CPU = 0
 WRK_TIMEOUT = "10s"        # wrk's per-request timeout (its default, 2 s, is
                            # shorter than a 1 MiB response at 256 connections)
+# the ws-echo workload's client, built by `make tools` (benchmarks/ws_load.c)
+WS_LOAD = HERE.parent / "build" / "tools" / "ws_load"
+WS_TIMEOUT_S = 10          # ws_load's wait for a handshake or an echo
 
 
 class ServerError(Exception):
@@ -379,6 +383,90 @@ def wrk_rate(port: int, path: str, rate: int, connections: int, seconds: int,
                        f"{(p.stderr or p.stdout).strip()[-300:]}")
 
 
+def ws_load_binary() -> pathlib.Path:
+    """build/tools/ws_load, or RuntimeError saying how to build it."""
+    if not os.access(WS_LOAD, os.X_OK):
+        raise RuntimeError(f"{WS_LOAD} is missing: run `make tools`")
+    return WS_LOAD
+
+
+def _read_line(stream: Any, deadline: float) -> bytes:
+    """One line from a pipe, or b"" at EOF; RuntimeError after ``deadline``."""
+    buf = b""
+    fd = stream.fileno()
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise RuntimeError("ws_load said nothing in time")
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def ws_load(port: int, path: str, connections: int, seconds: int, warmup: int,
+            begin: Callable[[], None]) -> dict[str, Any]:
+    """One ws_load run: ``connections`` WebSocket connections opened, then
+    ``warmup`` seconds of echoes, then (the messages in flight back, every
+    connection idle) ``begin()`` is called and ``seconds`` are measured.
+    Its summary in wrk's shape (``requests`` are echoed messages).  Any
+    error, a wrong echo above all, raises RuntimeError with ws_load's
+    reason."""
+    argv = client_argv(str(ws_load_binary()), "-s", "-c", str(connections), "-w", str(warmup),
+                       "-d", str(seconds), "-t", str(WS_TIMEOUT_S), netlab.SERVER_IP, str(port),
+                       path)
+    x0 = _children_ctx()
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    assert p.stdin is not None and p.stdout is not None
+    try:
+        # warm-up done and drained: ws_load waits for our line
+        line = _read_line(p.stdout, time.monotonic() + warmup + 3 * WS_TIMEOUT_S + 30)
+        if line != b"WARM\n":
+            p.wait(10)
+            raise RuntimeError(f"ws_load rc {p.returncode} before its measured phase: "
+                               f"{_tail(p.stderr.read() if p.stderr else b'')}")
+        begin()
+        out, err = p.communicate(b"\n", timeout=seconds + 2 * WS_TIMEOUT_S + 30)
+    except (subprocess.TimeoutExpired, RuntimeError):
+        p.kill()
+        p.wait()
+        raise
+    finally:
+        for f in (p.stdin, p.stdout, p.stderr):
+            if f is not None and not f.closed:
+                f.close()
+    x1 = _children_ctx()
+    if p.returncode != 0:
+        raise RuntimeError(f"ws_load rc {p.returncode}: {_tail(err)}")
+    r = json.loads(out.decode().strip().splitlines()[-1])
+    return {"requests": r["messages"], "duration_us": r["seconds"] * 1e6, "bytes": r["bytes"],
+            "errors": r["errors"], "latency_us": r["latency_us"],
+            "client_cpu_s": r["client_cpu_s"],   # over the measured seconds only
+            "client_busy_pct": r["client_busy"] * 100,
+            "client_ctx_switches": [x1[0] - x0[0], x1[1] - x0[1]]}
+
+
+def ws_check(port: int, path: str) -> dict[str, Any]:
+    """One connection, one text and one binary message: the handshake (101
+    and its Sec-WebSocket-Accept) and both echoes byte for byte, or
+    ServerError with ws_load's reason."""
+    for binary in ((), ("-b",)):
+        argv = client_argv(str(ws_load_binary()), "-c", "1", "-w", "0", "-n", "1", "-d", "10",
+                           "-t", "5", *binary, netlab.SERVER_IP, str(port), path)
+        p = subprocess.run(argv, capture_output=True, timeout=30)
+        if p.returncode != 0:
+            raise ServerError(f"WebSocket echo at {path}: {_tail(p.stderr)}")
+        if json.loads(p.stdout.decode().splitlines()[-1])["messages"] != 1:
+            raise ServerError(f"WebSocket echo at {path}: no echo")
+    return {"path": path, "status": 101, "bytes": 13, "body_ok": True}
+
+
+def _tail(err: bytes) -> str:
+    return err.decode(errors="replace").strip()[-300:] or "(nothing on stderr)"
+
+
 def curl_bulk(port: int, path: str, timeout: float) -> dict[str, Any]:
     """One download to /dev/null: bytes, seconds, bytes/s (curl's own)."""
     argv = client_argv("curl", "-s", "-o", "/dev/null", "--max-time", str(int(timeout)), "-w",
@@ -504,7 +592,11 @@ class ServerProcess:
 
     def check(self, wl: matrix.Workload | None, expect: bytes) -> dict[str, Any]:
         """GET of the workload's path (or /) must answer 200 with ``expect``
-        (a 403 or a 404 benchmarks beautifully); returns what it saw."""
+        (a 403 or a 404 benchmarks beautifully); a WebSocket workload's
+        path must answer the handshake with 101 and echo a text and a binary
+        message; returns what it saw."""
+        if wl is not None and wl.websocket:
+            return ws_check(self.port, wl.path)
         path = wl.path if wl is not None else "/"
         status, body = fetch(self.port, path)
         if status != 200 or body != expect:

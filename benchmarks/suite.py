@@ -58,7 +58,8 @@ MODES = {
     "default": Mode("default", 1, (2, 5), (1, 32, 256), matrix.WORKLOAD_IDS, 1 << 30, 1200),
     "quick": Mode("quick", 1, (1, 1), (1, 256), matrix.WORKLOAD_IDS, 256 << 20, 420,
                   extra_connections=(256,), ceiling_seconds=1.0),
-    "smoke": Mode("smoke", 0, (1, 1), (32,), ("hello", "static-8k", "bulk", matrix.CEILING),
+    "smoke": Mode("smoke", 0, (1, 1), (32,), ("hello", "static-8k", "bulk", matrix.WS_ECHO,
+                                              matrix.CEILING),
                   16 << 20, 80, ceiling_seconds=0.3),
 }
 
@@ -71,7 +72,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         "(about 6 minutes)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny matrix for the test suite: hello, 8 KiB, bulk 16 MiB, "
-                        "32 connections, 1 s cells, no warm-up")
+                        "WebSocket echo, 32 connections, 1 s cells, no warm-up")
     p.add_argument("--out", type=pathlib.Path, default=None,
                    help="output folder (default benchmarks/results/<timestamp>/)")
     p.add_argument("--json", type=pathlib.Path, default=None, metavar="PATH",
@@ -295,12 +296,13 @@ class Run:
         if c is None and not rate:
             return head + f" {rec['mb_per_s']:9.1f} MB/s"
         lat = rec["latency_us"]
-        tail = (f" {rec['requests_per_s']:>10,.0f} req/s  p50 {report.sig(lat['p50'] / 1000)} ms"
-                f"  p99 {report.sig(lat['p99'] / 1000)} ms")
+        unit = "msg" if step.workload in matrix.WEBSOCKET_IDS else "req"
+        tail = (f" {rec['requests_per_s']:>10,.0f} {unit}/s  p50 {report.sig(lat['p50'] / 1000)} "
+                f"ms  p99 {report.sig(lat['p99'] / 1000)} ms")
         if rate:
             tail += " (constant rate)"
         if "cpu_us_per_request" in rec:
-            tail += f"  server {report.sig(rec['cpu_us_per_request']['server'])} µs/req"
+            tail += f"  server {report.sig(rec['cpu_us_per_request']['server'])} µs/{unit}"
         if rec["error_count"]:
             tail += f"  ({rec['reason']})"
         return head + tail
@@ -332,17 +334,33 @@ class Run:
 
     def _measure_cell(self, sp: runner.ServerProcess, wl: matrix.Workload,
                       c: int, probe_cpu: bool = False) -> dict[str, Any]:
+        """One cell: warm-up, then ``self.duration`` measured seconds of wrk,
+        or of ws_load for a WebSocket workload (a "request" is then one
+        echoed message), with the server's CPU and the kernel's readings
+        taken around the measured seconds alone."""
         rec: dict[str, Any] = {"server": sp.server.id, "workload": wl.id, "connections": c}
-        try:
-            if self.warmup:
-                runner.wrk(sp.port, wl.path, c, self.warmup)
-            speed = self.cpu_probe.measure() if probe_cpu and self.cpu_probe else None
+        at: dict[str, Any] = {}
+
+        def begin() -> None:
+            # right before the measured seconds (ws_load: its connections open
+            # and idle after its warm-up, waiting for us)
+            at["speed"] = self.cpu_probe.measure() if probe_cpu and self.cpu_probe else None
             sp.refresh_pids()
-            probe = runner.KernelProbe(sp.pids)
-            m0, s0, t0 = runner.machine_busy_ticks(), sp.cpu_ticks(), time.monotonic()
-            r = runner.wrk(sp.port, wl.path, c, self.duration)
+            at["probe"] = runner.KernelProbe(sp.pids)
+            at["m0"], at["s0"], at["t0"] = (runner.machine_busy_ticks(), sp.cpu_ticks(),
+                                            time.monotonic())
+
+        try:
+            if wl.websocket:
+                r = runner.ws_load(sp.port, wl.path, c, self.duration, self.warmup, begin)
+            else:
+                if self.warmup:
+                    runner.wrk(sp.port, wl.path, c, self.warmup)
+                begin()
+                r = runner.wrk(sp.port, wl.path, c, self.duration)
             m1, s1, t1 = runner.machine_busy_ticks(), sp.cpu_ticks(), time.monotonic()
-            diag = probe.delta(int(r["requests"]), t1 - t0)
+            m0, s0, t0, speed = at["m0"], at["s0"], at["t0"], at["speed"]
+            diag = at["probe"].delta(int(r["requests"]), t1 - t0)
             diag["client_ctx_switches_per_request"] = [
                 round(x / max(1, int(r["requests"])), 2) for x in r["client_ctx_switches"]]
             rss = sp.rss_kib()
@@ -383,10 +401,12 @@ class Run:
                 "server": round((s1 - s0) / runner.CLK_TCK * 1e6 / n, 2),
                 "machine": round((m1 - m0) / runner.CLK_TCK * 1e6 / n, 2),
                 "client": round(r["client_cpu_s"] * 1e6 / n, 2)},
-            # percent of one CPU over the run: wrk, and what neither wrk nor the
-            # server processes account for (kernel softirq work, other users)
+            # percent of one CPU over the run: wrk (ws_load: its own reading over
+            # its measured seconds), and what neither client nor the server
+            # processes account for (kernel softirq work, other users)
             cpu_pct={
-                "client": round(r["client_cpu_s"] / (t1 - t0) * 100, 1),
+                "client": round(r.get("client_busy_pct",
+                                      r["client_cpu_s"] / (t1 - t0) * 100), 1),
                 "other": round(((m1 - m0 - (s1 - s0)) / runner.CLK_TCK - r["client_cpu_s"])
                                / (t1 - t0) * 100, 1)},
             rss_mib=round(rss / 1024, 1), diag=diag)
@@ -571,6 +591,12 @@ def main(argv: Sequence[str]) -> int:
         print("workloads:", ", ".join(matrix.WORKLOAD_IDS))
         return 0
     problem = _check_tools()
+    if problem is None and matrix.WEBSOCKET_IDS & set(run.workloads) and any(
+            not st.skip and st.workload in matrix.WEBSOCKET_IDS for st in run.steps):
+        try:
+            runner.ws_load_binary()
+        except RuntimeError as exc:
+            problem = f"{exc} (the client of {', '.join(sorted(matrix.WEBSOCKET_IDS))})"
     if problem:
         print(f"specloop bench: {problem}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """``specloop bench --quick --smoke`` runs end to end and writes well-formed
 output: JSON with the expected keys, markdown tables whose rows all have
-the header's columns, PNG plots.  No speed assertions: benchmarks are not
-tests (numbers are only checked to be numbers).
+the header's columns, PNG plots; the WebSocket echo rows measured on every
+loop, each echo checked by benchmarks/ws_load.c.  No speed assertions:
+benchmarks are not tests (numbers are only checked to be numbers).
 
 The lab's tag (SPECLOOP_LAB) reaches the suite only through the inherited
 environment: set when the caller set it, the default lab otherwise.
@@ -33,6 +34,8 @@ BULK_OK_KEYS = {"server", "workload", "status", "bytes", "seconds", "mb_per_s",
                 "run_count", "runs"}
 NGINX = {"nginx-sendfile", "nginx-nopush", "nginx-nosendfile"}
 FAST = {"aiohttp-specloop-fastpath", "aiohttp-specloop-fastpath-mb"}
+# the WebSocket echo servers: they run ws-echo (benchmarks/ws_load.c), and only that
+WS = {"websockets-asyncio", "websockets-uvloop", "websockets-specloop-bypass"}
 
 
 def _split_row(line: str) -> list[str]:
@@ -73,12 +76,24 @@ def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
     server_ids = {s["id"] for s in data["servers"]}
     assert {"aiohttp-asyncio", "aiohttp-uvloop", "aiohttp-specloop-kernel",
             "aiohttp-specloop-bypass", "aiohttp-specloop-fastpath",
-            "raw-asyncio", "raw-uvloop", "raw-specloop-bypass"} | NGINX <= server_ids
+            "raw-asyncio", "raw-uvloop", "raw-specloop-bypass"} | NGINX | WS <= server_ids
     by_server = {s["id"]: s for s in data["servers"]}
 
-    # every server has a hello row: measured, or saying why not
+    # every HTTP server has a hello row: measured, or saying why not
     hello = [r for r in data["results"] if r["workload"] == "hello"]
-    assert {r["server"] for r in hello} == server_ids
+    assert {r["server"] for r in hello} == server_ids - WS
+    # the WebSocket echo: every loop measured, every echo checked by ws_load
+    # (a wrong byte fails the cell), and nothing else on those servers
+    ws = [r for r in data["results"] if r["workload"] == "ws-echo"]
+    assert {r["server"] for r in ws} == WS
+    assert {r["workload"] for r in data["results"] if r["server"] in WS} == {"ws-echo"}
+    for r in ws:
+        assert r["status"] == "ok", r
+        assert r["requests"] > 0 and r["error_count"] == 0, r
+        assert r["response_bytes"] == 13, r
+        assert r["refs"]["uvloop"] == "websockets-uvloop" and r["ratio"]["nginx"] is None
+        assert _number(r["ratio"]["uvloop"]) and _number(r["cpu_ratio"]["uvloop"]), r
+        assert all(run["check"]["status"] == 101 for run in r["runs"]), r
     for r in data["results"] + data["bulk"]:
         assert r["server"] in server_ids
         assert r["status"] in ("ok", "skipped", "failed"), r
@@ -100,7 +115,9 @@ def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
         for run in r["runs"]:
             if run["status"] == "ok":
                 chk = run["check"]
-                assert chk["status"] == 200 and chk["body_ok"] is True, run
+                # a WebSocket echo: the handshake's 101, then the echoes
+                assert chk["status"] == (101 if r["server"] in WS else 200), run
+                assert chk["body_ok"] is True, run
         if r["workload"] == "bulk":
             assert r["bytes"] == data["settings"]["bulk_bytes"]
             assert all(run["check"]["bytes"] == r["bytes"] for run in r["runs"]
@@ -188,6 +205,10 @@ def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
     # CPU per request beside req/s in the summary; the fast path's spread
     summary = md.split("## Summary", 1)[1].split("\n## ", 1)[0]
     assert "| c=32 req/s | c=32 µs/req |" in summary
+    # the WebSocket table: messages, against websockets on uvloop (no nginx)
+    assert "| c=32 msg/s | c=32 µs/msg |" in summary
+    assert 'against "websockets · uvloop"' in summary
+    assert re.search(r"\| websockets · specloop bypass \| [\d,]+ \([\d.]+×\)", summary), summary
     assert "nginx (fastest configuration per cell)" in summary
     assert re.search(r"\| specloop static fast path \| [\d,]+ \([\d.]+×\) \[[\d.k]+–[\d.k]+\]",
                      summary), summary
