@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import sys
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 LOOPS = ("asyncio", "uvloop", "specloop")
 HELLO = b"Hello, world!"  # 13 bytes, text/plain
@@ -91,6 +91,21 @@ def serve(kind: str, start: Callable[[], Awaitable[Callable[[], Awaitable[None]]
     finally:
         loop.close()
     return 0
+
+
+def serve_server(kind: str, open_server: Callable[[], Awaitable[Any]]) -> int:
+    """``serve()`` for a server object with ``close()`` and ``wait_closed()``
+    (asyncio's, websockets'): ``open_server()`` makes it listening."""
+    async def start() -> Callable[[], Awaitable[None]]:
+        server = await open_server()
+
+        async def cleanup() -> None:
+            server.close()
+            await server.wait_closed()
+
+        return cleanup
+
+    return serve(kind, start)
 
 
 def loop_description(kind: str) -> str:

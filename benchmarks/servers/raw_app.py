@@ -104,18 +104,12 @@ class HelloProtocol(asyncio.Protocol):
 def main() -> int:
     args = _common.parse_args(__doc__.splitlines()[0])
 
-    async def start():
+    async def open_server() -> asyncio.Server:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(HelloProtocol, args.host, args.port,
-                                          backlog=_common.BACKLOG)
+        return await loop.create_server(HelloProtocol, args.host, args.port,
+                                        backlog=_common.BACKLOG)
 
-        async def cleanup() -> None:
-            server.close()
-            await server.wait_closed()
-
-        return cleanup
-
-    return _common.serve(args.loop, start)
+    return _common.serve_server(args.loop, open_server)
 
 
 if __name__ == "__main__":

@@ -54,17 +54,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 def main() -> int:
     args = _common.parse_args(__doc__.splitlines()[0])
 
-    async def start():
-        server = await asyncio.start_server(handle, args.host, args.port,
-                                            backlog=_common.BACKLOG)
-
-        async def cleanup() -> None:
-            server.close()
-            await server.wait_closed()
-
-        return cleanup
-
-    return _common.serve(args.loop, start)
+    return _common.serve_server(args.loop, lambda: asyncio.start_server(
+        handle, args.host, args.port, backlog=_common.BACKLOG))
 
 
 if __name__ == "__main__":
