@@ -146,7 +146,8 @@ struct sl_counters {
 	/* sendfile's file-backed segments (tcp_queue_file) */
 	uint64_t tx_gso_splice_frames;	/* super-frames spliced from the file
 					 * (page cache → skb, no user copy) */
-	uint64_t file_reads;		/* file segments read into a frame (pread) */
+	uint64_t file_reads;		/* file segments read (pread) into a frame,
+					 * or a run for a test capture/impairment */
 	uint64_t file_reads_retransmit;	/* of which retransmissions */
 	uint64_t file_short_reads;	/* a file ended (truncated) or failed under
 					 * its segments: the connection aborted */

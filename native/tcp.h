@@ -107,9 +107,11 @@ struct tcp_file {
 	int fd;
 	uint32_t refs;
 	bool nosplice;		/* splice() failed on it: its runs are read */
+	uint64_t dev, ino;	/* which file (fstat), for the next sendfile call */
 };
 
-struct tcp_file *tcp_file_open(struct sl_engine *eng, int fd);
+struct stat;
+struct tcp_file *tcp_file_open(struct sl_engine *eng, int fd, const struct stat *st);
 void conn_abort_later(struct sl_engine *eng, struct sl_conn *c);
 void tcp_file_put(struct sl_engine *eng, struct tcp_file *f);
 

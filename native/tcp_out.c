@@ -593,7 +593,7 @@ static int queue_file_copy(struct sl_engine *eng, struct sl_conn *c, int fd, uin
 }
 
 /* A reference to fd's file of its own (F_DUPFD_CLOEXEC), or NULL. */
-struct tcp_file *tcp_file_open(struct sl_engine *eng, int fd)
+struct tcp_file *tcp_file_open(struct sl_engine *eng, int fd, const struct stat *st)
 {
 	struct tcp_file *f = malloc(sizeof(*f));
 
@@ -606,6 +606,8 @@ struct tcp_file *tcp_file_open(struct sl_engine *eng, int fd)
 	}
 	f->refs = 1;
 	f->nosplice = false;
+	f->dev = st->st_dev;
+	f->ino = st->st_ino;
 	eng->ctr.files_open++;
 	return f;
 }
@@ -631,7 +633,7 @@ int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t of
 		   uint32_t len)
 {
 	struct tcp_seg *segs = eng->tcp->segs;
-	struct tcp_file *f;
+	struct tcp_file *f = NULL;
 	struct stat st;
 	uint32_t done = 0;
 
@@ -645,9 +647,21 @@ int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t of
 		return 0;	/* end of file */
 	if ((uint64_t)st.st_size - offset < len)
 		len = (uint32_t)((uint64_t)st.st_size - offset);
-	f = tcp_file_open(eng, fd);
+	/* the next call of the same sendfile (the same file, where the queue
+	 * ends) shares the file: no other descriptor, and its runs go on */
+	if (c->sq_tail != SL_NONE && segs[c->sq_tail].file) {
+		struct tcp_seg *t = &segs[c->sq_tail];
+
+		if (t->file->dev == st.st_dev && t->file->ino == st.st_ino &&
+		    t->foff + t->len == offset && !(t->flags & SEG_FIN)) {
+			f = t->file;
+			f->refs++;
+		}
+	}
 	if (!f)
-		return -errno ? -errno : -ENOMEM;
+		f = tcp_file_open(eng, fd, &st);
+	if (!f)		/* out of descriptors (EMFILE) or memory: a copy */
+		return queue_file_copy(eng, c, fd, offset, len);
 	while (done < len) {
 		uint32_t si = seg_alloc(eng), take = len - done < c->mss ? len - done : c->mss;
 		struct tcp_seg *s;
@@ -1113,7 +1127,7 @@ static uint32_t gso_run_length(const struct sl_engine *eng, const struct sl_conn
 	uint64_t foff = 0;
 	uint32_t page = eng->gso.page, lead = 0;
 
-	if (c->sq_send != SL_NONE && segs[c->sq_send].file) {
+	if (c->sq_send != SL_NONE && segs[c->sq_send].file && eng->gso.splice_pages) {
 		file = segs[c->sq_send].file;
 		foff = segs[c->sq_send].foff;
 		lead = (uint32_t)(foff % page);

@@ -1258,3 +1258,18 @@ def test_gso_sendfile_file_truncated_under_the_queue_aborts_the_connection(gh, g
     assert c["file_short_reads"] == 1 and c["files_open"] == 0 and frames_idle(gh)
     assert open_fds() == fds
 
+
+
+def test_gso_sendfile_next_call_shares_the_file_and_its_run(gh, gpeer, tmp_path):
+    mss = gh.info(gpeer.conn)["mss"]
+    data = os.urandom(mss * 6)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    assert sendfile(gh, gpeer.conn, path, 0, 3 * mss) == 3 * mss
+    assert sendfile(gh, gpeer.conn, path, 3 * mss, 3 * mss) == 3 * mss
+    assert gh.counters()["files_open"] == 1  # one descriptor for both calls
+    out = gh.flush()
+    assert len(gh.supers) == 1 and gh.supers[0].whole.payload == data
+    assert gpeer.absorb(out) == data
+    gpeer.send(gpeer.seg())
+    assert gh.counters()["files_open"] == 0 and frames_idle(gh)
