@@ -109,6 +109,11 @@ struct sl_gso {
 	bool want;		/* tx_gso is not off (for a test engine: on) */
 	bool on;		/* super-frames are used (socket or test capture) */
 	bool capture;		/* test engine: they go to the TX capture */
+	/* file super-frames: a pipe holding headers + the file's pages, spliced
+	 * to the packet socket (gso_xmit_file); -1 until first used */
+	int pipe[2];
+	uint32_t page;		/* page size: one pipe buffer per page at most */
+	uint32_t splice_pages;	/* file pages one super-frame may span, 0: none */
 };
 
 #define GSO_VNET_HLEN 10	/* struct virtio_net_hdr */
@@ -231,6 +236,7 @@ void gso_open_test(struct sl_engine *eng);
 void gso_close(struct sl_engine *eng);
 int gso_xmit(struct sl_engine *eng, struct gso_frame *g);
 int gso_xmit_copy(struct sl_engine *eng, const uint8_t *data, uint32_t len);
+int gso_xmit_file(struct sl_engine *eng, struct gso_frame *g, int fd, uint64_t off);
 
 /* impair.c */
 bool impair_rx(struct sl_engine *eng, const uint8_t *frame, uint32_t len);

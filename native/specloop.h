@@ -143,6 +143,15 @@ struct sl_counters {
 	uint64_t tx_gso_fallback_segments;	/* a run that went as separate frames
 						 * (unavailable, failed, ordering) */
 	uint64_t tx_gso_errors;		/* sendmsg() failures */
+	/* sendfile's file-backed segments (tcp_queue_file) */
+	uint64_t tx_gso_splice_frames;	/* super-frames spliced from the file
+					 * (page cache → skb, no user copy) */
+	uint64_t file_reads;		/* file segments read (pread) into a frame,
+					 * or a run for a test capture/impairment */
+	uint64_t file_reads_retransmit;	/* of which retransmissions */
+	uint64_t file_short_reads;	/* a file ended (truncated) or failed under
+					 * its segments: the connection aborted */
+	uint64_t files_open;		/* files referenced by send queues now */
 	/* TCP */
 	uint64_t conns;			/* connections in the table now */
 	uint64_t conns_time_wait;	/* of which in TIME-WAIT */

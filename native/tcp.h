@@ -96,6 +96,26 @@ static inline void payload_put(struct sl_engine *eng, struct tcp_payload *p)
 }
 
 /*
+ * A file that send-queue segments reference instead of a copy (loop.sendfile:
+ * tcp_queue_file): its own dup() of the caller's descriptor, who may close
+ * theirs once sendfile returns.  The file is the retransmission buffer: a
+ * segment's bytes are read (pread into a frame, or spliced into a super-
+ * frame) each time it is sent.  Closed when the last segment is freed
+ * (acknowledged, or the connection gone).
+ */
+struct tcp_file {
+	int fd;
+	uint32_t refs;
+	bool nosplice;		/* splice() failed on it: its runs are read */
+	uint64_t dev, ino;	/* which file (fstat), for the next sendfile call */
+};
+
+struct stat;
+struct tcp_file *tcp_file_open(struct sl_engine *eng, int fd, const struct stat *st);
+void conn_abort_later(struct sl_engine *eng, struct sl_conn *c);
+void tcp_file_put(struct sl_engine *eng, struct tcp_file *f);
+
+/*
  * An application that owns a connection's input above TCP (as an httpd is a
  * client of lwIP's TCP through tcp_recv/tcp_sent): a listener's app is
  * attached when a connection is established.  The HTTP fast path
@@ -150,6 +170,10 @@ struct tcp_seg {
 	struct tcp_payload *payload;	/* SEG_STATIC: data[poff, poff+len) */
 	uint32_t poff;
 	uint32_t pfirst;		/* the cut it belongs to (see static.c) */
+	/* a file segment (file set, frame SL_NO_FRAME): bytes [foff, foff+len)
+	 * of the file, read when sent (tcp_queue_file) */
+	struct tcp_file *file;
+	uint64_t foff;
 };
 
 /* The sequence number after the segment (SYN and FIN count one each). */
@@ -308,6 +332,8 @@ struct sl_conn {
 	bool nodelay;
 	bool keepalive;
 	bool window_update;
+	int file_err;			/* a file segment could not be read (errno):
+					 * tcp_output aborts the connection */
 	bool sack_pending;		/* OOO news only a pure ACK can carry */
 	bool writable_pending;		/* WRITABLE to emit at the next poll */
 	bool app_later;			/* app->later() at the next poll */

@@ -122,6 +122,8 @@ void tcp_fini(struct sl_engine *eng)
 			for (si = c->sq_head; si != SL_NONE; si = t->segs[si].next)
 				if (t->segs[si].flags & SEG_STATIC)
 					payload_put(eng, t->segs[si].payload);
+				else if (t->segs[si].file)
+					tcp_file_put(eng, t->segs[si].file);
 			for (o = c->ooo; o; o = n) {
 				n = o->next;
 				free(o);
@@ -336,6 +338,12 @@ static void visit_later(struct sl_engine *eng, struct sl_conn *c)
 	c->on_deliver = true;
 	c->deliver_next = eng->tcp->deliver_head;
 	eng->tcp->deliver_head = conn_index(eng, c);
+}
+
+/* c->file_err is set: aborted at the next poll (tcp_deliver_pending). */
+void conn_abort_later(struct sl_engine *eng, struct sl_conn *c)
+{
+	visit_later(eng, c);
 }
 
 /* Held data or EOF to hand over at the next poll (after resume/accept). */
@@ -705,6 +713,18 @@ void tcp_deliver_pending(struct sl_engine *eng)
 
 		idx = c->deliver_next;
 		c->on_deliver = false;
+		if (c->id && c->file_err) {
+			/* tcp_output could not read a file segment: RFC 9293
+			 * §3.10.5 ABORT, the error to the transport (a poll's
+			 * events are Python's; a flush's would be lost) */
+			if (eng->nevents + 1 > SL_MAX_EVENTS) {
+				visit_later(eng, c);
+				continue;
+			}
+			tcp_send_rst(eng, c);
+			conn_reset_close(eng, c, -c->file_err);
+			continue;
+		}
 		if (!c->id || (!c->deliver_pending && !c->writable_pending && !c->app_later))
 			continue;
 		if (c->app_later) {
@@ -955,6 +975,10 @@ int sl_conn_sendfile(struct sl_engine *eng, uint32_t id, int fd, uint64_t offset
 	}
 	if (want > count)
 		want = count;
+	/* whole segments while more follows: a short one would end a run
+	 * of full ones (a super-frame) in the middle of the file */
+	if (want < count && want > c->mss)
+		want -= want % c->mss;
 	n = tcp_queue_file(eng, c, fd, offset, want);
 	if (n == -ENOBUFS) {
 		conn_starved(eng, c);

@@ -8,7 +8,11 @@
  * writes of an iteration leave together (and small writes coalesce).
  *
  * Data written by Python is copied once, into frames laid out as finished
- * packets (Ethernet + IPv4 + TCP + payload).  A segment's frame stays in
+ * packets (Ethernet + IPv4 + TCP + payload).  Two kinds of segment hold no
+ * frame until sent: static-store segments (SEG_STATIC, the fast path's
+ * bodies) and file segments (loop.sendfile, tcp_queue_file), whose runs go
+ * as super-frames spliced from the page cache (tx_gso.c) and whose lone or
+ * retransmitted segments are read into a frame when sent.  A segment's frame stays in
  * the queue until acknowledged; retransmission rewrites only the headers.
  * The payload's checksum partial sum is computed once, at the first
  * transmission.
@@ -18,7 +22,11 @@
  * as Linux does:
  *   in_flight = packets_out - (sacked_out + reno_sacked + lost_out) + retrans_out.
  */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "tcp.h"
 
@@ -383,7 +391,10 @@ static void seg_release(struct sl_engine *eng, uint32_t i)
 	}
 	if (s->flags & SEG_STATIC)
 		payload_put(eng, s->payload);
+	if (s->file)
+		tcp_file_put(eng, s->file);
 	s->payload = NULL;
+	s->file = NULL;
 	s->frame = SL_NO_FRAME;
 	s->next = t->seg_free;
 	t->seg_free = i;
@@ -437,7 +448,7 @@ int tcp_queue_data(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data
 	if (c->sq_tail != SL_NONE) {
 		struct tcp_seg *s = &segs[c->sq_tail];
 
-		if (!(s->flags & (SEG_SENT | SEG_FIN | SEG_SYN | SEG_STATIC)) &&
+		if (!(s->flags & (SEG_SENT | SEG_FIN | SEG_SYN | SEG_STATIC)) && !s->file &&
 		    s->len < c->mss && !x->meta[s->frame].tx_pending) {
 			uint32_t n = c->mss - s->len;
 
@@ -530,13 +541,10 @@ int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct tcp_payloa
 	return (int)len;
 }
 
-/*
- * Reads up to len bytes of fd at offset straight into new segments with one
- * preadv().  Returns bytes queued, 0 at end of file, -ENOBUFS if no frame
- * was free, or -errno from the read.
- */
-int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t offset,
-		   uint32_t len)
+/* Reads up to len bytes of fd at offset straight into new segments with one
+ * preadv() (no super-frames, or not a regular file).  As tcp_queue_file. */
+static int queue_file_copy(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t offset,
+			   uint32_t len)
 {
 	struct sl_xsk *x = &eng->xsk;
 	struct tcp_seg *segs = eng->tcp->segs;
@@ -582,6 +590,141 @@ int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t of
 		seg_append(eng, c, idx[i]);
 	}
 	return (int)got;
+}
+
+/* A reference to fd's file of its own (F_DUPFD_CLOEXEC), or NULL. */
+struct tcp_file *tcp_file_open(struct sl_engine *eng, int fd, const struct stat *st)
+{
+	struct tcp_file *f = malloc(sizeof(*f));
+
+	if (!f)
+		return NULL;
+	f->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (f->fd < 0) {
+		free(f);
+		return NULL;
+	}
+	f->refs = 1;
+	f->nosplice = false;
+	f->dev = st->st_dev;
+	f->ino = st->st_ino;
+	eng->ctr.files_open++;
+	return f;
+}
+
+void tcp_file_put(struct sl_engine *eng, struct tcp_file *f)
+{
+	if (--f->refs)
+		return;
+	close(f->fd);
+	free(f);
+	eng->ctr.files_open--;
+}
+
+/*
+ * Queues up to len bytes of fd at offset.  With super-frames, a regular
+ * file's bytes are not read now: the segments reference the file (struct
+ * tcp_file) and are read when sent (spliced into a super-frame, or read
+ * into a frame).  Else, or for a pipe or socket (which cannot be read
+ * twice), they are read into frames at once.  Returns bytes queued, 0 at
+ * end of file, -ENOBUFS if no frame or segment was free, or -errno.
+ */
+int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t offset,
+		   uint32_t len)
+{
+	struct tcp_seg *segs = eng->tcp->segs;
+	struct tcp_file *f = NULL;
+	struct stat st;
+	uint32_t done = 0;
+
+	if (!eng->gso.on || !eng->gso.splice_pages)
+		return queue_file_copy(eng, c, fd, offset, len);
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return queue_file_copy(eng, c, fd, offset, len);
+	if ((uint64_t)st.st_size <= offset)
+		return 0;	/* end of file */
+	if ((uint64_t)st.st_size - offset < len)
+		len = (uint32_t)((uint64_t)st.st_size - offset);
+	/* the next call of the same sendfile (the same file, where the queue
+	 * ends) shares the file: no other descriptor, and its runs go on */
+	if (c->sq_tail != SL_NONE && segs[c->sq_tail].file) {
+		struct tcp_seg *t = &segs[c->sq_tail];
+
+		if (t->file->dev == st.st_dev && t->file->ino == st.st_ino &&
+		    t->foff + t->len == offset && !(t->flags & SEG_FIN)) {
+			f = t->file;
+			f->refs++;
+		}
+	}
+	if (!f)
+		f = tcp_file_open(eng, fd, &st);
+	if (!f)		/* out of descriptors (EMFILE) or memory: a copy */
+		return queue_file_copy(eng, c, fd, offset, len);
+	while (done < len) {
+		uint32_t si = seg_alloc(eng), take = len - done < c->mss ? len - done : c->mss;
+		struct tcp_seg *s;
+
+		if (si == SL_NONE)
+			break;
+		s = &segs[si];
+		s->file = f;
+		f->refs++;
+		s->foff = offset + done;
+		s->seq = c->write_seq;
+		s->len = take;
+		s->hdr_len = (uint16_t)FRAME_HDR_LEN(c->ts_on);
+		seg_append(eng, c, si);
+		c->write_seq += take;
+		c->sq_bytes += take;
+		done += take;
+	}
+	tcp_file_put(eng, f);	/* the segments hold it now, or nothing does */
+	return done ? (int)done : -ENOBUFS;
+}
+
+/*
+ * A file segment's bytes, read into buf now.  0, or -EIO when the file
+ * gave fewer (see file_failed).
+ */
+static int file_failed(struct sl_engine *eng, struct sl_conn *c, int err);
+
+static int file_read(struct sl_engine *eng, struct sl_conn *c, struct tcp_file *f,
+		     uint64_t off, uint8_t *buf, uint32_t len)
+{
+	uint32_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(f->fd, buf + done, len - done, (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return file_failed(eng, c, n < 0 ? errno : 0);
+		done += (uint32_t)n;
+	}
+	return 0;
+}
+
+/*
+ * A file segment's bytes cannot be had: the file was truncated under the
+ * send queue (err 0) or its read failed (err).  Those bytes are sequence
+ * space already promised to the peer (queued, perhaps sent and lost), and
+ * nothing else may go in their place, so the connection cannot go on: it
+ * is aborted at the next poll (tcp_deliver_pending: RFC 9293 §3.10.5
+ * ABORT, a RST; sends stop at once) and the transport's connection_lost gets OSError(EIO),
+ * "Input/output error" (the kernel's sendfile has no error to borrow: it
+ * reads before it queues, so it just sends less), or the read's errno.
+ * Returns -EIO.
+ */
+static int file_failed(struct sl_engine *eng, struct sl_conn *c, int err)
+{
+	if (!c->file_err) {
+		c->file_err = err ? err : EIO;
+		eng->ctr.file_short_reads++;
+	}
+	return -EIO;
 }
 
 /* Puts the FIN in the queue: on the last unsent segment, or alone. */
@@ -712,7 +855,28 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 
 	uint32_t frame = s->frame, chunk = SL_NO_FRAME;
 
-	if (s->flags & SEG_STATIC) {
+	if (c->file_err)
+		return -EIO;	/* aborted at the next poll */
+	if (s->file) {
+		/* read into a frame that goes when sent, its sum computed now */
+		frame = xsk_frame_alloc(x, false);
+		if (frame == SL_NO_FRAME) {
+			eng->ctr.tx_no_frame++;
+			conn_starved(eng, c);
+			return -ENOBUFS;
+		}
+		x->meta[frame].keep = 0;
+		buf = xsk_frame_data(x, frame);
+		if (file_read(eng, c, s->file, s->foff, buf + s->hdr_len, s->len)) {
+			xsk_frame_free(x, frame);
+			return -EIO;
+		}
+		eng->ctr.file_reads++;
+		if (s->xmits)
+			eng->ctr.file_reads_retransmit++;
+		s->csum = csum_partial(buf + s->hdr_len, s->len, 0);
+		s->flags |= SEG_CSUM;
+	} else if (s->flags & SEG_STATIC) {
 		/* a frame that goes when sent: headers only if the payload can
 		 * stay in the file's shared chunk frame (multi-buffer), else
 		 * headers and one copy of the stored bytes; the checksum sum
@@ -758,10 +922,10 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 		}
 		goto sent;
 	}
-	if (!(s->flags & SEG_STATIC))
+	if (!(s->flags & SEG_STATIC) && !s->file)
 		x->meta[frame].keep = 1;
 	if (engine_tx_submit(eng, frame, 0, len)) {
-		if (s->flags & SEG_STATIC)
+		if ((s->flags & SEG_STATIC) || s->file)
 			xsk_frame_free(x, frame);
 		return -EAGAIN;
 	}
@@ -814,6 +978,28 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 			c->sq_tail = bi;
 		return 0;
 	}
+	if (a->file) {
+		/* a file segment too; its sums are computed when it is read */
+		bi = seg_alloc(eng);
+		if (bi == SL_NONE)
+			return -ENOBUFS;
+		a = &segs[i];
+		b = &segs[bi];
+		*b = *a;
+		b->seq = a->seq + keep;
+		b->len = a->len - keep;
+		b->ts_prev = b->ts_next = SL_NONE;
+		b->foff = a->foff + keep;
+		b->flags = a->flags & SEG_FIN;
+		a->file->refs++;
+		a->len = keep;
+		a->flags &= (uint8_t)~(SEG_FIN | SEG_CSUM);
+		b->next = a->next;
+		a->next = bi;
+		if (c->sq_tail == i)
+			c->sq_tail = bi;
+		return 0;
+	}
 	if (x->meta[a->frame].tx_pending)
 		return -EINVAL;
 	bi = seg_alloc_frame(eng, false, a->hdr_len);
@@ -854,6 +1040,7 @@ static void retransmit_lost(struct sl_engine *eng, struct sl_conn *c)
 {
 	struct tcp_seg *segs = eng->tcp->segs;
 	uint32_t i;
+	int rc;
 
 	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
 		struct tcp_seg *s = &segs[i];
@@ -869,10 +1056,13 @@ static void retransmit_lost(struct sl_engine *eng, struct sl_conn *c)
 			break;
 		}
 		c->force_rexmit = false;
-		if (xmit_seg(eng, c, s) == -EBUSY) {
+		rc = xmit_seg(eng, c, s);
+		if (rc == -EBUSY) {
 			conn_dirty(eng, c);	/* try again at the next flush */
 			continue;
 		}
+		if (rc == -EIO)
+			break;		/* a file segment could not be read: abort */
 		s->flags |= SEG_RETRANS;
 		c->retrans_out++;
 		eng->ctr.retransmits++;
@@ -918,8 +1108,11 @@ static bool send_new_one(struct sl_engine *eng, struct sl_conn *c)
  * The run that may leave now as one super-frame: consecutive unsent
  * segments from sq_send, each a full MSS but the last, none a SYN or a
  * bare FIN, a FIN only on the last, all inside the peer's window, at most
- * max of them and what one packet may hold.  Returns how many (0 when
- * fewer than two: a single segment goes as a frame of its own).
+ * max of them and what one packet may hold.  File segments go only with
+ * file segments of the same file, in file order, spanning at most
+ * splice_pages pages (what one splice to the packet socket sends as one
+ * packet, tx_gso.c).  Returns how many (0 when fewer than two: a single
+ * segment goes as a frame of its own).
  */
 static uint32_t gso_run_length(const struct sl_engine *eng, const struct sl_conn *c,
 			       uint32_t max)
@@ -930,14 +1123,26 @@ static uint32_t gso_run_length(const struct sl_engine *eng, const struct sl_conn
 	/* RFC 791: the total length is 16 bits; and the kernel segments a GSO
 	 * packet of gso_max_size (64 KiB) or more in software, header included */
 	uint32_t room = 65535 - FRAME_HDR_LEN(c->ts_on);
+	const struct tcp_file *file = NULL;
+	uint64_t foff = 0;
+	uint32_t page = eng->gso.page, lead = 0;
 
+	if (c->sq_send != SL_NONE && segs[c->sq_send].file && eng->gso.splice_pages) {
+		file = segs[c->sq_send].file;
+		foff = segs[c->sq_send].foff;
+		lead = (uint32_t)(foff % page);
+		if (eng->gso.splice_pages * page - lead < room)
+			room = eng->gso.splice_pages * page - lead;
+	}
 	for (i = c->sq_send; i != SL_NONE && k < max; i = segs[i].next) {
 		const struct tcp_seg *s = &segs[i];
 
 		if ((s->flags & SEG_SYN) || !s->len || s->len > c->mss ||
 		    bytes + s->len > room || seq_gt(seg_end(s), right) || nagle_holds(c, s))
 			break;
-		if (!(s->flags & SEG_STATIC) && x->meta[s->frame].tx_pending)
+		if (s->file != file || (file && s->foff != foff + bytes))
+			break;
+		if (!(s->flags & SEG_STATIC) && !file && x->meta[s->frame].tx_pending)
 			break;
 		k++;
 		bytes += s->len;
@@ -960,10 +1165,13 @@ static bool send_run(struct sl_engine *eng, struct sl_conn *c, uint32_t k)
 {
 	struct sl_xsk *x = &eng->xsk;
 	struct tcp_seg *segs = eng->tcp->segs, *s = NULL;
+	struct tcp_file *file = segs[c->sq_send].file;
+	uint64_t foff = segs[c->sq_send].foff;
 	struct gso_frame g;
-	uint8_t opts[12], flags = TH_ACK;
+	uint8_t opts[12], flags = TH_ACK, *copy = NULL;
 	uint32_t optlen = 0, payload = 0, i, n;
 	uint16_t wnd, sum;
+	int rc;
 
 	/* one connection's data never reorders across the two paths: its
 	 * AF_XDP frames leave at the kick, a super-frame at once */
@@ -975,6 +1183,9 @@ static bool send_run(struct sl_engine *eng, struct sl_conn *c, uint32_t k)
 		struct iovec *prev = &g.iov[g.niov - 1];
 
 		s = &segs[i];
+		payload += s->len;
+		if (file)
+			continue;	/* one piece of the file (gso_run_length) */
 		p = (s->flags & SEG_STATIC) ? s->payload->data + s->poff :
 					      xsk_frame_data(x, s->frame) + s->hdr_len;
 		/* a stored body's consecutive segments are one piece */
@@ -985,7 +1196,6 @@ static bool send_run(struct sl_engine *eng, struct sl_conn *c, uint32_t k)
 			g.iov[g.niov].iov_len = s->len;
 			g.niov++;
 		}
-		payload += s->len;
 	}
 	if (c->ts_on)
 		optlen = put_ts(eng, c, opts);
@@ -1006,8 +1216,34 @@ static bool send_run(struct sl_engine *eng, struct sl_conn *c, uint32_t k)
 	memcpy(g.buf + GSO_VNET_HLEN + ETH_HLEN + IP_HLEN + 16, &sum, 2);
 	g.gso_size = c->mss;
 	g.payload_len = payload;
-	if (gso_xmit(eng, &g))
-		return false;
+	if (file && !eng->gso.capture && !eng->impair && !file->nosplice) {
+		/* page cache → skb in the kernel, nothing copied here */
+		rc = gso_xmit_file(eng, &g, file->fd, foff);
+		if (rc && rc != -EAGAIN)
+			file->nosplice = true;	/* its runs are read from now on */
+		if (rc)
+			return false;
+	} else {
+		if (file) {
+			/* a test's capture or link impairment, or a file that does
+			 * not splice: the run's bytes read into a buffer */
+			copy = malloc(payload);
+			if (!copy)
+				return false;
+			if (file_read(eng, c, file, foff, copy, payload)) {
+				free(copy);
+				return false;	/* aborted at the next poll */
+			}
+			eng->ctr.file_reads++;
+			g.iov[1].iov_base = copy;
+			g.iov[1].iov_len = payload;
+			g.niov = 2;
+		}
+		rc = gso_xmit(eng, &g);
+		free(copy);
+		if (rc)
+			return false;
+	}
 	eng->tcp->ip_id = (uint16_t)(eng->tcp->ip_id + k - 1);	/* one IPv4 id per segment */
 	for (n = 0; n < k; n++) {
 		s = &segs[c->sq_send];
@@ -1100,6 +1336,8 @@ void tcp_output(struct sl_engine *eng, struct sl_conn *c)
 {
 	if (!c->id)
 		return;
+	if (c->file_err)
+		goto out_file_err;
 	if (state_sends_data(c->state)) {
 		if (c->fin_queued && !c->fin_in_queue && !app_pending(c))
 			make_fin(eng, c);
@@ -1135,8 +1373,16 @@ void tcp_output(struct sl_engine *eng, struct sl_conn *c)
 	}
 	/* data segments carry the ACK but no SACK blocks: with a hole in the
 	 * reassembly queue the peer needs them in a pure ACK (RFC 2018 §4) */
+	if (c->file_err)
+		goto out_file_err;
 	if (c->ack_now || c->window_update || (c->sack_pending && c->sack_on))
 		tcp_send_ack(eng, c);
+	return;
+
+out_file_err:
+	/* a file segment could not be read (file_failed): nothing more goes,
+	 * the next poll aborts it with the error for the transport */
+	conn_abort_later(eng, c);
 }
 
 void tcp_output_dirty(struct sl_engine *eng)

@@ -26,6 +26,8 @@
  * file only sends.  Test engines have no socket: with tx_gso "on" their
  * super-frames go to the TX capture whole (virtio header first).
  */
+#define _GNU_SOURCE	/* splice, pipe2, F_GETPIPE_SZ */
+#include <fcntl.h>
 #include <linux/if_packet.h>
 #include <linux/virtio_net.h>
 #include <net/ethernet.h>
@@ -38,6 +40,46 @@
 #ifndef SOL_PACKET
 #define SOL_PACKET 263
 #endif
+
+/*
+ * splice(2) from a pipe to a socket (fs/splice.c splice_to_socket, Linux
+ * 6.5 on) hands the socket at most 16 pipe buffers per sendmsg(), and a
+ * packet socket makes a packet of every sendmsg(): one super-frame is the
+ * header buffer and at most 15 buffers of the file, one per page (the page
+ * cache splices page by page, large folios included).
+ */
+#define SPLICE_SENDMSG_BUFS 16
+
+/* The pipe for file super-frames; splice_pages 0 where it cannot be had. */
+static void splice_open(struct sl_gso *g)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	int sz, slots;
+
+	g->page = page > 0 ? (uint32_t)page : 4096;
+	g->splice_pages = 0;
+	if (pipe2(g->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+		g->pipe[0] = g->pipe[1] = -1;
+		return;
+	}
+	/* a pipe starts with 16 buffers, fewer once the user's pipe pages
+	 * are used up (pipe-user-pages-soft); more would not help */
+	sz = fcntl(g->pipe[1], F_GETPIPE_SZ);
+	slots = sz > 0 ? sz / (int)g->page : 0;
+	if (slots > SPLICE_SENDMSG_BUFS)
+		slots = SPLICE_SENDMSG_BUFS;
+	g->splice_pages = slots >= 3 ? (uint32_t)slots - 1 : 0;
+}
+
+static void splice_close(struct sl_gso *g)
+{
+	if (g->pipe[0] >= 0)
+		close(g->pipe[0]);
+	if (g->pipe[1] >= 0)
+		close(g->pipe[1]);
+	g->pipe[0] = g->pipe[1] = -1;
+	g->splice_pages = 0;
+}
 
 /* errno values that say the interface or kernel cannot take super-frames
  * at all (as opposed to "not now") */
@@ -60,6 +102,8 @@ int gso_open(struct sl_engine *eng, int ifindex, char *err, size_t errlen)
 	int one = 1, sndbuf = 4 << 20, rc;
 
 	g->fd = -1;
+	g->pipe[0] = g->pipe[1] = -1;
+	g->splice_pages = 0;
 	g->on = false;
 	g->capture = false;
 	g->want = eng->cfg.tx_gso != SL_TX_GSO_OFF;
@@ -97,6 +141,7 @@ int gso_open(struct sl_engine *eng, int ifindex, char *err, size_t errlen)
 	}
 	g->on = true;
 	eng->ctr.tx_gso_available = 1;
+	splice_open(g);
 	return 0;
 
 out_socket:
@@ -115,10 +160,16 @@ void gso_open_test(struct sl_engine *eng)
 {
 	struct sl_gso *g = &eng->gso;
 
+	long page = sysconf(_SC_PAGESIZE);
+
 	g->fd = -1;
+	g->pipe[0] = g->pipe[1] = -1;
 	g->capture = eng->cfg.tx_gso == SL_TX_GSO_ON;
 	g->on = g->want = g->capture;
 	eng->ctr.tx_gso_available = g->on;
+	/* file runs are cut as a real engine's are; their bytes are read */
+	g->page = page > 0 ? (uint32_t)page : 4096;
+	g->splice_pages = SPLICE_SENDMSG_BUFS - 1;
 }
 
 void gso_close(struct sl_engine *eng)
@@ -126,6 +177,8 @@ void gso_close(struct sl_engine *eng)
 	if (eng->gso.fd >= 0)
 		close(eng->gso.fd);
 	eng->gso.fd = -1;
+	if (!eng->gso.capture)
+		splice_close(&eng->gso);
 	eng->gso.on = false;
 }
 
@@ -166,13 +219,10 @@ static int send_failed(struct sl_engine *eng, int rc)
  * it (or the link impairment did), -errno when not: the caller then sends
  * the segments as frames of their own, so nothing is lost either way.
  */
-int gso_xmit(struct sl_engine *eng, struct gso_frame *g)
+static void put_vnet_hdr(struct gso_frame *g)
 {
 	struct virtio_net_hdr vh;
-	int rc;
 
-	if (!eng->gso.on)
-		return -EOPNOTSUPP;
 	memset(&vh, 0, sizeof(vh));
 	vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
 	vh.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
@@ -181,6 +231,15 @@ int gso_xmit(struct sl_engine *eng, struct gso_frame *g)
 	vh.csum_start = 14 + 20;	/* the TCP header, after Ethernet and IPv4 */
 	vh.csum_offset = 16;		/* struct tcphdr's check */
 	memcpy(g->buf, &vh, GSO_VNET_HLEN);
+}
+
+int gso_xmit(struct sl_engine *eng, struct gso_frame *g)
+{
+	int rc;
+
+	if (!eng->gso.on)
+		return -EOPNOTSUPP;
+	put_vnet_hdr(g);
 	g->iov[0].iov_base = g->buf;
 	g->iov[0].iov_len = GSO_VNET_HLEN + g->hdr_len;
 	if (eng->impair) {
@@ -230,4 +289,67 @@ int gso_xmit_copy(struct sl_engine *eng, const uint8_t *data, uint32_t len)
 	eng->ctr.tx_packets++;
 	eng->ctr.tx_bytes += len - GSO_VNET_HLEN;
 	return 0;
+}
+
+/*
+ * Sends one super-frame whose payload is g->payload_len bytes of the file
+ * fd at off, with no copy in user space: the virtio and packet headers are
+ * written into the pipe, the file's pages spliced in behind them (page
+ * references, no copy), and the pipe spliced to the packet socket, whose
+ * sendmsg() copies header and pages into one skb (packet_snd).  The caller
+ * keeps the run within splice_pages pages.  Returns 0, or -errno with
+ * nothing sent (the caller sends the segments as frames): -ENODATA when
+ * the file gave fewer bytes (truncated: the frames' reads will say so).
+ */
+int gso_xmit_file(struct sl_engine *eng, struct gso_frame *g, int fd, uint64_t off)
+{
+	struct sl_gso *gs = &eng->gso;
+	uint32_t hlen = GSO_VNET_HLEN + g->hdr_len, total = hlen + g->payload_len;
+	loff_t foff = (loff_t)off;
+	ssize_t n;
+	int rc;
+
+	if (!gs->on || gs->fd < 0 || gs->pipe[1] < 0)
+		return -EOPNOTSUPP;
+	put_vnet_hdr(g);
+	do
+		n = write(gs->pipe[1], g->buf, hlen);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)hlen) {
+		rc = n < 0 ? -errno : -EIO;
+		goto out_drain;
+	}
+	do
+		n = splice(fd, &foff, gs->pipe[1], NULL, g->payload_len, SPLICE_F_NONBLOCK);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)g->payload_len) {
+		/* the file's fault, not the socket's: ENODATA for a short one */
+		rc = n < 0 ? -errno : -ENODATA;
+		splice_close(gs);
+		splice_open(gs);
+		return rc;
+	}
+	do
+		n = splice(gs->pipe[0], NULL, gs->fd, NULL, total, SPLICE_F_NONBLOCK);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)total) {
+		/* nothing sent (EAGAIN: the socket's buffer is full), or, not
+		 * expected, a part: the peer drops a short packet (its IPv4
+		 * length says more) and the frames send the run again */
+		rc = n < 0 ? -errno : -EIO;
+		goto out_drain;
+	}
+	eng->ctr.tx_packets++;
+	eng->ctr.tx_bytes += g->hdr_len + g->payload_len;
+	eng->ctr.tx_gso_frames++;
+	eng->ctr.tx_gso_bytes += g->payload_len;
+	eng->ctr.tx_gso_splice_frames++;
+	return 0;
+
+out_drain:
+	/* what is left in the pipe must not lead the next super-frame: a new
+	 * pipe (rare: a full socket buffer, a truncated file) */
+	splice_close(gs);
+	splice_open(gs);
+	return send_failed(eng, rc);
 }

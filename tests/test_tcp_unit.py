@@ -8,6 +8,7 @@ follow ``test_<step>_<case>``.
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
@@ -1154,3 +1155,121 @@ def test_gso_setting_is_checked():
 def test_cc_setting_is_checked():
     with pytest.raises(ValueError, match="cc must be one of cubic, reno"):
         Harness(cc="bbr")
+
+
+# ---- sendfile's file segments (tcp_queue_file): the file is the send buffer ----
+#
+# With super-frames, sendfile queues references to the file, not copies: a
+# run goes as one super-frame (spliced from the page cache on a real engine;
+# read into the test capture here), a lone or lost segment is read into a
+# frame when it is sent.  The engine keeps a dup() of the descriptor until
+# the last segment is acknowledged.
+
+def sendfile(h: Harness, conn: int, path, offset: int, count: int) -> int:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return lib.sl_conn_sendfile(h.ptr, conn, fd, offset, count)
+    finally:
+        os.close(fd)  # the engine holds its own
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_gso_sendfile_segments_reference_the_file_and_retransmit_byte_exact(gh, gpeer,
+                                                                           tmp_path):
+    mss = gh.info(gpeer.conn)["mss"]
+    data = os.urandom(mss * 8 + 100)
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"head" + data)
+    fds = open_fds()
+    assert sendfile(gh, gpeer.conn, path, 4, len(data) + 50) == len(data)  # to the end
+    c = gh.counters()
+    assert c["files_open"] == 1 and c["frames_sndq"] == 0  # no copy queued
+    assert open_fds() == fds + 1
+    segs = gh.flush()
+    # eight full segments and the short tail in one super-frame
+    assert len(gh.supers) == 1 and gh.supers[0].whole.payload == data
+    assert gh.supers[0].partial_checksum_ok()
+    assert [len(s.payload) for s in segs] == [mss] * 8 + [100]
+    assert all(s.checksums_ok for s in segs)
+    # the third is lost: read from the file again, alone, byte-exact
+    out = gpeer.send(gpeer.seg(ack_off=2 * mss, options=b"\x01\x01"
+                               + opt_ts(gpeer.tsval, gpeer.ts_recent) + b"\x01\x01"
+                               + opt_sack((segs[3].seq, segs[8].seq + 100))))
+    resent = [s for s in out if s.payload]
+    assert len(resent) == 1 and resent[0].super_frame is None
+    assert resent[0].seq == segs[2].seq and resent[0].payload == data[2 * mss:3 * mss]
+    assert resent[0].checksums_ok
+    c = gh.counters()
+    assert c["file_reads_retransmit"] == 1 and c["retransmits"] == 1
+    assert c["file_reads"] == 2  # the run for the capture, the retransmission
+    # all acknowledged: the engine's descriptor is closed, nothing held
+    gpeer.send(gpeer.seg(ack_off=len(data)))
+    c = gh.counters()
+    assert c["files_open"] == 0 and c["file_short_reads"] == 0 and frames_idle(gh)
+    assert open_fds() == fds
+
+
+def test_gso_sendfile_keeps_whole_segments_and_splits_for_a_narrow_window(gh, tmp_path):
+    p = Peer(gh, PORT, ws=None)
+    p.connect()
+    mss = gh.info(p.conn)["mss"]
+    data = os.urandom(mss * 6)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    p.send(p.seg(window=mss // 2))
+    assert sendfile(gh, p.conn, path, 0, len(data)) == len(data)
+    out = gh.flush()
+    got = p.absorb(out)
+    assert got == data[:mss // 2]  # split by reference, read when sent
+    for _ in range(20):
+        got += p.absorb(p.send(p.seg(window=65535)))
+        if len(got) == len(data):
+            break
+    assert got == data
+    p.send(p.seg())
+    assert gh.counters()["files_open"] == 0 and frames_idle(gh)
+
+
+def test_gso_sendfile_file_truncated_under_the_queue_aborts_the_connection(gh, gpeer,
+                                                                          tmp_path):
+    mss = gh.info(gpeer.conn)["mss"]
+    data = os.urandom(mss * 40)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    fds = open_fds()
+    assert sendfile(gh, gpeer.conn, path, 0, len(data)) == len(data)
+    first = gh.flush()  # the initial window: ten segments
+    assert gpeer.absorb(first) == data[:10 * mss]
+    os.truncate(path, 12 * mss)  # the rest of what was queued is gone
+    out = gpeer.send(gpeer.seg())
+    out += gh.advance(0)  # the abort comes with the next poll's events
+    # never a wrong byte (the run read short: none of it went), then
+    # RFC 9293 §3.10.5 ABORT: a RST
+    assert [s for s in out if s.has("R")]
+    assert all(s.seq + len(s.payload) <= gpeer.rcv_nxt + 2 * mss for s in out if s.payload)
+    got = gpeer.absorb(out)
+    assert got == data[10 * mss:10 * mss + len(got)]
+    events = gh.take_events(CLOSED)
+    assert len(events) == 1 and events[0].err == -errno.EIO
+    c = gh.counters()
+    assert c["file_short_reads"] == 1 and c["files_open"] == 0 and frames_idle(gh)
+    assert open_fds() == fds
+
+
+
+def test_gso_sendfile_next_call_shares_the_file_and_its_run(gh, gpeer, tmp_path):
+    mss = gh.info(gpeer.conn)["mss"]
+    data = os.urandom(mss * 6)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    assert sendfile(gh, gpeer.conn, path, 0, 3 * mss) == 3 * mss
+    assert sendfile(gh, gpeer.conn, path, 3 * mss, 3 * mss) == 3 * mss
+    assert gh.counters()["files_open"] == 1  # one descriptor for both calls
+    out = gh.flush()
+    assert len(gh.supers) == 1 and gh.supers[0].whole.payload == data
+    assert gpeer.absorb(out) == data
+    gpeer.send(gpeer.seg())
+    assert gh.counters()["files_open"] == 0 and frames_idle(gh)
