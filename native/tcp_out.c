@@ -673,7 +673,8 @@ void tcp_ack_segs(struct sl_engine *eng, struct sl_conn *c, uint32_t ack)
 /*
  * RFC 8985 §7.3: the tail loss probe.  New data if the window allows,
  * else the last segment sent again, so that a lost tail is reported by
- * SACK instead of waiting for the RTO.
+ * SACK instead of waiting for the RTO.  Both count as probes (as Linux's
+ * TCPLossProbes), a resent segment as a retransmission too.
  */
 void tcp_send_tlp(struct sl_engine *eng, struct sl_conn *c)
 {
@@ -681,8 +682,10 @@ void tcp_send_tlp(struct sl_engine *eng, struct sl_conn *c)
 	uint32_t i, last = SL_NONE;
 
 	c->tlp_sent = true;
-	if (c->sq_send != SL_NONE && send_new_one(eng, c))
+	if (c->sq_send != SL_NONE && send_new_one(eng, c)) {
+		eng->ctr.tail_loss_probes++;
 		return;
+	}
 	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next)
 		last = i;
 	if (last == SL_NONE || (segs[last].flags & SEG_SACKED))
