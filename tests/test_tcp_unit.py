@@ -436,6 +436,24 @@ def test_tlp_new_data_probe_is_counted(h, peer):
     assert c["tail_loss_probes"] == 1 and c["retransmits"] == 0
 
 
+def test_output_psh_on_the_last_segment_a_flight_lets_go(h, peer):
+    # RFC 9293 §3.9.1.2: PSH on the last segment when no more data can go;
+    # a flight the congestion window ends carries it on its last segment
+    # (a Linux receiver ACKs that one when read, not after its delayed-ACK
+    # timer), none before it, and the queue's last segment keeps it
+    rtt_sample(h, peer, 0.001)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"p" * (mss * 40))
+    first = [s for s in h.flush() if s.payload]
+    assert 2 <= len(first) < 40
+    assert [bool(s.flags & 0x08) for s in first] == [False] * (len(first) - 1) + [True]
+    # the ACK of the first two lets two more go (slow start): the second
+    # ends the flight again
+    more = [s for s in peer.send(peer.seg(ack_off=2 * mss)) if s.payload]
+    assert more and more[-1].flags & 0x08
+    assert not any(s.flags & 0x08 for s in more[:-1])
+
+
 def test_rack_reordering_window_has_no_floor_on_a_short_path(h, peer):
     # RFC 8985 §6.2 step 4: the reordering window is min_RTT/4, at most
     # SRTT, with no floor (as Linux's tcp_rack_reo_wnd): on a path of
