@@ -483,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="print the cells and exit")
     p.add_argument("--merge", nargs="+", type=pathlib.Path, metavar="JSON",
                    help="run nothing: one table from these earlier results (e.g. of runs in "
-                   "two labs at once), a later file's cell replacing an earlier one's")
+                   "two labs at once), the runs of a cell that several measured pooled")
     args = p.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out)

@@ -41,8 +41,8 @@ enum tcp_state {
 #define TCP_QUICKACKS 16	/* segments ACKed at once at the start */
 #define TCP_MAX_OOO_SEGS 4096	/* reassembly queue entries per connection */
 #define TCP_CHALLENGE_ACK_LIMIT 1000	/* per second, engine-wide (RFC 5961 §7) */
-#define TCP_REO_WND_MIN_US 1000	/* RACK reordering window floor */
-#define TCP_PTO_MIN_US 10000	/* tail loss probe timeout floor (Linux: 10 ms) */
+#define TCP_TIMER_SLACK_US 2000	/* added to the probe timeout of a flight of
+				 * more than one segment (Linux: 2 jiffies) */
 
 /* Wrap-safe sequence comparisons (RFC 9293 §3.4). */
 static inline bool seq_lt(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }

@@ -358,7 +358,7 @@ void tcp_send_probe(struct sl_engine *eng, struct sl_conn *c)
 
 /* ---- the send queue -------------------------------------------------- */
 
-static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s);
+static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s, bool push);
 static bool send_new_one(struct sl_engine *eng, struct sl_conn *c);
 
 static uint32_t seg_alloc(struct sl_engine *eng)
@@ -825,7 +825,8 @@ void tcp_ack_segs(struct sl_engine *eng, struct sl_conn *c, uint32_t ack)
 /*
  * RFC 8985 §7.3: the tail loss probe.  New data if the window allows,
  * else the last segment sent again, so that a lost tail is reported by
- * SACK instead of waiting for the RTO.
+ * SACK instead of waiting for the RTO.  Both count as probes (as Linux's
+ * TCPLossProbes), a resent segment as a retransmission too.
  */
 void tcp_send_tlp(struct sl_engine *eng, struct sl_conn *c)
 {
@@ -833,20 +834,52 @@ void tcp_send_tlp(struct sl_engine *eng, struct sl_conn *c)
 	uint32_t i, last = SL_NONE;
 
 	c->tlp_sent = true;
-	if (c->sq_send != SL_NONE && send_new_one(eng, c))
+	if (c->sq_send != SL_NONE && send_new_one(eng, c)) {
+		eng->ctr.tail_loss_probes++;
 		return;
+	}
 	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next)
 		last = i;
 	if (last == SL_NONE || (segs[last].flags & SEG_SACKED))
 		return;
-	if (xmit_seg(eng, c, &segs[last]) == 0) {
+	if (xmit_seg(eng, c, &segs[last], true) == 0) {
 		eng->ctr.retransmits++;
 		eng->ctr.tail_loss_probes++;
 	}
 }
 
-/* Sends one queued segment; -EBUSY if its frame is still in the TX ring. */
-static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
+/*
+ * Whether new segment s, sent with n-1 others before it now, is the last
+ * that the windows let go until an ACK comes: the end of the queue, a
+ * short segment, the congestion window full, or the next segment beyond
+ * the peer's window.
+ */
+static bool ends_flight(const struct sl_engine *eng, const struct sl_conn *c,
+			const struct tcp_seg *s, uint32_t n)
+{
+	const struct tcp_seg *next;
+
+	if (s->next == SL_NONE || s->len < c->mss || tcp_in_flight(c) + n >= c->cwnd)
+		return true;
+	next = &eng->tcp->segs[s->next];
+	return seq_gt(seg_end(next), c->snd_una + c->snd_wnd);
+}
+
+/*
+ * Sends one queued segment; -EBUSY if its frame is still in the TX ring.
+ *
+ * PSH (RFC 9293 §3.9.1.2, RFC 1122 §4.2.2.2: the last buffered segment
+ * carries it when no more queued data is to be sent) goes on the queue's
+ * last segment, a short one, and, with `push`, on the last segment that
+ * can go before an ACK comes.  Linux's receiver (tcp_measure_rcv_mss)
+ * acknowledges a full segment with PSH as soon as its application has
+ * read it; one without waits for its delayed-ACK timer, and a flight
+ * that ends in one in-order segment (a probe, or the survivor of two)
+ * then stalls for 40 ms.  Linux's sender has PSH there too: at the end
+ * of each write (tcp_push), which a sender refilling its socket buffer
+ * as ACKs free it does once a flight.
+ */
+static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s, bool push)
 {
 	struct sl_xsk *x = &eng->xsk;
 	uint8_t opts[12], flags = TH_ACK, *buf;
@@ -909,7 +942,7 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s)
 		optlen = put_ts(eng, c, opts);
 	if (s->flags & SEG_FIN)
 		flags |= TH_FIN;
-	if (s->len && (s->next == SL_NONE || s->len < c->mss))
+	if (s->len && (push || s->next == SL_NONE || s->len < c->mss))
 		flags |= TH_PSH;
 	wnd = window_field(eng, c, false);
 	len = build_packet(eng, buf, c->peer_mac, c->peer_ip, c->local_port,
@@ -1056,7 +1089,7 @@ static void retransmit_lost(struct sl_engine *eng, struct sl_conn *c)
 			break;
 		}
 		c->force_rexmit = false;
-		rc = xmit_seg(eng, c, s);
+		rc = xmit_seg(eng, c, s, false);
 		if (rc == -EBUSY) {
 			conn_dirty(eng, c);	/* try again at the next flush */
 			continue;
@@ -1089,7 +1122,7 @@ static bool send_new_one(struct sl_engine *eng, struct sl_conn *c)
 		}
 		if (nagle_holds(c, s))
 			return false;
-		if (xmit_seg(eng, c, s))
+		if (xmit_seg(eng, c, s, ends_flight(eng, c, s, 1)))
 			return false;
 		c->packets_out++;
 		c->sq_send = s->next;
@@ -1202,7 +1235,7 @@ static bool send_run(struct sl_engine *eng, struct sl_conn *c, uint32_t k)
 	/* the segmenter leaves FIN and PSH on the last segment only */
 	if (s->flags & SEG_FIN)
 		flags |= TH_FIN;
-	if (s->next == SL_NONE || s->len < c->mss)
+	if (ends_flight(eng, c, s, k))
 		flags |= TH_PSH;
 	wnd = window_field(eng, c, false);
 	g.hdr_len = build_headers(eng, g.buf + GSO_VNET_HLEN, c->peer_mac, c->peer_ip,

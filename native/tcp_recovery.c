@@ -192,10 +192,13 @@ static uint64_t reo_wnd(const struct sl_conn *c)
 	if (!c->reord_seen && (c->in_recovery || c->after_rto ||
 			       c->sacked_out >= TCP_DUPTHRESH))
 		return 0;
+	/* min_RTT/4 per step, at most SRTT; no floor (a floor of a
+	 * millisecond held every loss on a sub-millisecond path for a timer,
+	 * where Linux's tcp_rack_reo_wnd marks it on the ACK itself) */
 	reo = (uint64_t)c->min_rtt_us / 4 * (c->reo_mult ? c->reo_mult : 1);
 	if (c->srtt_us && reo > c->srtt_us)
 		reo = c->srtt_us;
-	return reo > TCP_REO_WND_MIN_US ? reo : TCP_REO_WND_MIN_US;
+	return reo;
 }
 
 /*
@@ -250,10 +253,16 @@ void tcp_rack_timeout(struct sl_engine *eng, struct sl_conn *c)
 
 /*
  * RFC 8985 §7.2: with SACK and an RTT estimate, the first timer after new
- * data is a probe timeout (2*SRTT, plus the delayed-ACK time if only one
- * segment is out), not the RTO.  Returns the PTO in µs, or 0 when no probe
- * is due (no SACK or RTT yet, in recovery, after an RTO, a probe already
- * sent for this flight).  The caller arms it if it comes before the RTO.
+ * data is a probe timeout, not the RTO: PTO = 2*SRTT, plus WCDelAckT when
+ * FlightSize is one segment (its ACK may be a delayed one: the peer's
+ * delayed-ACK time is taken as ours, cfg.delack_ms), and the RTO if that
+ * comes first (the caller arms whichever does).  A flight of more than
+ * one segment gets a timer's slack instead, as
+ * Linux's tcp_schedule_loss_probe (2*SRTT + 2 jiffies): no 10 ms floor,
+ * which on a sub-millisecond path left every tail, and every flight whose
+ * last ACK was lost, idle for ten round trips and more.  Returns the PTO
+ * in µs, or 0 when no probe is due (no SACK or RTT yet, in recovery,
+ * after an RTO, a probe already sent for this flight).
  */
 uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c)
 {
@@ -263,10 +272,7 @@ uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c)
 	    c->tlp_sent || c->backoff)
 		return 0;
 	pto = 2ull * c->srtt_us;
-	if (c->packets_out == 1)
-		pto += (uint64_t)eng->cfg.delack_ms * 1000;
-	if (pto < TCP_PTO_MIN_US)
-		pto = TCP_PTO_MIN_US;
+	pto += c->packets_out == 1 ? (uint64_t)eng->cfg.delack_ms * 1000 : TCP_TIMER_SLACK_US;
 	return pto;
 }
 

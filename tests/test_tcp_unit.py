@@ -405,6 +405,79 @@ def test_tlp_probes_a_lost_tail(h, peer):
     assert probes and c["tail_loss_probes"] == 1 and c["rto_expired"] == 0
 
 
+def test_tlp_timeout_is_two_srtt_and_a_slack_on_a_short_path(h, peer):
+    # RFC 8985 §7.2: PTO = 2*SRTT for a flight of more than one segment;
+    # as Linux's tcp_schedule_loss_probe, plus 2 ms of timer slack and no
+    # 10 ms floor: on a sub-millisecond path the probe goes after ~2 ms
+    rtt_sample(h, peer, 0.001)
+    pto = 2 * h.info(peer.conn)["srtt_us"] / 1e6 + 0.002
+    assert pto < 0.005
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"t" * (mss * 4))
+    tail = [s for s in h.flush() if s.payload]
+    assert len(tail) == 4  # lost: no ACK comes
+    assert not [s for s in h.advance(pto - 0.0001) if s.payload]
+    probe = [s for s in h.advance(0.0002) if s.payload]
+    c = h.counters()
+    assert [s.seq for s in probe] == [tail[-1].seq]
+    assert c["tail_loss_probes"] == 1 and c["rto_expired"] == 0
+
+
+def test_tlp_new_data_probe_is_counted(h, peer):
+    # RFC 8985 §7.3: new data goes as the probe when the window allows it;
+    # it counts as a probe (Linux's TCPLossProbes), not as a retransmission
+    rtt_sample(h, peer, 0.001)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"n" * (mss * 30))
+    first = [s for s in h.flush() if s.payload]
+    assert len(first) < 30  # the rest waits for the congestion window
+    probe = [s for s in h.advance(0.005) if s.payload]
+    c = h.counters()
+    assert [s.seq for s in probe] == [first[-1].seq + mss]
+    assert c["tail_loss_probes"] == 1 and c["retransmits"] == 0
+
+
+def test_output_psh_on_the_last_segment_a_flight_lets_go(h, peer):
+    # RFC 9293 §3.9.1.2: PSH on the last segment when no more data can go;
+    # a flight the congestion window ends carries it on its last segment
+    # (a Linux receiver ACKs that one when read, not after its delayed-ACK
+    # timer), none before it, and the queue's last segment keeps it
+    rtt_sample(h, peer, 0.001)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"p" * (mss * 40))
+    first = [s for s in h.flush() if s.payload]
+    assert 2 <= len(first) < 40
+    assert [bool(s.flags & 0x08) for s in first] == [False] * (len(first) - 1) + [True]
+    # the ACK of the first two lets two more go (slow start): the second
+    # ends the flight again
+    more = [s for s in peer.send(peer.seg(ack_off=2 * mss)) if s.payload]
+    assert more and more[-1].flags & 0x08
+    assert not any(s.flags & 0x08 for s in more[:-1])
+
+
+def test_rack_reordering_window_has_no_floor_on_a_short_path(h, peer):
+    # RFC 8985 §6.2 step 4: the reordering window is min_RTT/4, at most
+    # SRTT, with no floor (as Linux's tcp_rack_reo_wnd): on a path of
+    # 100 µs a segment sent before one SACKed is lost within an SRTT of
+    # that ACK, not after a millisecond's timer
+    rtt_sample(h, peer, 0.0001)
+    srtt = h.info(peer.conn)["srtt_us"] / 1e6
+    assert srtt < 0.0002
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"q" * (mss * 4))
+    out = [s for s in h.flush() if s.payload]
+    assert len(out) == 4
+    h.advance(0.0001)
+    # one segment SACKed above the first: fewer than DupThresh, so only
+    # RACK can call the first one lost
+    resent = [s for s in peer.send(peer.seg(options=sack_opts(
+        peer, (out[1].seq, out[1].seq + mss)))) if s.payload]
+    resent += [s for s in h.advance(srtt) if s.payload]
+    c = h.counters()
+    assert resent and resent[0].seq == out[0].seq
+    assert c["fast_retransmits"] == 1 and c["rto_expired"] == 0
+
+
 def sack_opts(peer, *blocks):
     """Timestamps and SACK blocks, as the peer's ACKs carry them."""
     return (b"\x01\x01" + opt_ts(peer.tsval, peer.ts_recent) + b"\x01\x01"
