@@ -987,8 +987,9 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 
 	if (!keep || keep >= a->len)
 		return -EINVAL;
-	if (a->flags & SEG_STATIC) {
-		/* a stored segment splits by reference */
+	if ((a->flags & SEG_STATIC) || a->file) {
+		/* a stored or file segment splits by reference: a stored one's
+		 * sums come from the store now, a file one's when it is read */
 		bi = seg_alloc(eng);
 		if (bi == SL_NONE)
 			return -ENOBUFS;
@@ -998,39 +999,24 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 		b->seq = a->seq + keep;
 		b->len = a->len - keep;
 		b->ts_prev = b->ts_next = SL_NONE;
+		b->next = a->next;
+		a->next = bi;
+		a->len = keep;
+		if (c->sq_tail == i)
+			c->sq_tail = bi;
+		if (a->file) {
+			b->foff = a->foff + keep;
+			b->flags = a->flags & SEG_FIN;
+			a->file->refs++;
+			a->flags &= (uint8_t)~(SEG_FIN | SEG_CSUM);
+			return 0;
+		}
 		b->poff = a->poff + keep;
 		b->flags = (uint8_t)(SEG_STATIC | SEG_CSUM | (a->flags & SEG_FIN));
 		b->csum = csum_partial(a->payload->data + b->poff, b->len, 0);
 		payload_get(a->payload);
-		a->len = keep;
 		a->flags &= (uint8_t)~SEG_FIN;
 		a->csum = csum_partial(a->payload->data + a->poff, a->len, 0);
-		b->next = a->next;
-		a->next = bi;
-		if (c->sq_tail == i)
-			c->sq_tail = bi;
-		return 0;
-	}
-	if (a->file) {
-		/* a file segment too; its sums are computed when it is read */
-		bi = seg_alloc(eng);
-		if (bi == SL_NONE)
-			return -ENOBUFS;
-		a = &segs[i];
-		b = &segs[bi];
-		*b = *a;
-		b->seq = a->seq + keep;
-		b->len = a->len - keep;
-		b->ts_prev = b->ts_next = SL_NONE;
-		b->foff = a->foff + keep;
-		b->flags = a->flags & SEG_FIN;
-		a->file->refs++;
-		a->len = keep;
-		a->flags &= (uint8_t)~(SEG_FIN | SEG_CSUM);
-		b->next = a->next;
-		a->next = bi;
-		if (c->sq_tail == i)
-			c->sq_tail = bi;
 		return 0;
 	}
 	if (x->meta[a->frame].tx_pending)
