@@ -865,6 +865,23 @@ static bool ends_flight(const struct sl_engine *eng, const struct sl_conn *c,
 	return seq_gt(seg_end(next), c->snd_una + c->snd_wnd);
 }
 
+/* A frame for a segment that has none of its own (stored or file bytes),
+ * freed when TX completes; SL_NO_FRAME (counted, the connection waits for
+ * frames) when none is free. */
+static uint32_t send_frame(struct sl_engine *eng, struct sl_conn *c)
+{
+	struct sl_xsk *x = &eng->xsk;
+	uint32_t frame = xsk_frame_alloc(x, false);
+
+	if (frame == SL_NO_FRAME) {
+		eng->ctr.tx_no_frame++;
+		conn_starved(eng, c);
+		return SL_NO_FRAME;
+	}
+	x->meta[frame].keep = 0;
+	return frame;
+}
+
 /*
  * Sends one queued segment; -EBUSY if its frame is still in the TX ring.
  *
@@ -892,13 +909,9 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s,
 		return -EIO;	/* aborted at the next poll */
 	if (s->file) {
 		/* read into a frame that goes when sent, its sum computed now */
-		frame = xsk_frame_alloc(x, false);
-		if (frame == SL_NO_FRAME) {
-			eng->ctr.tx_no_frame++;
-			conn_starved(eng, c);
+		frame = send_frame(eng, c);
+		if (frame == SL_NO_FRAME)
 			return -ENOBUFS;
-		}
-		x->meta[frame].keep = 0;
 		buf = xsk_frame_data(x, frame);
 		if (file_read(eng, c, s->file, s->foff, buf + s->hdr_len, s->len)) {
 			xsk_frame_free(x, frame);
@@ -917,13 +930,9 @@ static int xmit_seg(struct sl_engine *eng, struct sl_conn *c, struct tcp_seg *s,
 		if (x->sg && !eng->impair)
 			chunk = s->payload->frame(eng, s->payload, s->pfirst, c->mss, s->poff,
 						  s->len);
-		frame = xsk_frame_alloc(x, false);
-		if (frame == SL_NO_FRAME) {
-			eng->ctr.tx_no_frame++;
-			conn_starved(eng, c);
+		frame = send_frame(eng, c);
+		if (frame == SL_NO_FRAME)
 			return -ENOBUFS;
-		}
-		x->meta[frame].keep = 0;
 		buf = xsk_frame_data(x, frame);
 		if (chunk == SL_NO_FRAME)
 			memcpy(buf + s->hdr_len, s->payload->data + s->poff, s->len);
