@@ -6,6 +6,7 @@ Lab tests skip, saying why, when not run as root; ``make test`` passes
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Iterator
 
@@ -74,8 +75,6 @@ def in_server_ns(lab: netlab.Lab) -> Iterator[netlab.Lab]:
 @pytest.fixture
 def serve_loop(path: str, in_server_ns: netlab.Lab) -> Iterator[specloop.Loop]:
     """A specloop loop serving on ``path``: bypass on sl-srv0, or kernel."""
-    import asyncio
-
     loop = specloop.new_event_loop(
         interface=in_server_ns.server_if if path == "bypass" else None)
     asyncio.set_event_loop(loop)
@@ -100,3 +99,15 @@ def kernel_loop() -> Iterator[specloop.Loop]:
     loop = specloop.new_event_loop(interface=None)
     yield loop
     loop.close()
+
+
+@pytest.fixture
+def gso_loop(in_server_ns: netlab.Lab) -> Iterator[specloop.Loop]:
+    """A bypass loop with GSO super-frames forced on, current for the test."""
+    loop = specloop.new_event_loop(interface=in_server_ns.server_if, tx_gso="on")
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

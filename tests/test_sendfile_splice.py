@@ -48,17 +48,6 @@ def big(tmp_path_factory):
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def gso_loop(in_server_ns):
-    loop = specloop.new_event_loop(interface=in_server_ns.server_if, tx_gso="on")
-    asyncio.set_event_loop(loop)
-    try:
-        yield loop
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-
-
 @contextlib.asynccontextmanager
 async def serving(loop, errors: list):
     """HTTP/1.0-ish: GET /<path> answers the file with loop.sendfile

@@ -77,17 +77,6 @@ async def serving(files):
         await runner.cleanup()
 
 
-@pytest.fixture
-def gso_loop(in_server_ns):
-    loop = specloop.new_event_loop(interface=in_server_ns.server_if, tx_gso="on")
-    asyncio.set_event_loop(loop)
-    try:
-        yield loop
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-
-
 async def curl_digests(*urls: str, timeout: float = 120) -> list[str]:
     """sha256 of each URL's body, fetched one after the other by curl."""
     rc, out, err = await arun_client(
