@@ -273,6 +273,7 @@ class AsyncioCoreLoop(Loop):
     create_task = base_events.BaseEventLoop.create_task
     get_debug = base_events.BaseEventLoop.get_debug
     _timer_handle_cancelled = base_events.BaseEventLoop._timer_handle_cancelled
+    _asyncgen_firstiter_hook = base_events.BaseEventLoop._asyncgen_firstiter_hook
 
     @property
     def _core_kind(self) -> str:  # type: ignore[override]

@@ -288,3 +288,54 @@ def test_futures_and_cancelled_timers_run_no_loop_python(loop: specloop.Loop) ->
     loop.set_debug(True)
     assert loop.get_debug() is True and loop.create_future().get_loop() is loop
     loop.set_debug(False)
+
+
+def test_async_generators_are_tracked_without_loop_python(loop: specloop.Loop) -> None:
+    """run_forever's first-iteration hook is C on the C core (websockets
+    starts an async generator per message); shutdown_asyncgens still finds
+    and closes every generator, and one started after it still warns as
+    asyncio's does."""
+    import sys
+    import warnings
+    closed: list[int] = []
+
+    async def gen(i: int):
+        try:
+            yield i
+            yield i + 1
+        finally:
+            closed.append(i)
+
+    async def main() -> list[str]:
+        agens = [gen(i) for i in range(3)]
+
+        def first_steps() -> None:
+            for g in agens:
+                try:
+                    g.asend(None).send(None)   # the first step calls the hook
+                except StopIteration:
+                    pass
+        frames = python_frames_during(first_steps)
+        assert len(loop._asyncgens) == 3
+        return frames
+
+    first = loop.run_until_complete(main())
+    hooks = [f for f in first if f.startswith("base_events.py")]
+    if loop.core == "c":
+        assert hooks == [], first
+    else:
+        assert "base_events.py:_asyncgen_firstiter_hook" in hooks
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    assert sorted(closed) == [0, 1, 2]
+
+    late = gen(9)
+
+    async def start_late() -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert await late.asend(None) == 9
+        assert any(issubclass(w.category, ResourceWarning) and "shutdown_asyncgens" in
+                   str(w.message) for w in caught), caught
+    loop.run_until_complete(start_late())
+    loop.run_until_complete(late.aclose())
+    assert sys.get_asyncgen_hooks().firstiter is None

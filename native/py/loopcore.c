@@ -922,6 +922,37 @@ static PyObject *lc_timer_handle_cancelled(LoopCore *self, PyObject *handle)
 	Py_RETURN_NONE;
 }
 
+/* BaseEventLoop._asyncgen_firstiter_hook, in C: run_forever installs it
+ * with sys.set_asyncgen_hooks, and every async generator's first step calls
+ * it (websockets starts one per message).  After shutdown_asyncgens the
+ * Python one runs, for its ResourceWarning. */
+static PyObject *lc_asyncgen_firstiter_hook(LoopCore *self, PyObject *agen)
+{
+	const struct core_state *st = self->st;
+	PyObject *called, *gens, *res;
+	int late;
+
+	called = PyObject_GetAttr((PyObject *)self, st->s_asyncgens_shutdown_called);
+	if (!called)
+		return NULL;
+	late = PyObject_IsTrue(called);
+	Py_DECREF(called);
+	if (late < 0)
+		return NULL;
+	if (late)
+		return PyObject_CallFunctionObjArgs(st->base_asyncgen_firstiter, (PyObject *)self,
+						    agen, NULL);
+	gens = PyObject_GetAttr((PyObject *)self, st->s_asyncgens);
+	if (!gens)
+		return NULL;
+	res = PyObject_CallMethodOneArg(gens, st->s_add, agen);
+	Py_DECREF(gens);
+	if (!res)
+		return NULL;
+	Py_DECREF(res);
+	Py_RETURN_NONE;
+}
+
 #define VC (PyCFunction)(void (*)(void))
 static PyMethodDef lc_methods[] = {
 	{ "call_soon", VC lc_call_soon, METH_FASTCALL | METH_KEYWORDS,
@@ -937,6 +968,7 @@ static PyMethodDef lc_methods[] = {
 	  "asyncio's create_task, in C when no task factory is set." },
 	{ "get_debug", (PyCFunction)lc_get_debug, METH_NOARGS, "asyncio's get_debug, in C." },
 	{ "_timer_handle_cancelled", (PyCFunction)lc_timer_handle_cancelled, METH_O, NULL },
+	{ "_asyncgen_firstiter_hook", (PyCFunction)lc_asyncgen_firstiter_hook, METH_O, NULL },
 	{ "_run_once", (PyCFunction)lc_run_once, METH_NOARGS,
 	  "One iteration: timers, I/O (the engine's wait), ready callbacks, one flush." },
 	{ "_core_attach", (PyCFunction)lc_attach, METH_O, NULL },

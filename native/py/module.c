@@ -131,9 +131,11 @@ static int look_up_asyncio(struct core_state *st)
 	st->base_call_later = PyObject_GetAttrString(base, "call_later");
 	st->base_call_soon_internal = PyObject_GetAttrString(base, "_call_soon");
 	st->base_create_task = PyObject_GetAttrString(base, "create_task");
+	st->base_asyncgen_firstiter = PyObject_GetAttrString(base, "_asyncgen_firstiter_hook");
 	Py_DECREF(base);
 	if (!st->base_call_soon || !st->base_call_at || !st->base_call_later ||
-	    !st->base_call_soon_internal || !st->base_create_task)
+	    !st->base_call_soon_internal || !st->base_create_task ||
+	    !st->base_asyncgen_firstiter)
 		return -1;
 	st->future_type = import_attr("asyncio.futures", "Future");
 	st->task_type = import_attr("asyncio.tasks", "Task");
@@ -159,6 +161,9 @@ static int intern_names(struct core_state *st)
 		{ &st->s_write_lost, "_write_lost" }, { &st->s_context, "context" },
 		{ &st->s_callback, "callback" }, { &st->s_release_held, "_release_held" },
 		{ &st->s_name, "name" }, { &st->s_task_factory, "_task_factory" },
+		{ &st->s_asyncgens, "_asyncgens" },
+		{ &st->s_asyncgens_shutdown_called, "_asyncgens_shutdown_called" },
+		{ &st->s_add, "add" },
 	};
 	size_t i;
 
@@ -213,6 +218,7 @@ static int core_exec(PyObject *module)
 	X(s_buffer_updated) X(s_fatal_error) X(s_eof_received) X(s_write_ready) \
 	X(s_closed_event) X(s_returned_event) X(s_accept) X(s_write_more) X(s_write_lost) X(s_context) \
 	X(s_callback) X(s_release_held) X(s_name) X(s_task_factory) X(base_create_task) \
+	X(base_asyncgen_firstiter) X(s_asyncgens) X(s_asyncgens_shutdown_called) X(s_add) \
 	X(future_type) X(task_type) X(kw_loop) X(kw_task)
 
 static int core_traverse(PyObject *module, visitproc visit, void *arg)

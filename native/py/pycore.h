@@ -43,7 +43,7 @@ struct core_state {
 
 	/* asyncio.BaseEventLoop's Python methods, for debug mode and odd calls */
 	PyObject *base_call_soon, *base_call_at, *base_call_later, *base_call_soon_internal;
-	PyObject *base_create_task;
+	PyObject *base_create_task, *base_asyncgen_firstiter;
 	PyObject *future_type, *task_type;	/* asyncio.Future, asyncio.Task */
 	PyObject *kw_loop, *kw_task;		/* ("loop",), ("loop", "name", "context") */
 	/* Python helpers given by specloop.loop through configure() */
@@ -62,6 +62,7 @@ struct core_state {
 	PyObject *s_returned_event;
 	PyObject *s_accept, *s_write_more, *s_write_lost, *s_context, *s_callback;
 	PyObject *s_release_held, *s_name, *s_task_factory;
+	PyObject *s_asyncgens, *s_asyncgens_shutdown_called, *s_add;
 };
 
 /* loopcore.c */
