@@ -699,3 +699,95 @@ def test_protocol_errors_reach_the_exception_handler(serve_loop, path, kind):
         assert "empty buffer" in str(ctx["exception"])
     assert exc is ctx["exception"]
     assert_idle(serve_loop)
+
+
+def test_a_write_leaves_at_write_time_on_an_idle_loop(serve_loop, path, tmp_path):
+    """A loop that woke for one request sends what a callback writes at
+    write() time, as the kernel's TCP does, not after the rest of the
+    loop iteration: the server's callback writes its answer and then waits,
+    inside the callback, until the client says it has it (a file the
+    client creates).  A write held to the end of the iteration would never
+    reach the client while the callback waits."""
+    got = tmp_path / "got"
+
+    class Answer(asyncio.Protocol):
+        confirmed: list[bool] = []
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            # answered by a later callback, as frameworks answer from a task
+            asyncio.get_running_loop().call_soon(self.answer)
+
+        def answer(self):
+            self.transport.write(b"pong")
+            import time
+            deadline = time.monotonic() + 10
+            while not got.exists() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            Answer.confirmed.append(got.exists())
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Answer, HOST, PORT)
+        rc, out, err = await arun_client(*client(f"""
+            import pathlib, socket
+            s = socket.create_connection(("{HOST}", {PORT}), timeout=30)
+            s.sendall(b"ping")
+            print(s.recv(10))
+            pathlib.Path({str(got)!r}).touch()
+        """))
+        assert rc == 0, err
+        assert out.strip() == b"b'pong'"
+        server.close()
+        await server.wait_closed()
+
+    run(serve_loop, main())
+    assert Answer.confirmed == [True]
+    if serve_loop.stack is not None:
+        assert serve_loop.stack.counters()["loop_eager_flushes"] >= 1
+
+
+@pytest.mark.parametrize("path", ["bypass"], indirect=True)   # kernel sockets: no kick
+def test_writes_of_a_busy_iteration_leave_together(serve_loop, path):
+    """Under load (one wait finds several connections' requests) the
+    answers written in the iteration leave together at its end, none on its
+    own at write time."""
+    n = 8
+    protos: list[asyncio.Protocol] = []
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            protos.append(self)
+
+        def data_received(self, data):
+            # answered by a later callback, as frameworks answer from a task
+            asyncio.get_running_loop().call_soon(self.transport.write, data)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, HOST, PORT)
+        client_done = asyncio.ensure_future(arun_client(*client(f"""
+            import socket, time
+            socks = [socket.create_connection(("{HOST}", {PORT}), timeout=30)
+                     for _ in range({n})]
+            time.sleep(1.0)                  # the server is busy by now
+            for s in socks:
+                s.sendall(b"x")
+            print(sum(len(s.recv(10)) for s in socks))
+        """)))
+        while len(protos) < n:
+            await asyncio.sleep(0.01)
+        assert loop.stack.counters()["loop_eager_flushes"] == 0
+        import time
+        time.sleep(2.0)   # busy: the n requests pile up behind this callback
+        rc, out, err = await client_done
+        assert rc == 0, err
+        assert out.strip() == str(n).encode()
+        assert loop.stack.counters()["loop_eager_flushes"] == 0
+        server.close()
+        await server.wait_closed()
+
+    run(serve_loop, main())

@@ -14,6 +14,15 @@
  * pump_dispatch() then hands the events to transports (data straight into
  * the protocol, see transport.c), and pump_flush() ends every iteration
  * with the engine's one TX kick.
+ *
+ * Under load one kick per iteration carries the writes of many
+ * connections.  A loop that slept and woke for one event is not under
+ * load, and there a write waiting for the end of the iteration waits for
+ * whatever the app does after it (a framework's bookkeeping, logging):
+ * the kernel's TCP sends at write() time (RFC 9293 §3.9.1.2 leaves the
+ * timing to the sender; Linux pushes with TCP_NODELAY).  So in that state
+ * pump_conn_write() flushes at once ("eager"), until a wait finds work
+ * piled up again.
  */
 #include "pycore.h"
 
@@ -43,6 +52,8 @@ struct pump {
 	int nxsk;
 	uint32_t nev, ev_next;		/* events of the last poll, next to dispatch */
 	bool poll_needed;		/* poll at the next wait, without blocking */
+	bool eager;			/* light load: writes leave at write time */
+	bool dispatching;		/* inside pump_dispatch: RX frames in use */
 	bool no_pwait2;			/* epoll_pwait2 missing: millisecond waits */
 	uint32_t busy_poll_us;
 	/* what the waits did (Pump.stats()) */
@@ -53,9 +64,12 @@ struct pump {
 	uint64_t returns_timeout;	/* returned because the loop's timeout ended */
 	uint64_t events_dispatched;
 	uint64_t busy_poll_hits;		/* spins that found RX frames */
+	uint64_t eager_flushes;		/* writes sent at write time */
 	uint64_t flush_errors;
 	int last_flush_error;
 };
+
+static int flush_engine(struct pump *p);
 
 bool pump_is(PyObject *o, struct core_state *st)
 {
@@ -65,10 +79,18 @@ bool pump_is(PyObject *o, struct core_state *st)
 int pump_conn_write(PyObject *pump, uint32_t conn, const void *buf, size_t len)
 {
 	struct pump *p = (struct pump *)pump;
+	int rc;
 
 	if (!p->eng)
 		return -EBADF;
-	return p->api->conn_write(p->eng, conn, buf, len);
+	rc = p->api->conn_write(p->eng, conn, buf, len);
+	/* not while events are being (or still to be) dispatched: a flush
+	 * releases the RX frames their data sits in */
+	if (rc >= 0 && p->eager && !p->dispatching && !pump_has_events(p)) {
+		p->eager_flushes++;
+		flush_engine(p);
+	}
+	return rc;
 }
 
 bool pump_has_events(const struct pump *p)
@@ -143,7 +165,7 @@ int pump_wait(struct pump *p, double timeout)
 	uint64_t now = core_monotonic_us(), deadline, tdl, wake;
 	int64_t tmo;
 	int n, i, k, rounds = 0;
-	bool kernel, xsk, urgent;
+	bool kernel, xsk, urgent, idle;
 
 	if (!p->eng) {
 		PyErr_SetString(PyExc_RuntimeError, "specloop: the engine of this loop is closed");
@@ -179,6 +201,7 @@ int pump_wait(struct pump *p, double timeout)
 				tmo = tmo > spin ? tmo - spin : 0;
 		}
 		n = wait_fds(p, evs, MAX_XSK + 2, tmo);
+		idle = tmo != 0;
 		if (n < 0 && errno == ENOSYS && !p->no_pwait2) {
 			p->no_pwait2 = true;
 			continue;
@@ -206,6 +229,11 @@ int pump_wait(struct pump *p, double timeout)
 			p->poll_needed = false;
 			rounds++;
 			k = p->api->engine_poll(p->eng, RX_BUDGET);
+			/* idle and one event: eager; work piled up: batch */
+			if (k > 1)
+				p->eager = false;
+			else if (k == 1 && idle)
+				p->eager = true;
 			if (k > 0) {
 				p->nev = (uint32_t)k;
 				p->ev_next = 0;
@@ -319,16 +347,20 @@ int pump_dispatch(struct pump *p)
 		return 0;
 	}
 	evs = p->api->engine_events(p->eng);
+	p->dispatching = true;
 	while (p->ev_next < p->nev) {
 		/* moved on first: an exception leaves the rest for next time */
 		const struct sl_event *ev = &evs[p->ev_next++];
 
 		p->events_dispatched++;
-		if (dispatch_one(p, ev) < 0)
+		if (dispatch_one(p, ev) < 0) {
+			p->dispatching = false;
 			return -1;
+		}
 		if (!p->eng)
 			break;	/* a callback closed the loop's engine */
 	}
+	p->dispatching = false;
 	p->nev = p->ev_next = 0;
 	return 0;
 }
@@ -535,7 +567,7 @@ static PyObject *pump_close(struct pump *p, PyObject *unused)
 
 static PyObject *pump_stats(struct pump *p, PyObject *unused)
 {
-	return Py_BuildValue("{sKsKsKsKsKsKsKsKsi}",
+	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsi}",
 			     "loop_waits", (unsigned long long)p->waits,
 			     "loop_engine_rounds", (unsigned long long)p->engine_rounds,
 			     "loop_returns_events", (unsigned long long)p->returns_events,
@@ -543,6 +575,7 @@ static PyObject *pump_stats(struct pump *p, PyObject *unused)
 			     "loop_returns_timeout", (unsigned long long)p->returns_timeout,
 			     "loop_events_dispatched", (unsigned long long)p->events_dispatched,
 			     "loop_busy_poll_hits", (unsigned long long)p->busy_poll_hits,
+			     "loop_eager_flushes", (unsigned long long)p->eager_flushes,
 			     "loop_flush_errors", (unsigned long long)p->flush_errors,
 			     "loop_last_flush_errno", p->last_flush_error);
 }
