@@ -61,9 +61,15 @@ static void slot_set(PyObject *o, Py_ssize_t off, PyObject *v)
 	Py_XDECREF(old);
 }
 
+/* asyncio's TimerHandle or the core's own (same slots) */
+static bool is_timer(const struct core_state *st, PyObject *t)
+{
+	return Py_TYPE(t) == st->ctimer_type || Py_TYPE(t) == st->timer_type;
+}
+
 static bool is_handle(const struct core_state *st, PyObject *h)
 {
-	return Py_TYPE(h) == st->handle_type || Py_TYPE(h) == st->timer_type;
+	return Py_TYPE(h) == st->handle_type || is_timer(st, h);
 }
 
 /* handle._cancelled, for asyncio's handles and anything else. */
@@ -85,7 +91,7 @@ static int handle_cancelled(const struct core_state *st, PyObject *h)
 /* timer._when as a double (0 with an exception set on failure). */
 static int timer_when(const struct core_state *st, PyObject *t, double *out)
 {
-	PyObject *w = Py_TYPE(t) == st->timer_type ? SLOT(t, st->t_when) : NULL;
+	PyObject *w = is_timer(st, t) ? SLOT(t, st->t_when) : NULL;
 	PyObject *tmp = NULL;
 
 	if (!w) {
@@ -103,7 +109,7 @@ static int timer_when(const struct core_state *st, PyObject *t, double *out)
 
 static void timer_set_scheduled(const struct core_state *st, PyObject *t, bool on)
 {
-	if (Py_TYPE(t) == st->timer_type)
+	if (is_timer(st, t))
 		slot_set(t, st->t_scheduled, on ? Py_True : Py_False);
 	else if (PyObject_SetAttrString(t, "_scheduled", on ? Py_True : Py_False) < 0)
 		PyErr_Clear();
@@ -471,7 +477,7 @@ static PyObject *schedule(LoopCore *self, PyObject *when_obj, double when, PyObj
 	cargs = tuple_of(rest, nrest);
 	if (!cargs)
 		return NULL;
-	t = handle_new(self, st->timer_type, callback, cargs, context);
+	t = handle_new(self, st->ctimer_type, callback, cargs, context);
 	Py_DECREF(cargs);
 	if (!t)
 		return NULL;
@@ -1044,6 +1050,82 @@ static PyType_Spec lc_spec = {
 	.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
 	.slots = lc_slots,
 };
+
+/* ---- TimerHandle with cancel() in C ------------------------------------ */
+
+/*
+ * asyncio.TimerHandle.cancel and Handle.cancel are two Python frames, run
+ * once per request by every framework that arms a keep-alive or read
+ * timeout and cancels it when data comes (uvloop's are C).  The core's
+ * timers are a subclass of asyncio.TimerHandle (isinstance holds, same
+ * slots) whose cancel does the same in C: tell the loop a scheduled timer
+ * went (_timer_handle_cancelled), mark it, drop the callback and its
+ * arguments.  In debug mode, or on a loop that is not a LoopCore, asyncio's
+ * own runs (it keeps a repr for slow-callback reports).
+ */
+static PyObject *ct_cancel(PyObject *self, PyTypeObject *defining, PyObject *const *args,
+			   Py_ssize_t nargs, PyObject *kwnames)
+{
+	const struct core_state *st = core_state_of(PyType_GetModule(defining));
+	PyObject *loop, *sched;
+
+	if (nargs || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+		PyErr_SetString(PyExc_TypeError, "TimerHandle.cancel() takes no arguments");
+		return NULL;
+	}
+	if (SLOT(self, st->h_cancelled) == Py_True)
+		Py_RETURN_NONE;
+	loop = SLOT(self, st->h_loop);
+	if (!loop || !PyObject_TypeCheck(loop, st->loop_type) || ((LoopCore *)loop)->debug) {
+		PyObject *f = PyObject_GetAttrString((PyObject *)st->timer_type, "cancel");
+		PyObject *r;
+
+		if (!f)
+			return NULL;
+		r = PyObject_CallOneArg(f, self);
+		Py_DECREF(f);
+		return r;
+	}
+	sched = SLOT(self, st->t_scheduled);
+	if (sched == Py_True)
+		((LoopCore *)loop)->timer_cancelled_count++;
+	slot_set(self, st->h_cancelled, Py_True);
+	slot_set(self, st->h_callback, Py_None);
+	slot_set(self, st->h_args, Py_None);
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef ct_methods[] = {
+	{ "cancel", (PyCFunction)(void (*)(void))ct_cancel,
+	  METH_METHOD | METH_FASTCALL | METH_KEYWORDS, "asyncio's TimerHandle.cancel, in C." },
+	{ NULL, NULL, 0, NULL },
+};
+
+static PyType_Slot ct_slots[] = {
+	{ Py_tp_methods, ct_methods },
+	{ Py_tp_doc, "asyncio.TimerHandle whose cancel() is C (specloop's loop core)." },
+	{ 0, NULL },
+};
+
+static PyType_Spec ct_spec = {
+	.name = "specloop._core.TimerHandle",
+	.basicsize = 0,		/* asyncio's slots, nothing more */
+	.flags = Py_TPFLAGS_DEFAULT,
+	.slots = ct_slots,
+};
+
+int loopcore_init_timer_type(PyObject *module, struct core_state *st)
+{
+	st->ctimer_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ct_spec,
+								  (PyObject *)st->timer_type);
+	if (!st->ctimer_type)
+		return -1;
+	if (st->ctimer_type->tp_basicsize != st->timer_type->tp_basicsize) {
+		PyErr_SetString(PyExc_ImportError, "specloop._core: TimerHandle layout differs");
+		return -1;
+	}
+	return PyModule_AddObjectRef(module, "TimerHandle", (PyObject *)st->ctimer_type);
+}
 
 int loopcore_init_type(PyObject *module, struct core_state *st)
 {

@@ -204,14 +204,14 @@ static int core_exec(PyObject *module)
 
 	if (intern_names(st) || look_up_asyncio(st))
 		return -1;
-	if (loopcore_init_type(module, st) || pump_init_type(module, st) ||
-	    transport_init(module, st))
+	if (loopcore_init_type(module, st) || loopcore_init_timer_type(module, st) ||
+	    pump_init_type(module, st) || transport_init(module, st))
 		return -1;
 	return 0;
 }
 
 #define STATE_OBJECTS(X) \
-	X(loop_type) X(pump_type) X(transport_type) X(handle_type) X(timer_type) \
+	X(loop_type) X(pump_type) X(transport_type) X(handle_type) X(timer_type) X(ctimer_type) \
 	X(base_call_soon) X(base_call_at) X(base_call_later) X(base_call_soon_internal) \
 	X(report_error) X(log_slow) X(s_run) X(s_select) X(s_process_events) X(s_selector) \
 	X(s_current_handle) X(s_append) X(s_popleft) X(s_data_received) X(s_get_buffer) \

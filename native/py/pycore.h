@@ -38,6 +38,7 @@ struct core_state {
 	/* asyncio.events.Handle / TimerHandle and where their slots live */
 	PyTypeObject *handle_type;
 	PyTypeObject *timer_type;
+	PyTypeObject *ctimer_type;	/* its subclass with cancel() in C (loopcore.c) */
 	Py_ssize_t h_callback, h_args, h_cancelled, h_loop, h_source_tb, h_repr, h_context;
 	Py_ssize_t t_when, t_scheduled;
 
@@ -67,6 +68,7 @@ struct core_state {
 
 /* loopcore.c */
 int loopcore_init_type(PyObject *module, struct core_state *st);
+int loopcore_init_timer_type(PyObject *module, struct core_state *st);
 
 /* pump.c */
 struct pump;
