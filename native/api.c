@@ -14,6 +14,7 @@ static const struct sl_api api = {
 	.engine_next_timer = sl_engine_next_timer,
 	.engine_rx_ready = sl_engine_rx_ready,
 	.conn_write = sl_conn_write,
+	.conn_setopt = sl_conn_setopt,
 };
 
 const struct sl_api *sl_api_get(void)

@@ -432,6 +432,7 @@ struct sl_api {
 	int (*engine_rx_ready)(const struct sl_engine *eng);
 	int (*conn_write)(struct sl_engine *eng, uint32_t conn, const uint8_t *data,
 			  size_t len);
+	int (*conn_setopt)(struct sl_engine *eng, uint32_t conn, int opt, int value);
 };
 const struct sl_api *sl_api_get(void);
 

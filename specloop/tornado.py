@@ -31,6 +31,7 @@ from tornado.log import app_log
 from tornado.netutil import ssl_options_to_context
 from tornado.tcpserver import TCPServer
 
+from .engine import OPT
 from .transports import BypassTransport
 
 __all__ = ["listen", "add_sockets", "TransportIOStream"]
@@ -38,6 +39,7 @@ __all__ = ["listen", "add_sockets", "TransportIOStream"]
 _READ = IOLoop.READ
 _WRITE = IOLoop.WRITE
 _ERROR = IOLoop.ERROR
+_NODELAY = OPT["NODELAY"]
 
 
 class _Handlers:
@@ -84,6 +86,7 @@ class TransportIOStream(BaseIOStream):
 
     def __init__(self, transport: asyncio.Transport, *args: Any, **kwargs: Any) -> None:
         self._transport = transport
+        self._bypass = isinstance(transport, BypassTransport)   # its options are ours
         self.socket = transport.get_extra_info("socket")
         self._rx: collections.deque[memoryview] = collections.deque()
         self._rx_size = 0
@@ -159,6 +162,9 @@ class TransportIOStream(BaseIOStream):
 
     def set_nodelay(self, value: bool) -> None:
         # Tornado turns Nagle off and on again around every response
+        if self._bypass:
+            self._transport._setopt(_NODELAY, 1 if value else 0)   # closed: ignored
+            return
         sock = self.socket
         if sock is not None and hasattr(sock, "setsockopt"):
             try:

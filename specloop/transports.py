@@ -30,7 +30,7 @@ from asyncio import base_events, constants, futures, protocols, sslproto, transp
 from typing import TYPE_CHECKING, Any
 
 from . import _core
-from .engine import OPT, SOCKET_OPTIONS
+from .engine import OPT, SOCKET_OPTIONS, check
 
 if TYPE_CHECKING:
     from .stack import Stack
@@ -88,7 +88,9 @@ class BypassSocket:
             raise OSError(errno.EBADF, "specloop bypass socket: connection is closed")
         if value.__class__ is not int and not isinstance(value, int):
             value = int.from_bytes(bytes(value)[:4], "little")
-        stack.engine.conn_setopt(t._conn, opt, value)
+        rc = t._setopt(opt, value)
+        if rc < 0:
+            check(rc, "setsockopt", argument="value")
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> int:
         opt = self._opt(level, optname)

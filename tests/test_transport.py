@@ -179,6 +179,11 @@ def test_socket_options_and_extra_info(serve_loop, path):
                 with pytest.raises(OSError) as info:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
                 assert info.value.errno == errno.ENOPROTOOPT
+                with pytest.raises(ValueError, match="invalid value"):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 0)
+                with pytest.raises(ValueError, match="invalid value"):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1 << 40)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
             assert t.get_extra_info("peername")[0] == netlab.CLIENT_IP
             assert t.get_protocol() is protos[0]
             assert t.is_reading()
@@ -188,6 +193,10 @@ def test_socket_options_and_extra_info(serve_loop, path):
             assert t.is_reading()
             t.close()
             assert await protos[0].lost is None
+            if path == "bypass":
+                with pytest.raises(OSError) as info:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                assert info.value.errno == errno.EBADF
         finally:
             proc.stdin.close()
             await proc.wait()

@@ -93,6 +93,13 @@ int pump_conn_write(PyObject *pump, uint32_t conn, const void *buf, size_t len)
 	return rc;
 }
 
+int pump_conn_setopt(PyObject *pump, uint32_t conn, int opt, int value)
+{
+	struct pump *p = (struct pump *)pump;
+
+	return p->eng ? p->api->conn_setopt(p->eng, conn, opt, value) : -EBADF;
+}
+
 bool pump_has_events(const struct pump *p)
 {
 	return p->ev_next < p->nev;

@@ -87,6 +87,7 @@ bool pump_is(PyObject *o, struct core_state *st);
 /* sl_conn_write on this pump's engine: bytes taken, or -errno (-EBADF
  * once the engine is closed). */
 int pump_conn_write(PyObject *pump, uint32_t conn, const void *buf, size_t len);
+int pump_conn_setopt(PyObject *pump, uint32_t conn, int opt, int value);
 
 /* transport.c */
 int transport_init(PyObject *module, struct core_state *st);

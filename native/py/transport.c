@@ -19,6 +19,9 @@
 #include "pycore.h"
 
 #include <errno.h>
+#include <limits.h>
+
+#include <errno.h>
 #include <string.h>
 #include <structmember.h>
 
@@ -379,6 +382,34 @@ static PyObject *tc_get_write_buffer_size(PyObject *self, PyObject *unused)
 	return st ? PyLong_FromSsize_t(tc(st, self)->buffer_size) : NULL;
 }
 
+/* _setopt(opt, value): a connection option (SL_OPT_*), 0 or -errno; what
+ * BypassSocket.setsockopt and Tornado's set_nodelay (per response) call. */
+static PyObject *tc_setopt(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	struct core_state *st = state_of(self);
+	struct tcore *t;
+	long opt, value;
+
+	if (!st)
+		return NULL;
+	t = tc(st, self);
+	if (nargs != 2) {
+		PyErr_SetString(PyExc_TypeError, "_setopt(opt, value)");
+		return NULL;
+	}
+	opt = PyLong_AsLong(args[0]);
+	if (opt == -1 && PyErr_Occurred())
+		return NULL;
+	value = PyLong_AsLong(args[1]);
+	if (value == -1 && PyErr_Occurred())
+		return NULL;
+	if (opt < INT_MIN || opt > INT_MAX || value < INT_MIN || value > INT_MAX)
+		return PyLong_FromLong(-EINVAL);
+	if (!t->pump || t->pump == Py_None)
+		return PyLong_FromLong(-EBADF);
+	return PyLong_FromLong(pump_conn_setopt(t->pump, t->conn, (int)opt, (int)value));
+}
+
 static PyMethodDef tc_methods[] = {
 	{ "write", tc_write, METH_O, "asyncio's Transport.write: copied into the engine's send queue." },
 	{ "writelines", tc_writelines, METH_O, "write() for each item." },
@@ -386,6 +417,8 @@ static PyMethodDef tc_methods[] = {
 	{ "is_reading", tc_is_reading, METH_NOARGS, NULL },
 	{ "get_write_buffer_size", tc_get_write_buffer_size, METH_NOARGS, NULL },
 	{ "_deliver", tc_deliver, METH_O, "Hands held bytes to the protocol." },
+	{ "_setopt", (PyCFunction)(void (*)(void))tc_setopt, METH_FASTCALL,
+	  "_setopt(opt, value): a connection option; 0, or a negative errno." },
 	{ NULL, NULL, 0, NULL },
 };
 
