@@ -586,6 +586,42 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 	return true;
 }
 
+/* RFC 2883 §4: data [start, end) arrived a second time.  "If the data
+ * segment is a duplicate, the first SACK block should specify the
+ * contiguous sequence space of the duplicate segment" (the next ACK, sent
+ * at once: the sender learns that a retransmission was spurious and undoes
+ * the reduction it made for it), and "each duplicate contiguous sequence of
+ * data received is reported in at most one D-SACK block": tcp_send_ack
+ * clears it.  A new duplicate right after a pending one extends it (as
+ * Linux's tcp_dsack_extend), another replaces it. */
+static void dsack_note(struct sl_conn *c, uint32_t start, uint32_t end)
+{
+	if (!c->sack_on || !seq_lt(start, end))
+		return;
+	if (c->dsack && seq_le(c->dsack_start, end) && seq_le(start, c->dsack_end)) {
+		if (seq_lt(start, c->dsack_start))
+			c->dsack_start = start;
+		if (seq_gt(end, c->dsack_end))
+			c->dsack_end = end;
+	} else {
+		c->dsack_start = start;
+		c->dsack_end = end;
+	}
+	c->dsack = true;
+	c->sack_pending = true;
+	c->ack_now = true;
+}
+
+/* Data below RCV.NXT arrived again, [seq, seq + len) at most up to
+ * RCV.NXT: reported as a D-SACK (RFC 2883 §4). */
+static void dsack_old(struct sl_conn *c, uint32_t seq, uint32_t len)
+{
+	uint32_t end = seq + len;
+
+	if (len && seq_lt(seq, c->rcv_nxt))
+		dsack_note(c, seq, seq_lt(end, c->rcv_nxt) ? end : c->rcv_nxt);
+}
+
 /* Unlinks the reassembly-queue entry *pp and frees it. */
 static void ooo_drop(struct sl_engine *eng, struct sl_conn *c, struct ooo_seg **pp)
 {
@@ -657,8 +693,11 @@ static void ooo_insert(struct sl_engine *eng, struct sl_conn *c, uint32_t seq,
 	if (*pp && seq_le((*pp)->seq, seq)) {
 		uint32_t cover = (*pp)->seq + (*pp)->len;
 
-		if (seq_ge(cover, end))
-			return;		/* already held */
+		if (seq_ge(cover, end)) {
+			dsack_note(c, seq, end);	/* already held */
+			return;
+		}
+		dsack_note(c, seq, cover);
 		data += cover - seq;
 		len -= cover - seq;
 		seq = cover;
@@ -767,10 +806,11 @@ static bool tcp_data(struct sl_engine *eng, struct sl_conn *c, const struct pkt 
 	if (c->state != TCP_ESTABLISHED && c->state != TCP_FIN_WAIT_1 &&
 	    c->state != TCP_FIN_WAIT_2)
 		return true;	/* a FIN was received: ignore the text */
-	/* trim what was already received */
+	/* trim what was already received (a D-SACK for it, RFC 2883 §4) */
 	if (seq_lt(seq, c->rcv_nxt)) {
 		uint32_t dup = c->rcv_nxt - seq;
 
+		dsack_old(c, seq, len);
 		if (dup >= len) {
 			len = 0;
 		} else {
@@ -879,6 +919,15 @@ static void tcp_segment_arrives(struct sl_engine *eng, struct sl_conn *c, struct
 			 * gets a (throttled) challenge ACK */
 			challenge_ack(eng, c);
 		} else if (!(p->flags & TH_RST)) {
+			/* an old duplicate: our ACK was lost or the sender
+			 * timed out.  RFC 2883 §4: report it as a D-SACK; and
+			 * as Linux (tcp_send_dupack), ACK the next segments at
+			 * once: a sender that timed out restarts from one */
+			if (p->payload_len && seq_lt(p->seq, c->rcv_nxt)) {
+				dsack_old(c, p->seq, p->payload_len);
+				if (c->quickacks < TCP_QUICKACKS)
+					c->quickacks = TCP_QUICKACKS;
+			}
 			c->ack_now = true;
 			conn_dirty(eng, c);
 		}
