@@ -269,6 +269,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                                    if runs and all(r.get("client_retrans") is not None
                                                    for r in runs) else math.nan),
         "runs_with_client_retrans": sum((r.get("client_retrans") or 0) > 0 for r in runs),
+        # the upload alone (connect to the server's digest): the server's
+        # receive side under loss; a timeout or failed run counts as inf
+        "upload_median_s": quantile([r["client"].get("upload_s", math.inf)
+                                     if r["status"] == "ok" else math.inf for r in runs], 0.5),
         "client_min_rtt_ms": min((r["client"].get("tcp_info", {}).get("min_rtt_us", math.inf) / 1000
                                   for r in runs if r["status"] == "ok"), default=math.nan),
     }
@@ -461,10 +465,13 @@ def applied_loss(doc: dict[str, Any]) -> list[str]:
     out = ["", "The loss as applied: packets dropped, % of those sent each way (up: "
            "client to server, dropped on the server's side after the client's TCP; down: "
            "server to client, in the client namespace's input), and the client's TCP "
-           "retransmissions per run (`tcpi_total_retrans`; runs with any / runs).", "",
+           "retransmissions per run (`tcpi_total_retrans`; runs with any / runs); the "
+           "upload's median time (connect to the server's digest: where the server "
+           "receives).", "",
            "| size | delay | loss | up dropped % specloop / kernel | down dropped % specloop "
-           "/ kernel | client retransmissions specloop / kernel |",
-           "|---|---:|---:|---:|---:|---:|"]
+           "/ kernel | client retransmissions specloop / kernel | upload median s "
+           "specloop / kernel |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         o, k = r["summary"]["specloop"], r["summary"]["kernel"]
         out.append(
@@ -472,7 +479,8 @@ def applied_loss(doc: dict[str, Any]) -> list[str]:
             f"| {_pct(o['up_dropped_pct'])} / {_pct(k['up_dropped_pct'])} "
             f"| {_pct(o['down_dropped_pct'])} / {_pct(k['down_dropped_pct'])} "
             f"| {_n(o['client_retrans_per_run'])} ({o['runs_with_client_retrans']}/{o['runs']}) "
-            f"/ {_n(k['client_retrans_per_run'])} ({k['runs_with_client_retrans']}/{k['runs']}) |")
+            f"/ {_n(k['client_retrans_per_run'])} ({k['runs_with_client_retrans']}/{k['runs']}) "
+            f"| {_s(o.get('upload_median_s', math.nan))} / {_s(k.get('upload_median_s', math.nan))} |")
     return out
 
 

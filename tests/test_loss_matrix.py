@@ -202,5 +202,5 @@ def test_quick_subset_exact_delayed_lossy_bounded(matrix):
     # the table: one row per cell, with the command and the commit
     rows = [line for line in md.splitlines() if line.startswith("| 1 MiB")]
     # each cell's row in the main table and in the table of the loss as applied
-    assert len(rows) == 4 and sorted(r.count("|") for r in rows) == [7, 7, 12, 12], rows
+    assert len(rows) == 4 and sorted(r.count("|") for r in rows) == [8, 8, 12, 12], rows
     assert "--loss-matrix --runs 2" in md and doc["commit"] in md
