@@ -374,6 +374,27 @@ static bool paws_rejects(const struct sl_engine *eng, const struct sl_conn *c,
 	return seq_lt(o->tsval, c->ts_recent);
 }
 
+/* RFC 7323 §4.3 (2): "If SEG.TSval >= TS.Recent and SEG.SEQ <=
+ * Last.ACK.sent then SEG.TSval is copied to TS.Recent", which an old
+ * duplicate reaching up to Last.ACK.sent satisfies: the usual one, a
+ * retransmission after our ACK of its original was lost.  The acceptability
+ * test drops its text, not its timestamp: Linux (tcp_sequence's left edge
+ * is RCV.WUP, the last ACK sent) and FreeBSD (Last.ACK.sent within the
+ * segment) record it, so the ACK echoes the retransmission's TSval and the
+ * sender, which may only sample it by timestamp (Karn, RFC 6298 §3),
+ * samples one round trip instead of its whole RTO wait.  An older
+ * duplicate leaves TS.Recent alone.  PAWS (R1) was checked before. */
+static void ts_recent_dup(struct sl_engine *eng, struct sl_conn *c, const struct pkt *p,
+			  const struct tcp_opts *o)
+{
+	if (c->ts_on && o->has_ts && seq_le(p->seq, c->last_ack_sent) &&
+	    seq_le(c->last_ack_sent, p->seq + p->payload_len) &&
+	    seq_ge(o->tsval, c->ts_recent)) {
+		c->ts_recent = o->tsval;
+		c->ts_recent_us = eng->now_us;
+	}
+}
+
 /* RFC 9293 §3.10.7.4 first: the segment acceptability test. */
 static bool seq_acceptable(const struct sl_conn *c, uint32_t seq, uint32_t len)
 {
@@ -927,6 +948,7 @@ static void tcp_segment_arrives(struct sl_engine *eng, struct sl_conn *c, struct
 				dsack_old(c, p->seq, p->payload_len);
 				if (c->quickacks < TCP_QUICKACKS)
 					c->quickacks = TCP_QUICKACKS;
+				ts_recent_dup(eng, c, p, o);
 			}
 			c->ack_now = true;
 			conn_dirty(eng, c);

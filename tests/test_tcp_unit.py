@@ -187,6 +187,25 @@ def test_text_an_old_duplicate_is_reported_once_as_a_dsack(h, peer):
     assert all("sack" not in s.options for s in out), out
 
 
+def test_first_check_a_duplicate_up_to_the_last_ack_sent_updates_ts_recent(h, peer):
+    # RFC 7323 §4.3 (2): SEG.SEQ <= Last.ACK.sent holds for a retransmission
+    # whose original we ACKed (the ACK lost): its ACK echoes the
+    # retransmission's TSval, as Linux and FreeBSD do, so the sender samples
+    # one round trip, not its RTO wait
+    for i in range(3):
+        peer.tsval += 1
+        peer.deliver(b"d" * 1000)
+    h.advance(0.05)
+    h.flush()
+    peer.tsval = 90_000                      # the retransmission, much later
+    out = peer.send(peer.seg(seq_off=-1000, payload=b"d" * 1000))
+    assert out and out[-1].ack == peer.snd_nxt and out[-1].options["ts"][1] == 90_000
+    # an older duplicate (not reaching Last.ACK.sent) leaves TS.Recent alone
+    peer.tsval = 95_000
+    out = peer.send(peer.seg(seq_off=-3000, payload=b"d" * 1000))
+    assert out and out[-1].options["ts"][1] == 90_000
+
+
 def test_text_a_partial_duplicate_is_trimmed_and_its_old_part_dsacked(h, peer):
     base = peer.snd_nxt
     peer.deliver(b"a" * 1000)
