@@ -106,7 +106,9 @@ async def _serve(loop: asyncio.AbstractEventLoop, args: argparse.Namespace) -> d
         out["received"] = protos[0].got if protos else 0
     finally:
         server.close()
-    if args.stack == "specloop":
+    if args.stack == "specloop" and out["status"] != "timeout":
+        # (after a timeout the client is gone: report at once, so that the
+        # matrix gets the counters before it gives up on this process)
         # connection_lost came when the data left the transport, but our TCP
         # still holds it until acknowledged: it runs in this process, so the
         # process lives on until every connection is in TIME-WAIT or gone
