@@ -1,5 +1,5 @@
 """Impairing the lab's link alike for every server: added delay, and
-segments on the wire (loss itself is ``specloop.netlab.loss``).
+segments on the wire (loss itself is ``specloop.netlab.wire_loss``).
 
 Delay.  This kernel has no netem and no fq qdisc (FACTS.md), so neither a
 netem delay nor an earliest-departure-time stamp (a tc BPF program setting

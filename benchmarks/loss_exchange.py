@@ -36,7 +36,9 @@ TCPI_RTT, TCPI_TOTAL_RETRANS, TCPI_MIN_RTT = 68, 100, 148
 
 # the engine counters a server on the bypass reports
 SPECLOOP_COUNTERS = ("rto_expired", "retransmits", "fast_retransmits", "tail_loss_probes",
-                     "dupacks_in", "ooo_segments", "sack_blocks_in", "dsack_in",
+                     "dupacks_in", "ooo_segments", "sack_blocks_in", "dsack_in", "dsack_sent",
+                     "retransmits_lost", "delayed_acks", "pure_acks_sent", "drop_ooo_full",
+                     "rx_packets", "impair_rx_dropped",
                      "tx_gso_frames", "tx_gso_fallback_segments")
 
 
@@ -104,7 +106,9 @@ async def _serve(loop: asyncio.AbstractEventLoop, args: argparse.Namespace) -> d
         out["received"] = protos[0].got if protos else 0
     finally:
         server.close()
-    if args.stack == "specloop":
+    if args.stack == "specloop" and out["status"] != "timeout":
+        # (after a timeout the client is gone: report at once, so that the
+        # matrix gets the counters before it gives up on this process)
         # connection_lost came when the data left the transport, but our TCP
         # still holds it until acknowledged: it runs in this process, so the
         # process lives on until every connection is in TIME-WAIT or gone
@@ -122,6 +126,12 @@ def server_main(args: argparse.Namespace) -> int:
         import specloop
 
         loop = specloop.new_event_loop(interface=args.interface)
+        if args.rx_loss:
+            # the client's packets lost after the client's TCP: XDP hands
+            # them to us before any nft hook of this namespace could drop
+            # them, so the engine drops the share itself, at its RX
+            loop.stack.impair(rx_loss=args.rx_loss / 100,  # type: ignore[attr-defined]
+                              seed=args.seed)
     else:
         loop = asyncio.new_event_loop()
     try:
@@ -226,11 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, required=True, help="bytes each way (whole MiB)")
     p.add_argument("--cc", default=None, help="kernel congestion control (TCP_CONGESTION)")
     p.add_argument("--limit", type=float, default=300.0, help="seconds before giving up")
+    p.add_argument("--rx-loss", type=float, default=0.0,
+                   help="server on specloop: %% of received packets the engine drops "
+                   "(Stack.impair), the client->server loss a kernel server gets from nft")
+    p.add_argument("--seed", type=int, default=1, help="--rx-loss's random seed (not 0)")
     args = p.parse_args(argv)
     if args.size <= 0 or args.size % MIB:
         p.error("--size must be a positive whole number of MiB")
     if args.role == "server" and args.stack == "specloop" and not args.interface:
         p.error("--stack specloop needs --interface")
+    if args.rx_loss and (args.stack != "specloop" or not 0 < args.rx_loss <= 100):
+        p.error("--rx-loss is for --stack specloop, a percentage from 0 to 100")
     return server_main(args) if args.role == "server" else client_main(args)
 
 

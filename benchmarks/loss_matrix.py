@@ -4,8 +4,13 @@ The same exchange (benchmarks/loss_exchange.py: the client sends N bytes,
 the server answers N bytes) against specloop's TCP on the bypass and
 against the kernel's TCP, under the same impairment, in one go:
 
-- loss each way (``specloop.netlab.loss``: nftables ``numgen`` in the
-  client namespace, both directions, identical rules for both stacks);
+- loss each way, after the sending TCP (``specloop.netlab.wire_loss``):
+  server -> client by nftables ``numgen`` in the client namespace's INPUT
+  hook, for both stacks; client -> server by nftables in the server
+  namespace's PREROUTING hook for the kernel's TCP, and by the engine's own
+  RX impairment (``Stack.impair(rx_loss=...)``, the server's ``--rx-loss``)
+  for specloop's, whose packets XDP takes before any nft hook; the same
+  probability, one draw per packet, counted per run on both sides;
 - added round-trip delay (``benchmarks.impair.delay``: NFQUEUE + nfq_delay);
 - every packet one segment (``benchmarks.impair.segments_on_wire``);
 - sizes each way.
@@ -41,6 +46,7 @@ import json
 import math
 import os
 import pathlib
+import random
 import shlex
 import signal
 import subprocess
@@ -117,17 +123,23 @@ def _python() -> str:
     return sys.executable
 
 
-def run_once(stack: str, size: int, limit: float, cc: str) -> dict[str, Any]:
+def run_once(stack: str, size: int, limit: float, cc: str, loss: int = 0) -> dict[str, Any]:
     """One exchange of ``size`` bytes each way against ``stack``: a fresh
-    server and a fresh client; what happened, as a dict."""
+    server and a fresh client; what happened, as a dict.  ``loss``: the
+    percentage of ``netlab.wire_loss`` in effect, which a specloop server
+    applies to what it receives itself."""
     port = PORTS[stack]
     rec: dict[str, Any] = {"stack": stack}
     if stack == "kernel" and _xdp_attached():
         return {**rec, "status": "error", "error": "an XDP program sits on the server interface"}
     argv = [_python(), str(EXCHANGE), "server", "--stack", stack, "--host", netlab.SERVER_IP,
             "--port", str(port), "--size", str(size), "--cc", cc, "--limit", str(limit + 5)]
+    seed = 0
     if stack == "specloop":
         argv += ["--interface", netlab.SERVER_IF]
+        if loss:
+            seed = random.getrandbits(62) | 1
+            argv += ["--rx-loss", str(loss), "--seed", str(seed)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     server = subprocess.Popen(netlab.in_ns(netlab.SERVER_NS, *argv), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env)
@@ -139,6 +151,7 @@ def run_once(stack: str, size: int, limit: float, cc: str) -> dict[str, Any]:
             return {**rec, "status": "error", "error": f"server did not start: {err[-500:]}"}
         before = kernel_counters()
         q_before = impair.queue_stats()
+        w_before = netlab.wire_loss_counters()
         client = [_python(), str(EXCHANGE), "client", "--host", netlab.SERVER_IP, "--port",
                   str(port), "--size", str(size), "--cc", cc, "--limit", str(limit)]
         try:
@@ -162,6 +175,7 @@ def run_once(stack: str, size: int, limit: float, cc: str) -> dict[str, Any]:
                 time.sleep(0.05)
         after = kernel_counters()
         q_after = impair.queue_stats()
+        w_after = netlab.wire_loss_counters()
     finally:
         if server.poll() is None:
             server.kill()
@@ -173,6 +187,17 @@ def run_once(stack: str, size: int, limit: float, cc: str) -> dict[str, Any]:
     rec["server"] = srv
     rec["kernel_delta"] = delta
     rec["delay_queue_drops"] = sum(q_after[k] - q_before[k] for k in ("dropped", "user_dropped"))
+    # the loss as applied: packets seen and dropped each way, where they were
+    wire = {way: {k: w_after[way][k] - w_before[way][k] for k in ("seen", "dropped")}
+            for way in ("up", "down")}
+    rec["loss"] = {"percent": loss, "down": wire["down"], "up_nft": wire["up"]}
+    if stack == "specloop":
+        c = srv.get("counters", {})
+        rec["loss"]["up"] = {"seen": c.get("rx_packets", 0),
+                             "dropped": c.get("impair_rx_dropped", 0), "seed": seed}
+    else:
+        rec["loss"]["up"] = wire["up"]
+    rec["client_retrans"] = cli.get("tcp_info", {}).get("total_retrans")
     rec["seconds"] = cli.get("seconds")
     rec["exact"] = bool(cli.get("upload_exact") and cli.get("download_exact"))
     if stack == "specloop":
@@ -210,6 +235,17 @@ def quantile(values: Sequence[float], q: float) -> float:
     return s[max(0, math.ceil(q * len(s)) - 1)]
 
 
+def _way(rec: dict[str, Any], way: str) -> str:
+    w = rec.get("loss", {}).get(way)
+    return f"{w['dropped']}/{w['seen']}" if w else "–"
+
+
+def _dropped_pct(runs: list[dict[str, Any]], way: str) -> float:
+    seen = sum(r.get("loss", {}).get(way, {}).get("seen", 0) for r in runs)
+    dropped = sum(r.get("loss", {}).get(way, {}).get("dropped", 0) for r in runs)
+    return 100.0 * dropped / seen if seen else math.nan
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One stack's runs in a cell: median, p90 (a timeout or error counts as
     infinitely long), RTOs per run, and how many runs were ok."""
@@ -226,6 +262,17 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "rto_per_run": sum(rtos) / len(rtos) if rtos else math.nan,
         "retransmits_per_run": (sum(r.get("retransmits") or 0 for r in runs) / len(runs)
                                 if runs else math.nan),
+        # the loss as applied (older results without these fields: nan)
+        "up_dropped_pct": _dropped_pct(runs, "up"),
+        "down_dropped_pct": _dropped_pct(runs, "down"),
+        "client_retrans_per_run": (sum(r["client_retrans"] for r in runs) / len(runs)
+                                   if runs and all(r.get("client_retrans") is not None
+                                                   for r in runs) else math.nan),
+        "runs_with_client_retrans": sum((r.get("client_retrans") or 0) > 0 for r in runs),
+        # the upload alone (connect to the server's digest): the server's
+        # receive side under loss; a timeout or failed run counts as inf
+        "upload_median_s": quantile([r["client"].get("upload_s", math.inf)
+                                     if r["status"] == "ok" else math.inf for r in runs], 0.5),
         "client_min_rtt_ms": min((r["client"].get("tcp_info", {}).get("min_rtt_us", math.inf) / 1000
                                   for r in runs if r["status"] == "ok"), default=math.nan),
     }
@@ -272,16 +319,19 @@ def run_matrix(plan: list[dict], runs: int, limit: float, cc: str,
                 by_stack: dict[str, list] = {s: [] for s in STACKS}
                 stopped = False
                 try:
-                    with netlab.loss(cell["loss"]):
+                    with netlab.wire_loss(cell["loss"]):
                         for i in range(runs):
                             order = STACKS if i % 2 == 0 else STACKS[::-1]
                             for stack in order:
-                                rec = run_once(stack, cell["size_mib"] * MIB, limit, cc)
+                                rec = run_once(stack, cell["size_mib"] * MIB, limit, cc,
+                                               cell["loss"])
                                 rec["run"] = i
                                 by_stack[stack].append(rec)
                                 log(f"   loss {cell['loss']}% delay {d_ms} ms "
                                     f"{cell['size_mib']} MiB run {i} {stack:8s}: {rec['status']} "
-                                    f"{rec.get('seconds') or 0:.2f} s rto {rec.get('rto')}"
+                                    f"{rec.get('seconds') or 0:.2f} s rto {rec.get('rto')} "
+                                    f"client rtx {rec.get('client_retrans')} "
+                                    f"dropped up {_way(rec, 'up')} down {_way(rec, 'down')}"
                                     + (f" ({rec.get('error')})" if rec["status"] == "error"
                                        else ""))
                 except KeyboardInterrupt:
@@ -352,7 +402,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{n} run(s) per cell and stack"
         + ("" if counts and counts[0] >= 8 else " (**the issue asks for 8: a partial run**)")
         + f"; limit {s['limit_s']:.0f} s per run; kernel congestion control `{s['kernel_cc']}` "
-        f"(both ends); every packet one segment (TSO/GSO off on the server side). "
+        f"(both ends); every packet one segment (TSO/GSO off on the server side); "
+        + ("loss each way after the sending TCP (`netlab.wire_loss`, the engine's RX "
+           "impairment for specloop's upload). " if any(
+               not math.isnan(r["summary"]["kernel"].get("up_dropped_pct", math.nan))
+               for r in doc["cells"]) else "loss dropped in the client namespace only "
+           "(the upload barely lost: the harness before `netlab.wire_loss`). ") +
         "Times in seconds (client: connect to EOF), median / p90 (nearest rank; "
         "a timeout or failed run counts as infinitely long); RTOs per run on the server. "
         "Ratios are specloop / kernel; ✓ = the issue's target met "
@@ -371,6 +426,7 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {_x(r['ratio']['median'], r['met']['median'])} | {_x(r['ratio']['p90'], r['met']['p90'])} "
             f"| {_n(o['rto_per_run'])} / {_n(k['rto_per_run'])} | {_x(r['ratio']['rto'], r['met']['rto'])} "
             f"| {o['exact']}/{o['runs']}, {k['exact']}/{k['runs']} | {rtt:.2f} |")
+    lines += applied_loss(doc)
     short = [r for r in doc["cells"] if r.get("stopped")]
     if short:
         lines += [""] + [f"- {r['size_mib']} MiB, {r['delay_ms']:g} ms, {r['loss']}%: stopped "
@@ -388,6 +444,44 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"- {r['size_mib']} MiB, {r['delay_ms']:g} ms, {r['loss']}%: {s} had "
                      f"{sm['timeouts']} timeout(s), {sm['errors']} error(s)")
     return "\n".join(lines) + "\n"
+
+
+def _pct(v: float) -> str:
+    return "–" if math.isnan(v) else f"{v:.1f}"
+
+
+def applied_loss(doc: dict[str, Any]) -> list[str]:
+    """The loss as it was applied, per cell and stack: the share of the
+    client's packets dropped on the server's side (nft in the server
+    namespace for the kernel, the engine's RX impairment for specloop),
+    of the server's dropped in the client namespace, and the client TCP's
+    own retransmissions (``tcpi_total_retrans``: > 0 when the upload lost).
+    Nothing for results from before the loss was counted."""
+    rows = sorted((r for r in doc["cells"] if not math.isnan(
+        r["summary"]["kernel"].get("up_dropped_pct", math.nan))),
+        key=lambda c: (c["size_mib"], c["delay_ms"], c["loss"]))
+    if not rows:
+        return []
+    out = ["", "The loss as applied: packets dropped, % of those sent each way (up: "
+           "client to server, dropped on the server's side after the client's TCP; down: "
+           "server to client, in the client namespace's input), and the client's TCP "
+           "retransmissions per run (`tcpi_total_retrans`; runs with any / runs); the "
+           "upload's median time (connect to the server's digest: where the server "
+           "receives).", "",
+           "| size | delay | loss | up dropped % specloop / kernel | down dropped % specloop "
+           "/ kernel | client retransmissions specloop / kernel | upload median s "
+           "specloop / kernel |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        o, k = r["summary"]["specloop"], r["summary"]["kernel"]
+        out.append(
+            f"| {r['size_mib']} MiB | {r['delay_ms']:g} ms | {r['loss']}% "
+            f"| {_pct(o['up_dropped_pct'])} / {_pct(k['up_dropped_pct'])} "
+            f"| {_pct(o['down_dropped_pct'])} / {_pct(k['down_dropped_pct'])} "
+            f"| {_n(o['client_retrans_per_run'])} ({o['runs_with_client_retrans']}/{o['runs']}) "
+            f"/ {_n(k['client_retrans_per_run'])} ({k['runs_with_client_retrans']}/{k['runs']}) "
+            f"| {_s(o.get('upload_median_s', math.nan))} / {_s(k.get('upload_median_s', math.nan))} |")
+    return out
 
 
 def write_doc(path: pathlib.Path, table: str) -> None:

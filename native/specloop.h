@@ -196,6 +196,7 @@ struct sl_counters {
 	uint64_t drop_data_after_close;	/* answered with RST */
 	uint64_t drop_bad_sack;
 	uint64_t dsack_in;		/* RFC 2883 duplicate reports */
+	uint64_t dsack_sent;		/* RFC 2883: duplicates we reported */
 	uint64_t tail_loss_probes;	/* RFC 8985 §7 */
 	uint64_t retransmits_lost;	/* a retransmission found lost again
 					 * by RACK (RFC 8985 §6.2) */

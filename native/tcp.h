@@ -281,6 +281,7 @@ struct sl_conn {
 	uint32_t sack_recent[8];	/* latest out-of-order arrivals, newest
 					 * first: the order of SACK blocks */
 	uint8_t sack_nrecent;
+	uint32_t dsack_start, dsack_end;	/* a duplicate to report (dsack) */
 	uint32_t ooo_fin_seq;		/* sequence number of a FIN beyond a hole */
 	bool ooo_fin;
 	uint64_t synack_us;		/* first SYN-ACK sent, for the first RTT */
@@ -335,6 +336,7 @@ struct sl_conn {
 	int file_err;			/* a file segment could not be read (errno):
 					 * tcp_output aborts the connection */
 	bool sack_pending;		/* OOO news only a pure ACK can carry */
+	bool dsack;			/* RFC 2883: report dsack_start..end */
 	bool writable_pending;		/* WRITABLE to emit at the next poll */
 	bool app_later;			/* app->later() at the next poll */
 };

@@ -374,6 +374,27 @@ static bool paws_rejects(const struct sl_engine *eng, const struct sl_conn *c,
 	return seq_lt(o->tsval, c->ts_recent);
 }
 
+/* RFC 7323 §4.3 (2): "If SEG.TSval >= TS.Recent and SEG.SEQ <=
+ * Last.ACK.sent then SEG.TSval is copied to TS.Recent", which an old
+ * duplicate reaching up to Last.ACK.sent satisfies: the usual one, a
+ * retransmission after our ACK of its original was lost.  The acceptability
+ * test drops its text, not its timestamp: Linux (tcp_sequence's left edge
+ * is RCV.WUP, the last ACK sent) and FreeBSD (Last.ACK.sent within the
+ * segment) record it, so the ACK echoes the retransmission's TSval and the
+ * sender, which may only sample it by timestamp (Karn, RFC 6298 §3),
+ * samples one round trip instead of its whole RTO wait.  An older
+ * duplicate leaves TS.Recent alone.  PAWS (R1) was checked before. */
+static void ts_recent_dup(struct sl_engine *eng, struct sl_conn *c, const struct pkt *p,
+			  const struct tcp_opts *o)
+{
+	if (c->ts_on && o->has_ts && seq_le(p->seq, c->last_ack_sent) &&
+	    seq_le(c->last_ack_sent, p->seq + p->payload_len) &&
+	    seq_ge(o->tsval, c->ts_recent)) {
+		c->ts_recent = o->tsval;
+		c->ts_recent_us = eng->now_us;
+	}
+}
+
 /* RFC 9293 §3.10.7.4 first: the segment acceptability test. */
 static bool seq_acceptable(const struct sl_conn *c, uint32_t seq, uint32_t len)
 {
@@ -586,6 +607,42 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 	return true;
 }
 
+/* RFC 2883 §4: data [start, end) arrived a second time.  "If the data
+ * segment is a duplicate, the first SACK block should specify the
+ * contiguous sequence space of the duplicate segment" (the next ACK, sent
+ * at once: the sender learns that a retransmission was spurious and undoes
+ * the reduction it made for it), and "each duplicate contiguous sequence of
+ * data received is reported in at most one D-SACK block": tcp_send_ack
+ * clears it.  A new duplicate right after a pending one extends it (as
+ * Linux's tcp_dsack_extend), another replaces it. */
+static void dsack_note(struct sl_conn *c, uint32_t start, uint32_t end)
+{
+	if (!c->sack_on || !seq_lt(start, end))
+		return;
+	if (c->dsack && seq_le(c->dsack_start, end) && seq_le(start, c->dsack_end)) {
+		if (seq_lt(start, c->dsack_start))
+			c->dsack_start = start;
+		if (seq_gt(end, c->dsack_end))
+			c->dsack_end = end;
+	} else {
+		c->dsack_start = start;
+		c->dsack_end = end;
+	}
+	c->dsack = true;
+	c->sack_pending = true;
+	c->ack_now = true;
+}
+
+/* Data below RCV.NXT arrived again, [seq, seq + len) at most up to
+ * RCV.NXT: reported as a D-SACK (RFC 2883 §4). */
+static void dsack_old(struct sl_conn *c, uint32_t seq, uint32_t len)
+{
+	uint32_t end = seq + len;
+
+	if (len && seq_lt(seq, c->rcv_nxt))
+		dsack_note(c, seq, seq_lt(end, c->rcv_nxt) ? end : c->rcv_nxt);
+}
+
 /* Unlinks the reassembly-queue entry *pp and frees it. */
 static void ooo_drop(struct sl_engine *eng, struct sl_conn *c, struct ooo_seg **pp)
 {
@@ -657,8 +714,11 @@ static void ooo_insert(struct sl_engine *eng, struct sl_conn *c, uint32_t seq,
 	if (*pp && seq_le((*pp)->seq, seq)) {
 		uint32_t cover = (*pp)->seq + (*pp)->len;
 
-		if (seq_ge(cover, end))
-			return;		/* already held */
+		if (seq_ge(cover, end)) {
+			dsack_note(c, seq, end);	/* already held */
+			return;
+		}
+		dsack_note(c, seq, cover);
 		data += cover - seq;
 		len -= cover - seq;
 		seq = cover;
@@ -767,10 +827,11 @@ static bool tcp_data(struct sl_engine *eng, struct sl_conn *c, const struct pkt 
 	if (c->state != TCP_ESTABLISHED && c->state != TCP_FIN_WAIT_1 &&
 	    c->state != TCP_FIN_WAIT_2)
 		return true;	/* a FIN was received: ignore the text */
-	/* trim what was already received */
+	/* trim what was already received (a D-SACK for it, RFC 2883 §4) */
 	if (seq_lt(seq, c->rcv_nxt)) {
 		uint32_t dup = c->rcv_nxt - seq;
 
+		dsack_old(c, seq, len);
 		if (dup >= len) {
 			len = 0;
 		} else {
@@ -879,6 +940,16 @@ static void tcp_segment_arrives(struct sl_engine *eng, struct sl_conn *c, struct
 			 * gets a (throttled) challenge ACK */
 			challenge_ack(eng, c);
 		} else if (!(p->flags & TH_RST)) {
+			/* an old duplicate: our ACK was lost or the sender
+			 * timed out.  RFC 2883 §4: report it as a D-SACK; and
+			 * as Linux (tcp_send_dupack), ACK the next segments at
+			 * once: a sender that timed out restarts from one */
+			if (p->payload_len && seq_lt(p->seq, c->rcv_nxt)) {
+				dsack_old(c, p->seq, p->payload_len);
+				if (c->quickacks < TCP_QUICKACKS)
+					c->quickacks = TCP_QUICKACKS;
+				ts_recent_dup(eng, c, p, o);
+			}
 			c->ack_now = true;
 			conn_dirty(eng, c);
 		}

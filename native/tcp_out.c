@@ -171,16 +171,25 @@ static uint32_t put_ts(const struct sl_engine *eng, const struct sl_conn *c, uin
 /* RFC 2018 §4: SACK blocks from the reassembly queue: the block holding
  * the latest arrival first, then the blocks of the arrivals before it,
  * newest first (so each block is reported in several ACKs, and lost ACKs
- * cost little), then the rest in sequence order.  Returns the option
- * bytes written (0 if none). */
+ * cost little), then the rest in sequence order.  A pending D-SACK goes
+ * before them all (RFC 2883 §4: "the first SACK block"; a duplicate above
+ * RCV.NXT was just noted as the latest arrival, so the block holding it
+ * comes second, as §4 asks).  Returns the option bytes written (0 if
+ * none). */
 static uint32_t put_sack(const struct sl_conn *c, uint8_t *o, uint32_t max_blocks)
 {
 	uint32_t starts[16], ends[16], order[16], n = 0, k = 0, i, r, out = 4;
 	bool used[16] = { false };
 	const struct ooo_seg *s;
 
-	if (!c->sack_on || !c->ooo || !max_blocks)
+	if (!c->sack_on || (!c->ooo && !c->dsack) || !max_blocks)
 		return 0;
+	if (c->dsack) {
+		put_be32(o + out, c->dsack_start);
+		put_be32(o + out + 4, c->dsack_end);
+		out += 8;
+		max_blocks--;
+	}
 	for (s = c->ooo; s && n < 16; s = s->next) {
 		if (n && s->seq == ends[n - 1]) {
 			ends[n - 1] = s->seq + s->len;
@@ -203,7 +212,7 @@ static uint32_t put_sack(const struct sl_conn *c, uint8_t *o, uint32_t max_block
 	o[0] = 1;
 	o[1] = 1;
 	o[2] = 5;
-	for (i = 0; i < k; i++, out += 8) {
+	for (i = 0; i < k; i++, out += 8) {	/* out: 4 + 8 per block, <= 36 */
 		put_be32(o + out, starts[order[i]]);
 		put_be32(o + out + 4, ends[order[i]]);
 	}
@@ -255,8 +264,11 @@ void tcp_send_ack(struct sl_engine *eng, struct sl_conn *c)
 	if (send_ctl(eng, c->peer_mac, c->peer_ip, c->local_port, c->peer_port,
 		     c->snd_nxt, c->rcv_nxt, TH_ACK, wnd, opts, optlen) == 0) {
 		eng->ctr.pure_acks_sent++;
+		if (c->dsack && c->sack_on)
+			eng->ctr.dsack_sent++;
 		ack_sent(eng, c);
 		c->sack_pending = false;
+		c->dsack = false;
 	}
 }
 

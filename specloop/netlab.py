@@ -10,7 +10,9 @@ The server runs in ``slsrv`` (on specloop's bypass, the XDP program sits on
 routes to 10.55.0.0/24, so traffic only ever starts inside the lab.
 
 ``up()`` and ``down()`` are idempotent; ``loss()`` drops a share of the
-lab's packets (nftables in the client namespace) while a block runs.  The client side's offloads are set
+lab's packets (nftables in the client namespace) while a block runs, and
+``wire_loss()`` drops them after the sender's TCP in both directions (see
+there for the difference).  The client side's offloads are set
 as the bypass needs them: TX checksum offload off (frames would otherwise
 reach the XDP socket with an incomplete checksum) and TSO/GSO off (generic
 XDP drops super-packets); the server side keeps the kernel's defaults.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import subprocess
 import threading
@@ -33,7 +36,7 @@ from .iface import interface_info, off_loop
 __all__ = [
     "SERVER_NS", "CLIENT_NS", "SERVER_IF", "CLIENT_IF", "SERVER_IP", "CLIENT_IP",
     "PREFIX", "Lab", "up", "down", "status", "inside", "in_ns", "is_up",
-    "interface_info", "loss",
+    "interface_info", "loss", "wire_loss", "wire_loss_counters",
 ]
 
 _T = TypeVar("_T")
@@ -241,7 +244,11 @@ def loss(percent: int) -> Iterator[None]:
     body runs: nftables in the client namespace (a real kernel drop, one
     random draw per packet, ``numgen random``), on the client's output to
     the server and its input from it.  The same for whatever serves in the
-    server namespace, specloop's bypass or the kernel's TCP."""
+    server namespace, specloop's bypass or the kernel's TCP.
+
+    A drop in the client's OUTPUT hook is an error returned to the
+    client's TCP, which sends the segment again: client -> server data
+    barely loses here (its ACKs do).  ``wire_loss()`` loses both ways."""
     if not isinstance(percent, int) or not 0 <= percent <= 100:
         raise ValueError(f"netlab.loss: percent={percent!r}: must be an integer from 0 to 100")
     table = "sltest"
@@ -260,6 +267,82 @@ def loss(percent: int) -> Iterator[None]:
         yield
     finally:
         subprocess.run(delete, capture_output=True)
+
+
+WIRE_LOSS_TABLE = "slwire"
+
+
+@contextlib.contextmanager
+def wire_loss(percent: int) -> Iterator[None]:
+    """Drops ``percent``% of the lab's TCP packets in each direction while
+    the body runs, each packet *after* the TCP that sent it, as a wire would.
+
+    ``loss()`` drops the client's packets in the client's own OUTPUT hook,
+    where a drop is an error returned to the client's TCP (``-EPERM`` from
+    ``ip_local_out``): the kernel keeps the segment and sends it again, so
+    the client->server direction loses (almost) nothing.  Here:
+
+    - server -> client: nftables in the client namespace's INPUT hook, as
+      ``loss()`` (the server's packets have crossed the veth there);
+    - client -> server: nftables in the *server* namespace's PREROUTING
+      hook (priority raw), for a kernel TCP serving there.  A server on
+      specloop's bypass never meets that hook (XDP takes its port's packets
+      first): it must drop the same share itself, with the engine's RX
+      impairment (``Stack.impair(rx_loss=percent / 100)``), which the
+      caller sets up in the server process.
+
+    One random draw per packet (``numgen random``).  Named counters count
+    the packets seen and dropped each way: ``wire_loss_counters()``.
+    """
+    if not isinstance(percent, int) or not 0 <= percent <= 100:
+        raise ValueError(f"netlab.wire_loss: percent={percent!r}: must be an integer from 0 to 100")
+    t = WIRE_LOSS_TABLE
+    # numgen's values are 0-99: nft refuses "< 100"
+    draw = "" if percent == 100 else f"numgen random mod 100 < {percent} "
+
+    def rules(hook: str, prio: str, src: str) -> str:
+        return "\n".join([
+            f"add table inet {t}",
+            f"add counter inet {t} seen",
+            f"add counter inet {t} dropped",
+            f"add chain inet {t} c {{ type filter hook {hook} priority {prio} ; }}",
+            f"add rule inet {t} c ip saddr {src} meta l4proto tcp counter name seen "
+            f"{draw}counter name dropped drop",
+        ]) + "\n"
+
+    sides = [(CLIENT_NS, rules("input", "0", SERVER_IP)),
+             (SERVER_NS, rules("prerouting", "raw", CLIENT_IP))]
+    for ns, _ in sides:
+        subprocess.run(in_ns(ns, "nft", "delete", "table", "inet", t), capture_output=True)
+    try:
+        for ns, text in sides:
+            p = subprocess.run(in_ns(ns, "nft", "-f", "-"), input=text, text=True,
+                               capture_output=True)
+            if p.returncode:
+                raise RuntimeError(f"netlab.wire_loss: nft in {ns}: {p.stderr.strip()}")
+        yield
+    finally:
+        for ns, _ in sides:
+            subprocess.run(in_ns(ns, "nft", "delete", "table", "inet", t), capture_output=True)
+
+
+def wire_loss_counters() -> dict[str, dict[str, int]]:
+    """``wire_loss()``'s counters now: ``{"up": {"seen": n, "dropped": n},
+    "down": {...}}`` (up: client -> server, counted in the server
+    namespace; down: server -> client, in the client namespace); zeros
+    where no ``wire_loss()`` is in effect."""
+    out = {}
+    for way, ns in (("up", SERVER_NS), ("down", CLIENT_NS)):
+        p = subprocess.run(in_ns(ns, "nft", "-j", "list", "counters", "table", "inet",
+                                 WIRE_LOSS_TABLE), capture_output=True, text=True)
+        got = {"seen": 0, "dropped": 0}
+        if p.returncode == 0:
+            for item in json.loads(p.stdout).get("nftables", []):
+                c = item.get("counter")
+                if c and c.get("name") in got:
+                    got[c["name"]] = int(c["packets"])
+        out[way] = got
+    return out
 
 
 @contextlib.contextmanager

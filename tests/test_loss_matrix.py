@@ -5,7 +5,9 @@ The full matrix (``specloop bench --loss-matrix``, benchmarks/loss_matrix.py)
 measures speed; this asserts what must hold in every run: the bytes arrive
 exactly, both ways, on both stacks; the kernel's runs were kernel
 connections and specloop's were not; the loss and the delay really
-applied; every run finished within its limit.  No speed is asserted.
+applied (the loss each way, the upload's after the client's TCP: the
+client's TCP had to retransmit); every run finished within its limit.  No
+speed is asserted.
 """
 
 from __future__ import annotations
@@ -89,6 +91,29 @@ def test_merge_pools_the_runs_of_a_cell(tmp_path):
     assert "cmd a" in md and "cmd b" in md and "1 timeout(s)" in md
 
 
+def test_wire_loss_counts_each_way_and_leaves_nothing_behind(lab):
+    def tables(ns: str) -> str:
+        return subprocess.run(netlab.in_ns(ns, "nft", "list", "tables"), capture_output=True,
+                              text=True).stdout
+    with netlab.wire_loss(100):
+        # drops in the server namespace and the client's: ping is not TCP
+        # and passes, TCP from the client does not get through
+        assert netlab.WIRE_LOSS_TABLE in tables(netlab.SERVER_NS)
+        assert netlab.WIRE_LOSS_TABLE in tables(netlab.CLIENT_NS)
+        assert impair.ping_rtt_ms(count=2)
+        p = subprocess.run(netlab.in_ns(netlab.CLIENT_NS, sys.executable, "-c",
+                                        "import socket; socket.create_connection("
+                                        f"('{netlab.SERVER_IP}', 9), timeout=0.5)"),
+                           capture_output=True, text=True)
+        assert "timed out" in p.stderr, p.stderr     # no RST came back: the SYN was lost
+        c = netlab.wire_loss_counters()
+        assert c["up"]["dropped"] >= 1 and c["up"]["seen"] == c["up"]["dropped"], c
+    assert netlab.WIRE_LOSS_TABLE not in tables(netlab.SERVER_NS)
+    assert netlab.WIRE_LOSS_TABLE not in tables(netlab.CLIENT_NS)
+    assert netlab.wire_loss_counters() == {"up": {"seen": 0, "dropped": 0},
+                                           "down": {"seen": 0, "dropped": 0}}
+
+
 def _rule_present() -> bool:
     out = subprocess.run(netlab.in_ns(netlab.CLIENT_NS, "iptables-legacy", "-w", "-t", "raw",
                                       "-S", "PREROUTING"), capture_output=True, text=True).stdout
@@ -155,7 +180,27 @@ def test_quick_subset_exact_delayed_lossy_bounded(matrix):
             assert cell["delayer"]["overruns"] == 0, cell["delayer"]
         summary = cell["summary"]
         assert summary["specloop"]["exact"] == summary["kernel"]["exact"] == 2
+    for stack in ("specloop", "kernel"):
+        runs = [r for cell in doc["cells"] for r in cell["runs"][stack]]
+        # the upload lost packets after the client's TCP (netlab.wire_loss;
+        # loss dropped in the client's OUTPUT hook is resent by the client's
+        # own TCP and not seen as loss): the client's TCP retransmitted
+        assert sum(r["client_retrans"] for r in runs) > 0, (stack, runs)
+        # dropped on the server's side, ~5% each way, pooled over the runs:
+        # by nft in the server namespace for the kernel, by the engine's RX
+        # impairment for specloop, whose packets never meet nft there (XDP
+        # takes them first, so they are not dropped twice)
+        for way in ("up", "down"):
+            seen = sum(r["loss"][way]["seen"] for r in runs)
+            dropped = sum(r["loss"][way]["dropped"] for r in runs)
+            assert dropped > 0 and 2.5 <= 100 * dropped / seen <= 7.5, (stack, way, runs)
+        if stack == "specloop":
+            assert all(r["loss"]["up_nft"]["seen"] == 0 for r in runs), runs
+            assert all(r["server"]["counters"]["impair_rx_dropped"] > 0 for r in runs), runs
+        else:
+            assert all(r["loss"]["up"]["dropped"] > 0 for r in runs), runs
     # the table: one row per cell, with the command and the commit
     rows = [line for line in md.splitlines() if line.startswith("| 1 MiB")]
-    assert len(rows) == 2 and all(r.count("|") == 12 for r in rows), rows
+    # each cell's row in the main table and in the table of the loss as applied
+    assert len(rows) == 4 and sorted(r.count("|") for r in rows) == [8, 8, 12, 12], rows
     assert "--loss-matrix --runs 2" in md and doc["commit"] in md

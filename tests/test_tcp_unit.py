@@ -168,6 +168,82 @@ def test_text_each_out_of_order_segment_is_acked_with_the_newest_block_first(h, 
     assert out[-1].options["sack"] == [(base + 4000, base + 5000), (base + 6000, base + 7000)]
 
 
+def test_text_an_old_duplicate_is_reported_once_as_a_dsack(h, peer):
+    # RFC 2883 §4: the first SACK block of the next ACK names the duplicate,
+    # and each duplicate is reported in at most one D-SACK block
+    leave_quickack(h, peer)
+    base = peer.snd_nxt
+    peer.deliver(b"a" * 1000)
+    h.advance(0.05)
+    out = peer.send(peer.seg(seq_off=-1000, payload=b"a" * 1000))
+    assert out and out[-1].ack == base + 1000, out
+    assert out[-1].options["sack"] == [(base, base + 1000)]
+    assert h.counters()["dsack_sent"] == 1
+    assert h.take_events(DATA) and h.counters()["ooo_bytes"] == 0
+    # reported once: the next ACK carries no block
+    out = peer.send(peer.seg(flags="A"))
+    h.advance(0.05)
+    out += h.flush() or []
+    assert all("sack" not in s.options for s in out), out
+
+
+def test_first_check_a_duplicate_up_to_the_last_ack_sent_updates_ts_recent(h, peer):
+    # RFC 7323 §4.3 (2): SEG.SEQ <= Last.ACK.sent holds for a retransmission
+    # whose original we ACKed (the ACK lost): its ACK echoes the
+    # retransmission's TSval, as Linux and FreeBSD do, so the sender samples
+    # one round trip, not its RTO wait
+    for i in range(3):
+        peer.tsval += 1
+        peer.deliver(b"d" * 1000)
+    h.advance(0.05)
+    h.flush()
+    peer.tsval = 90_000                      # the retransmission, much later
+    out = peer.send(peer.seg(seq_off=-1000, payload=b"d" * 1000))
+    assert out and out[-1].ack == peer.snd_nxt and out[-1].options["ts"][1] == 90_000
+    # an older duplicate (not reaching Last.ACK.sent) leaves TS.Recent alone
+    peer.tsval = 95_000
+    out = peer.send(peer.seg(seq_off=-3000, payload=b"d" * 1000))
+    assert out and out[-1].options["ts"][1] == 90_000
+
+
+def test_text_a_partial_duplicate_is_trimmed_and_its_old_part_dsacked(h, peer):
+    base = peer.snd_nxt
+    peer.deliver(b"a" * 1000)
+    h.take_events(DATA)
+    out = peer.send(peer.seg(seq_off=-400, payload=b"a" * 400 + b"b" * 600))
+    assert b"".join(e.data for e in h.take_events(DATA)) == b"b" * 600
+    assert out and out[-1].ack == base + 1600
+    assert out[-1].options["sack"] == [(base + 600, base + 1000)]
+
+
+def test_text_a_duplicate_above_the_hole_is_dsacked_before_its_block(h, peer):
+    # RFC 2883 §4: a duplicate above the cumulative ACK: the D-SACK block
+    # first, then the (larger) block holding it
+    leave_quickack(h, peer)
+    base = peer.snd_nxt
+    peer.send(peer.seg(seq_off=2000, payload=b"o" * 2000))
+    peer.send(peer.seg(seq_off=6000, payload=b"p" * 1000))
+    out = peer.send(peer.seg(seq_off=3000, payload=b"o" * 1000))
+    assert out and out[-1].ack == base
+    assert out[-1].options["sack"] == [(base + 3000, base + 4000), (base + 2000, base + 4000),
+                                       (base + 6000, base + 7000)]
+    assert h.counters()["dsack_sent"] == 1 and h.counters()["ooo_bytes"] == 3000
+    # the next out-of-order arrival: plain SACK blocks again
+    out = peer.send(peer.seg(seq_off=8000, payload=b"q" * 1000))
+    assert out[-1].options["sack"] == [(base + 8000, base + 9000), (base + 2000, base + 4000),
+                                       (base + 6000, base + 7000)]
+
+
+def test_text_without_sack_a_duplicate_gets_a_plain_ack(h):
+    p = Peer(h, PORT, sack=False)
+    p.connect()
+    base = p.snd_nxt
+    p.deliver(b"a" * 1000)
+    out = p.send(p.seg(seq_off=-1000, payload=b"a" * 1000))
+    assert out and out[-1].ack == base + 1000 and "sack" not in out[-1].options
+    assert h.counters()["dsack_sent"] == 0
+
+
 def test_text_every_second_full_segment_is_acked_within_one_batch(h, peer):
     # RFC 5681 §4.2: an ACK for at least every second full-sized segment,
     # also when a whole burst arrives in one receive batch
