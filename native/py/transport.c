@@ -20,8 +20,6 @@
 
 #include <errno.h>
 #include <limits.h>
-
-#include <errno.h>
 #include <string.h>
 #include <structmember.h>
 
