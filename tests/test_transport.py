@@ -726,6 +726,9 @@ def test_a_write_leaves_at_write_time_on_an_idle_loop(serve_loop, path, tmp_path
             self.transport = transport
 
         def data_received(self, data):
+            if data == b"hello":        # a first exchange: the loop is idle after it
+                self.transport.write(b"hi")
+                return
             # answered by a later callback, as frameworks answer from a task
             asyncio.get_running_loop().call_soon(self.answer)
 
@@ -742,7 +745,11 @@ def test_a_write_leaves_at_write_time_on_an_idle_loop(serve_loop, path, tmp_path
         server = await loop.create_server(Answer, HOST, PORT)
         rc, out, err = await arun_client(*client(f"""
             import pathlib, socket
+            import time
             s = socket.create_connection(("{HOST}", {PORT}), timeout=30)
+            s.sendall(b"hello")
+            assert s.recv(10) == b"hi"
+            time.sleep(0.3)                  # the server's loop waits, idle
             s.sendall(b"ping")
             print(s.recv(10))
             pathlib.Path({str(got)!r}).touch()

@@ -93,6 +93,18 @@ int pump_conn_write(PyObject *pump, uint32_t conn, const void *buf, size_t len)
 	return rc;
 }
 
+/* Are all events of the last engine poll for one connection? */
+static bool one_connection(struct pump *p, uint32_t k)
+{
+	const struct sl_event *evs = p->api->engine_events(p->eng);
+	uint32_t i;
+
+	for (i = 1; i < k; i++)
+		if (evs[i].conn != evs[0].conn)
+			return false;
+	return true;
+}
+
 int pump_conn_setopt(PyObject *pump, uint32_t conn, int opt, int value)
 {
 	struct pump *p = (struct pump *)pump;
@@ -197,6 +209,7 @@ int pump_wait(struct pump *p, double timeout)
 			wake = tdl && tdl < deadline ? tdl : deadline;
 			tmo = wake == UINT64_MAX ? -1 : wake > now ? (int64_t)(wake - now) : 0;
 		}
+		idle = tmo != 0;
 		if (tmo != 0 && p->busy_poll_us) {
 			int64_t spin = tmo < 0 || tmo > p->busy_poll_us ? p->busy_poll_us : tmo;
 
@@ -208,7 +221,6 @@ int pump_wait(struct pump *p, double timeout)
 				tmo = tmo > spin ? tmo - spin : 0;
 		}
 		n = wait_fds(p, evs, MAX_XSK + 2, tmo);
-		idle = tmo != 0;
 		if (n < 0 && errno == ENOSYS && !p->no_pwait2) {
 			p->no_pwait2 = true;
 			continue;
@@ -236,10 +248,12 @@ int pump_wait(struct pump *p, double timeout)
 			p->poll_needed = false;
 			rounds++;
 			k = p->api->engine_poll(p->eng, RX_BUDGET);
-			/* idle and one event: eager; work piled up: batch */
-			if (k > 1)
+			/* idle and one connection's events (a handshake's last
+			 * ACK often brings the first request): eager; several
+			 * connections' work piled up: batch */
+			if (k > 0 && !one_connection(p, (uint32_t)k))
 				p->eager = false;
-			else if (k == 1 && idle)
+			else if (k > 0 && idle)
 				p->eager = true;
 			if (k > 0) {
 				p->nev = (uint32_t)k;
