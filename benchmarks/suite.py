@@ -6,7 +6,7 @@ the client namespace pinned to the other.  Workload by workload, every
 server is started, checked (GET of the workload's path must return the
 right bytes), warmed up and measured at each connection count, then
 stopped; the server order rotates by one per workload so drift hits all
-alike.  Results: report.md (also printed), results.json and PNG plots in
+alike, and with several runs per row the rows take turns, run by run.  Results: report.md (also printed), results.json and PNG plots in
 --out, progress on stderr.
 """
 
@@ -155,6 +155,7 @@ class Run:
         self.rate_results: list[dict[str, Any]] = []
         self.port = PORT_BASE
         self.cpu_probe: runner.CpuProbe | None = None
+        self.static_dir = self.tmp = pathlib.Path()   # set by execute()
 
     # ---- the plan's cost -----------------------------------------------------------
 
@@ -196,6 +197,7 @@ class Run:
                 + self.duration + WRK_OVERHEAD_S)
 
     def execute(self, static_dir: pathlib.Path, tmp: pathlib.Path) -> None:
+        self.static_dir, self.tmp = static_dir, tmp
         total_est = self.estimate()
         done_est = 0.0
         t0 = time.monotonic()
@@ -204,80 +206,105 @@ class Run:
         # the VM's own speed before each cell of a row with several runs
         self.cpu_probe = (runner.CpuProbe(tmp) if any(s.runs > 1 for s in self.steps)
                           else None)
+        # the steps of one workload run round by round: run 1 of every
+        # server, then run 2 of every server (the order rotated by one per
+        # round), so a slow spell of this shared VM falls on every row of a
+        # cell rather than on all the runs of one
+        groups: list[list[matrix.Step]] = []
         for step in self.steps:
-            wl = None if step.workload == matrix.BULK else matrix.workload(step.workload)
-            s = step.server
-            if step.skip:
-                self._record_skip(step, "skipped", step.skip)
-                progress(f"[   -/{n_cells:3d}] {step.workload:<9} {s.label}: "
-                         f"does not run: {step.skip}")
-                continue
-            # each run: a fresh server process, checked, then every cell of the step
-            runs: dict[int | None, list[dict[str, Any]]] = {}
-            rate_done = False
-            for i in range(step.runs):
-                run_tag = f" (run {i + 1}/{step.runs})" if step.runs > 1 else ""
-                n_run = len(step.connections) or 1
-                rate_here = not rate_done and wl is not None and wl.id in self.rate_workloads
-                done_est += START_S
-                self.port += 1
-                sp = runner.ServerProcess(s, self.port, static_dir, tmp)
-                last: dict[str, Any] | None = None
-                try:
-                    try:
-                        sp.start()
-                        # every process, before it is measured: the status and the
-                        # bytes of the workload's URL (bulk: the download checks both)
-                        check = None if wl is None else sp.check(
-                            wl, b"Hello, world!" if wl.file is None
-                            else (static_dir / wl.file).read_bytes())
-                    except (runner.ServerError, OSError, RuntimeError) as exc:
-                        reason = f"did not start: {exc}"
-                        for c in (step.connections or (None,)):
-                            rec = self._base(step, c)
-                            rec.update(status="failed", reason=reason)
-                            runs.setdefault(c, []).append(rec)
-                        if rate_here and i == step.runs - 1:
-                            self._record_rate_skip(step, "failed", reason)
-                        k += n_run + rate_here
-                        done_est += self.step_cost(step) / step.runs - START_S
-                        progress(f"[{k:4d}/{n_cells:3d}] {step.workload:<9} {s.label}{run_tag}: "
-                                 f"{reason}")
-                        continue
-                    if wl is None:
-                        last = self._measure_bulk(sp)
-                        runs.setdefault(None, []).append(last)
-                        k += 1
-                        done_est += self.step_cost(step) / step.runs - START_S
-                        progress(self._line(k, n_cells, t0, done_est, total_est, step, None,
-                                            last, run_tag))
-                    else:
-                        for c in step.connections:
-                            last = self._measure_cell(sp, wl, c, step.runs > 1)
-                            last["check"] = check
-                            runs.setdefault(c, []).append(last)
-                            k += 1
-                            done_est += self.cell_cost()
-                            progress(self._line(k, n_cells, t0, done_est, total_est, step, c,
-                                                last, run_tag))
-                        if rate_here:   # once per step: in its first process that starts
-                            rec = self._measure_rate(sp, wl)
-                            self.rate_results.append(rec)
-                            rate_done = True
-                            k += 1
-                            done_est += self.cell_cost()
-                            progress(self._line(k, n_cells, t0, done_est, total_est, step, None,
-                                                rec, run_tag))
-                finally:
-                    note = sp.stop()
-                if note and last is not None:   # on the run's last record
-                    last["stop_note"] = note
-                    progress(f"           {s.label}: {note}")
+            if groups and groups[-1][0].workload == step.workload:
+                groups[-1].append(step)
+            else:
+                groups.append([step])
+        for group in groups:
+            state = {id(step): _StepRuns() for step in group}
+            for step in group:
+                if step.skip:
+                    progress(f"[   -/{n_cells:3d}] {step.workload:<9} {step.server.label}: "
+                             f"does not run: {step.skip}")
+            live = [step for step in group if not step.skip]
+            for i in range(max((step.runs for step in live), default=0)):
+                k_rot = i % len(live)
+                for step in live[k_rot:] + live[:k_rot]:
+                    if i < step.runs:
+                        k, done_est = self._run_once(step, i, state[id(step)], k, n_cells,
+                                                     t0, done_est, total_est)
+            for step in group:    # the records in the plan's order
+                runs = state[id(step)].runs
+                if step.skip:
+                    self._record_skip(step, "skipped", step.skip)
+                elif step.workload == matrix.BULK:
+                    self.bulk.append(aggregate(runs[None], "mb_per_s"))
+                else:
+                    for c in step.connections:
+                        self.results.append(aggregate(runs[c], "requests_per_s"))
+
+    def _run_once(self, step: matrix.Step, i: int, st: _StepRuns, k: int, n_cells: int,
+                  t0: float, done_est: float, total_est: float) -> tuple[int, float]:
+        """Run ``i`` of ``step``: a fresh server process, checked, then every
+        cell of the step.  Returns the progress counters (cells done, the
+        estimated seconds done)."""
+        wl = None if step.workload == matrix.BULK else matrix.workload(step.workload)
+        s = step.server
+        runs = st.runs
+        run_tag = f" (run {i + 1}/{step.runs})" if step.runs > 1 else ""
+        n_run = len(step.connections) or 1
+        rate_here = not st.rate_done and wl is not None and wl.id in self.rate_workloads
+        done_est += START_S
+        self.port += 1
+        sp = runner.ServerProcess(s, self.port, self.static_dir, self.tmp)
+        last: dict[str, Any] | None = None
+        try:
+            try:
+                sp.start()
+                # every process, before it is measured: the status and the
+                # bytes of the workload's URL (bulk: the download checks both)
+                check = None if wl is None else sp.check(
+                    wl, b"Hello, world!" if wl.file is None
+                    else (self.static_dir / wl.file).read_bytes())
+            except (runner.ServerError, OSError, RuntimeError) as exc:
+                reason = f"did not start: {exc}"
+                for c in (step.connections or (None,)):
+                    rec = self._base(step, c)
+                    rec.update(status="failed", reason=reason)
+                    runs.setdefault(c, []).append(rec)
+                if rate_here and i == step.runs - 1:
+                    self._record_rate_skip(step, "failed", reason)
+                k += n_run + rate_here
+                done_est += self.step_cost(step) / step.runs - START_S
+                progress(f"[{k:4d}/{n_cells:3d}] {step.workload:<9} {s.label}{run_tag}: "
+                         f"{reason}")
+                return k, done_est
             if wl is None:
-                self.bulk.append(aggregate(runs[None], "mb_per_s"))
+                last = self._measure_bulk(sp)
+                runs.setdefault(None, []).append(last)
+                k += 1
+                done_est += self.step_cost(step) / step.runs - START_S
+                progress(self._line(k, n_cells, t0, done_est, total_est, step, None,
+                                    last, run_tag))
             else:
                 for c in step.connections:
-                    self.results.append(aggregate(runs[c], "requests_per_s"))
+                    last = self._measure_cell(sp, wl, c, step.runs > 1)
+                    last["check"] = check
+                    runs.setdefault(c, []).append(last)
+                    k += 1
+                    done_est += self.cell_cost()
+                    progress(self._line(k, n_cells, t0, done_est, total_est, step, c,
+                                        last, run_tag))
+                if rate_here:   # once per step: in its first process that starts
+                    rec = self._measure_rate(sp, wl)
+                    self.rate_results.append(rec)
+                    st.rate_done = True
+                    k += 1
+                    done_est += self.cell_cost()
+                    progress(self._line(k, n_cells, t0, done_est, total_est, step, None,
+                                        rec, run_tag))
+        finally:
+            note = sp.stop()
+        if note and last is not None:   # on the run's last record
+            last["stop_note"] = note
+            progress(f"           {s.label}: {note}")
+        return k, done_est
 
     def _line(self, k: int, n: int, t0: float, done_est: float, total_est: float,
               step: matrix.Step, c: int | None, rec: dict[str, Any], tag: str = "") -> str:
@@ -482,6 +509,13 @@ class Run:
                                   "machine": round((m1 - m0) / runner.CLK_TCK / gib, 3)},
                    rss_mib=round(rss / 1024, 1), diag=diag)
         return rec
+
+
+@dataclasses.dataclass
+class _StepRuns:
+    """What the runs of one step have measured so far."""
+    runs: dict[int | None, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    rate_done: bool = False
 
 
 # ---- several runs of one cell -> one record -------------------------------------------

@@ -68,6 +68,24 @@ def test_bench_smoke(lab: netlab.Lab, tmp_path) -> None:
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=dict(os.environ))
     assert p.returncode == 0, f"rc {p.returncode}\n{p.stderr[-4000:]}"
 
+    # a row with several runs takes turns with the other rows of its
+    # workload: some single-run row's cell comes between its runs 1 and 2
+    # (unless it was last in every workload's first round)
+    between: dict[str, bool] = {}
+    seen_first: set[str] = set()
+    for line in p.stderr.splitlines():
+        m = re.match(r"\[\s*\d+/\s*\d+ .*?\] (\S+) ", line)
+        if not m:
+            continue
+        wl = m.group(1)
+        if "(run 1/" in line:
+            seen_first.add(wl)
+        elif "(run 2/" in line:
+            between.setdefault(wl, False)
+        elif "(run " not in line and wl in seen_first and wl not in between:
+            between[wl] = True
+    assert between and any(between.values()), (between, p.stderr[-3000:])
+
     data = json.loads(json_path.read_text())
     assert TOP_KEYS <= data.keys()
     assert data == json.loads((out / "results.json").read_text())
