@@ -486,7 +486,9 @@ int sl_engine_counters(struct sl_engine *eng, struct sl_counters *out)
 	eng->ctr.frames_static = by_owner[FRAME_STATIC];
 	eng->ctr.conns = eng->tcp->nconns;
 	eng->ctr.segs_in_use = eng->tcp->segs_used;
-	eng->ctr.timers_armed = eng->tcp->heap_len;
+	eng->ctr.timers_armed = 0;	/* the lazy heap also holds stopped ones */
+	for (i = 0; i < eng->tcp->heap_len; i++)
+		eng->ctr.timers_armed += eng->tcp->conns[eng->tcp->heap[i]].deadline != 0;
 	eng->ctr.listeners = 0;
 	for (i = 0; i < SL_MAX_LISTENERS; i++)
 		eng->ctr.listeners += eng->tcp->listeners[i].port != 0;

@@ -299,7 +299,8 @@ struct sl_conn {
 
 	/* timers (absolute µs, 0 = off), one heap entry per conn */
 	uint64_t timer[T_COUNT];
-	uint64_t deadline;
+	uint64_t deadline;		/* the earliest timer, 0 if none */
+	uint64_t heap_key;		/* in the heap: <= deadline (see tcp_timer.c) */
 	uint32_t heap_idx;		/* SL_NONE when not in the heap */
 
 	/* keep-alive (Linux defaults) */

@@ -8,12 +8,20 @@
  * binary min-heap of connections.  The loop asks sl_engine_next_timer()
  * for the heap's top (tcp_next_timer) and polls the engine then;
  * tcp_timers_run() fires what is due.
+ *
+ * The heap is lazy, as Linux's sk_reset_timer on a timer wheel is cheap:
+ * every request re-arms the retransmission timer a little later and every
+ * ACK of all data stops it, so a connection's key (heap_key) only moves
+ * earlier at once.  A later deadline or none leaves the key where it was;
+ * when that key comes due, tcp_timers_run() re-keys the connection to its
+ * real deadline or takes it out.  A key is never later than its deadline,
+ * so nothing fires late; the loop may wake once early instead.
  */
 #include "tcp.h"
 
 static bool heap_less(const struct tcp_state_all *t, uint32_t a, uint32_t b)
 {
-	return t->conns[t->heap[a]].deadline < t->conns[t->heap[b]].deadline;
+	return t->conns[t->heap[a]].heap_key < t->conns[t->heap[b]].heap_key;
 }
 
 static void heap_swap(struct tcp_state_all *t, uint32_t a, uint32_t b)
@@ -70,7 +78,8 @@ static void heap_remove(struct tcp_state_all *t, struct sl_conn *c)
 	sift_up(t, i);
 }
 
-/* Sets (at_us > 0) or clears (0) one timer and fixes the heap. */
+/* Sets (at_us > 0) or clears (0) one timer; the heap key moves only
+ * earlier (see the top of this file). */
 void timer_set(struct sl_engine *eng, struct sl_conn *c, int which, uint64_t at_us)
 {
 	struct tcp_state_all *t = eng->tcp;
@@ -81,21 +90,34 @@ void timer_set(struct sl_engine *eng, struct sl_conn *c, int which, uint64_t at_
 	for (k = 0; k < T_COUNT; k++)
 		if (c->timer[k] && (!d || c->timer[k] < d))
 			d = c->timer[k];
-	if (d == c->deadline && (d == 0) == (c->heap_idx == SL_NONE))
-		return;
 	c->deadline = d;
-	if (!d) {
-		heap_remove(t, c);
-		return;
-	}
+	if (!d)
+		return;		/* the key comes due and finds nothing */
 	if (c->heap_idx == SL_NONE) {
+		c->heap_key = d;
 		c->heap_idx = t->heap_len;
 		t->heap[t->heap_len++] = conn_index(eng, c);
 		sift_up(t, c->heap_idx);
-	} else {
-		sift_down(t, c->heap_idx);
+	} else if (d < c->heap_key) {
+		c->heap_key = d;
 		sift_up(t, c->heap_idx);
 	}
+}
+
+/* A connection whose key came due: keyed to its real deadline, or out. */
+static void rekey(struct tcp_state_all *t, struct sl_conn *c)
+{
+	if (c->heap_idx == SL_NONE)
+		return;
+	if (!c->deadline) {
+		heap_remove(t, c);
+		return;
+	}
+	if (c->heap_key == c->deadline)
+		return;
+	c->heap_key = c->deadline;
+	sift_down(t, c->heap_idx);
+	sift_up(t, c->heap_idx);
 }
 
 void timer_clear_all(struct sl_engine *eng, struct sl_conn *c)
@@ -290,7 +312,7 @@ uint64_t tcp_next_timer(const struct sl_engine *eng)
 {
 	const struct tcp_state_all *t = eng->tcp;
 
-	return t && t->heap_len ? t->conns[t->heap[0]].deadline : 0;
+	return t && t->heap_len ? t->conns[t->heap[0]].heap_key : 0;
 }
 
 void tcp_timers_run(struct sl_engine *eng)
@@ -303,8 +325,12 @@ void tcp_timers_run(struct sl_engine *eng)
 		uint32_t id = c->id;
 		int k;
 
-		if (c->deadline > eng->now_us)
+		if (c->heap_key > eng->now_us)
 			break;
+		if (!c->deadline || c->deadline > eng->now_us) {
+			rekey(t, c);	/* stopped or moved later since keyed */
+			continue;
+		}
 		/* keep room for the CLOSED events a timeout may queue */
 		if (eng->nevents + 4 > SL_MAX_EVENTS)
 			break;
@@ -314,5 +340,7 @@ void tcp_timers_run(struct sl_engine *eng)
 			timer_set(eng, c, k, 0);
 			fire(eng, c, k);
 		}
+		if (c->id == id)
+			rekey(t, c);
 	}
 }

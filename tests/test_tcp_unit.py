@@ -422,6 +422,39 @@ def test_rto_retransmits_with_backoff_then_times_out(h, peer):
     assert h.counters()["conns_timed_out"] == 1 and frames_idle(h)
 
 
+def test_a_stopped_or_later_timer_fires_at_its_real_time(h, peer):
+    """The timer heap keys a connection lazily (a stopped or later timer
+    leaves its key early): the early key wakes the engine once and sends
+    nothing, and the timer as last set fires on time."""
+    def next_timer() -> int:
+        return lib.sl_engine_next_timer(h.ptr)
+
+    # an answer arms the retransmission timer; its ACK stops it
+    peer.absorb(h.write(peer.conn, b"a" * 100) and h.flush())
+    first = next_timer()
+    assert first > h.now
+    peer.send(peer.seg())
+    assert h.counters()["timers_armed"] == 0
+    assert not [s for s in h.advance((first - h.now) / 1e6) if s.payload]
+    assert next_timer() == 0 and h.counters()["timers_armed"] == 0
+
+    # armed, then half its time later ACKed and armed again for new data:
+    # nothing at the first deadline, the retransmission at the second
+    peer.absorb(h.write(peer.conn, b"b" * 100) and h.flush())
+    first = next_timer()
+    h.advance((first - h.now) / 2e6)
+    peer.send(peer.seg())
+    peer.absorb(h.write(peer.conn, b"c" * 100) and h.flush())
+    assert h.counters()["timers_armed"] == 1
+    assert not [s for s in h.advance((first - h.now) / 1e6) if s.payload]
+    second = next_timer()
+    assert second > first
+    assert not [s for s in h.advance((second - h.now) / 1e6 - 0.0001) if s.payload]
+    resent = [s for s in h.advance(0.0001) if s.payload]
+    assert [s.payload for s in resent] == [b"c" * 100]
+    assert h.counters()["retransmits"] == 1
+
+
 def test_rto_closed_event_says_timeout(h, peer):
     h.write(peer.conn, b"x")
     h.flush()

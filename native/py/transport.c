@@ -281,14 +281,23 @@ static PyObject *write_one(struct core_state *st, PyObject *self, PyObject *data
 		return PyObject_CallMethodNoArgs(self, st->s_write_lost);
 	if (t->buffer_size || !t->pump || t->pump == Py_None)
 		goto buffer_all;
-	if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
-		return NULL;
-	n = pump_conn_write(t->pump, t->conn, view.buf, (size_t)view.len);
-	if (n >= 0 && n == view.len) {
+	if (PyBytes_CheckExact(data)) {
+		/* what nearly every write is: no buffer export to set up */
+		n = pump_conn_write(t->pump, t->conn, PyBytes_AS_STRING(data),
+				    (size_t)PyBytes_GET_SIZE(data));
+		if (n >= 0 && n == PyBytes_GET_SIZE(data))
+			Py_RETURN_NONE;
+	} else {
+		Py_ssize_t len;
+
+		if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+			return NULL;
+		len = view.len;
+		n = pump_conn_write(t->pump, t->conn, view.buf, (size_t)len);
 		PyBuffer_Release(&view);
-		Py_RETURN_NONE;
+		if (n >= 0 && n == len)
+			Py_RETURN_NONE;
 	}
-	PyBuffer_Release(&view);
 	if (n < 0) {
 		PyObject *exc = PyObject_CallFunction(PyExc_OSError, "is", -n, strerror(-n));
 		PyObject *msg = PyUnicode_FromString("Fatal write error on socket transport");
