@@ -376,7 +376,8 @@ struct tcp_state_all {
 					 * behind newer ones when a flush's
 					 * budget runs out */
 	uint32_t deliver_head;		/* conns with rxq to deliver */
-	uint32_t starved_head;		/* conns whose write found no frame */
+	uint32_t starved_head, starved_tail;	/* writes short of frames or
+					 * segments, FIFO: the longest wait goes first */
 	uint64_t key[2];		/* SipHash key: ISN, hash */
 	uint16_t ip_id;
 	uint64_t challenge_window_us;	/* RFC 5961 §7 throttle */

@@ -88,6 +88,7 @@ int tcp_init(struct sl_engine *eng, char *err, size_t errlen)
 	t->dirty_tail = SL_NONE;
 	t->deliver_head = SL_NONE;
 	t->starved_head = SL_NONE;
+	t->starved_tail = SL_NONE;
 	t->gen = 1;
 	if (eng->cfg.seed) {
 		t->key[0] = eng->cfg.seed;
@@ -625,44 +626,64 @@ void conn_writable(struct sl_engine *eng, struct sl_conn *c)
 }
 
 /*
- * A write found no free frame (other connections hold them): its WRITABLE
- * cannot come from its own ACKs, so it waits here for frames to free up.
+ * A write found no free frame or segment (other connections hold them):
+ * its WRITABLE cannot come from its own ACKs, so it waits in line here
+ * for the shared pool to free up.
  */
 void conn_starved(struct sl_engine *eng, struct sl_conn *c)
 {
+	struct tcp_state_all *t = eng->tcp;
+	uint32_t idx = conn_index(eng, c);
+
 	c->want_writable = true;
 	if (c->on_starved)
 		return;
 	c->on_starved = true;
-	c->starved_next = eng->tcp->starved_head;
-	eng->tcp->starved_head = conn_index(eng, c);
+	c->starved_next = SL_NONE;
+	if (t->starved_tail == SL_NONE)
+		t->starved_head = idx;
+	else
+		t->conns[t->starved_tail].starved_next = idx;
+	t->starved_tail = idx;
 }
 
-/* Frames are free again: wake the starved writers. */
+/* A starved writer is woken with at least this much of the pool free for
+ * it (frames and segments each), so that what it queues is worth its
+ * wake-up; under heavy sharing it is a fair share of the pool, not a
+ * race of every waiter for the last few frames. */
+#define STARVED_SHARE 32
+
+/*
+ * Frames and segments are free again: wake the starved writers, oldest
+ * first, as many as the free pool gives a share to.  Each poll calls
+ * this, so with the pool still short nobody is woken only to find it
+ * short again (a WRITABLE that queues nothing costs a Python callback).
+ */
 void tcp_feed_starved(struct sl_engine *eng)
 {
 	struct tcp_state_all *t = eng->tcp;
-	uint32_t idx;
+	uint32_t frames = eng->xsk.free_top, segs = t->nsegs - t->segs_used;
+	uint32_t floor = SL_FRAME_RESERVE + eng->xsk.frame_count / 8, shares;
 
-	if (t->starved_head == SL_NONE ||
-	    eng->xsk.free_top < SL_FRAME_RESERVE + eng->xsk.frame_count / 8)
+	if (t->starved_head == SL_NONE || frames < floor || segs < floor)
 		return;
-	idx = t->starved_head;
-	t->starved_head = SL_NONE;
-	while (idx != SL_NONE) {
+	shares = (frames < segs ? frames : segs) - SL_FRAME_RESERVE;
+	shares /= STARVED_SHARE;
+	while (t->starved_head != SL_NONE && shares &&
+	       eng->nevents + 1 <= SL_MAX_EVENTS) {
+		uint32_t idx = t->starved_head;
 		struct sl_conn *c = &t->conns[idx];
 
-		idx = c->starved_next;
+		t->starved_head = c->starved_next;
+		if (t->starved_head == SL_NONE)
+			t->starved_tail = SL_NONE;
 		c->on_starved = false;
 		if (!c->id)
 			continue;
 		if (app_pending(c))
 			conn_dirty(eng, c);	/* its responses wait for frames */
-		if (eng->nevents + 1 > SL_MAX_EVENTS) {
-			conn_starved(eng, c);
-			continue;
-		}
 		conn_writable(eng, c);
+		shares--;
 	}
 }
 

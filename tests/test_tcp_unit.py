@@ -1394,6 +1394,66 @@ def test_gso_sendfile_segments_reference_the_file_and_retransmit_byte_exact(gh, 
     assert open_fds() == fds
 
 
+def test_writers_short_of_segments_wait_in_line_without_wakeups_that_find_none(tmp_path):
+    """sendfile's segments come from the engine's shared pool.  Writers that
+    found it empty wait in line: no poll wakes them while it stays empty
+    (each such WRITABLE would cost the app a callback that queues nothing,
+    every poll, for every waiter), and when it frees up the oldest go
+    first, as many as it has a share for."""
+    h = Harness(time_wait=2.0, retries=4, syn_retries=2, frame_count=1024, tx_gso="on")
+    try:
+        h.listen(PORT)
+        peers = [Peer(h, PORT, sport=41000 + i) for i in range(6)]
+        for p in peers:
+            p.connect()
+        path = tmp_path / "f.bin"
+        path.write_bytes(os.urandom(1 << 20))
+        index = {p.conn: i for i, p in enumerate(peers)}
+        assert sendfile(h, peers[0].conn, path, 0, 1 << 20) == 1 << 20
+        assert 0 < sendfile(h, peers[1].conn, path, 0, 1 << 20) < 1 << 20  # the pool ends
+        for p in peers[2:]:   # in this order
+            assert sendfile(h, p.conn, path, 0, 1 << 20) == -errno.EAGAIN
+        h.events.clear()
+        wasted = 0
+        for _ in range(3):
+            h.advance(0.0001)
+            for e in h.take_events(WRITABLE):   # what an app does with one
+                wasted += sendfile(h, e.conn, path, 0, 1 << 20) == -errno.EAGAIN
+        assert wasted == 0
+        # the first writer goes away: its segments come back, and the
+        # waiters are woken oldest first
+        peers[0].send(peers[0].seg(flags="R"))
+        h.advance(0.0001)
+        woken = [index[e.conn] for e in h.take_events(WRITABLE)]
+        assert woken == [2, 3, 4, 5]
+    finally:
+        h.close()
+
+
+def test_writers_short_of_frames_are_woken_oldest_first_a_share_at_a_time():
+    h = Harness(time_wait=2.0, retries=4, syn_retries=2, frame_count=1024)
+    try:
+        h.listen(PORT)
+        peers = [Peer(h, PORT, sport=42000 + i) for i in range(42)]
+        for p in peers:
+            p.connect()
+        index = {p.conn: i for i, p in enumerate(peers)}
+        wrote = [h.write(p.conn, b"x" * (1 << 20)) for p in peers]
+        assert wrote[0] == 1 << 20 and wrote[2:] == [0] * 40   # the pool ran out
+        h.flush()
+        h.events.clear()
+        peers[0].send(peers[0].seg(flags="R"))   # its frames come back
+        h.advance(0.0001)
+        first = [index[e.conn] for e in h.take_events(WRITABLE)]
+        # the oldest waiters, and not all 41 at once for 700-odd frames
+        assert first == list(range(1, 1 + len(first))) and 1 < len(first) < 41
+        h.advance(0.0001)   # they wrote nothing: the next in line
+        second = [index[e.conn] for e in h.take_events(WRITABLE)]
+        assert second[0] == 1 + len(first)
+    finally:
+        h.close()
+
+
 def test_gso_sendfile_keeps_whole_segments_and_splits_for_a_narrow_window(gh, tmp_path):
     p = Peer(gh, PORT, ws=None)
     p.connect()
