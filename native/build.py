@@ -108,13 +108,21 @@ def _flags() -> tuple[list[str], list[str]]:
     return cflags, ldflags
 
 
+# internals the unit tests check against reference values (not the API)
+TEST_CDEF = """
+uint64_t siphash24(const uint64_t key[2], const void *data, size_t len);
+uint64_t siphash13(const uint64_t key[2], const void *data, size_t len);
+"""
+
 build_bpf()
 ffibuilder = FFI()
-ffibuilder.cdef(_cdef())
+ffibuilder.cdef(_cdef() + TEST_CDEF)
 _cflags, _ldflags = _flags()
 ffibuilder.set_source(
     "specloop._native",
-    '#include "specloop.h"\n',
+    '#include "specloop.h"\n'
+    'uint64_t siphash24(const uint64_t key[2], const void *data, size_t len);\n'
+    'uint64_t siphash13(const uint64_t key[2], const void *data, size_t len);\n',
     sources=[os.path.relpath(HERE / s) for s in SOURCES],
     include_dirs=[os.path.relpath(HERE), os.path.relpath(GEN)],
     libraries=["xdp", "bpf"],

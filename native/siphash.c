@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * siphash.c - SipHash-2-4 (Aumasson, Bernstein 2012), a keyed PRF.
+ * siphash.c - SipHash-2-4 and SipHash-1-3 (Aumasson, Bernstein 2012), keyed PRFs.
  *
  * Used where an attacker must not predict or steer an output: initial
  * sequence numbers (RFC 6528 §3: F(localip, localport, remoteip,
- * remoteport, secretkey)), SYN cookies, and the connection hash.
+ * remoteport, secretkey)) and SYN cookies with SipHash-2-4; the
+ * connection and static route tables with SipHash-1-3.
  */
+#include <endian.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -26,15 +28,16 @@ static inline uint64_t rotl(uint64_t x, int b)
 
 static inline uint64_t load_le64(const uint8_t *p)
 {
-	uint64_t v = 0;
-	int i;
+	uint64_t v;
 
-	for (i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
+	memcpy(&v, p, 8);
+	return le64toh(v);
 }
 
-uint64_t siphash24(const uint64_t key[2], const void *data, size_t len)
+/* SipHash-c-d: c compression rounds per 8-byte word, d finalization
+ * rounds (the paper's §2). */
+static inline uint64_t siphash_cd(const uint64_t key[2], const void *data, size_t len,
+				  int c, int d)
 {
 	const uint8_t *p = data;
 	uint64_t v0 = 0x736f6d6570736575ULL ^ key[0];
@@ -43,25 +46,38 @@ uint64_t siphash24(const uint64_t key[2], const void *data, size_t len)
 	uint64_t v3 = 0x7465646279746573ULL ^ key[1];
 	uint64_t b = (uint64_t)len << 56, m;
 	size_t left = len & 7, i;
+	int r;
 
 	for (i = 0; i + 8 <= len; i += 8) {
 		m = load_le64(p + i);
 		v3 ^= m;
-		SIPROUND(v0, v1, v2, v3);
-		SIPROUND(v0, v1, v2, v3);
+		for (r = 0; r < c; r++)
+			SIPROUND(v0, v1, v2, v3);
 		v0 ^= m;
 	}
 	p += len - left;
 	for (i = 0; i < left; i++)
 		b |= (uint64_t)p[i] << (8 * i);
 	v3 ^= b;
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
+	for (r = 0; r < c; r++)
+		SIPROUND(v0, v1, v2, v3);
 	v0 ^= b;
 	v2 ^= 0xff;
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
+	for (r = 0; r < d; r++)
+		SIPROUND(v0, v1, v2, v3);
 	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* For outputs an attacker must not predict: ISNs, SYN cookies. */
+uint64_t siphash24(const uint64_t key[2], const void *data, size_t len)
+{
+	return siphash_cd(key, data, len, 2, 4);
+}
+
+/* For hash tables (the connection and static route tables), where only
+ * steering many keys into one bucket must be out of reach: SipHash-1-3,
+ * as CPython's str hash and Rust's HashMap use. */
+uint64_t siphash13(const uint64_t key[2], const void *data, size_t len)
+{
+	return siphash_cd(key, data, len, 1, 3);
 }

@@ -30,7 +30,7 @@ static uint32_t entry_payload_frame(struct sl_engine *eng, struct tcp_payload *p
 static uint32_t path_hash(const struct sl_engine *eng, uint16_t port,
 			  const char *path, uint32_t len)
 {
-	uint64_t h = siphash24(eng->tcp->key, path, len);
+	uint64_t h = siphash13(eng->tcp->key, path, len);
 
 	return (uint32_t)(h ^ port) & (STATIC_BUCKETS - 1);
 }

@@ -390,6 +390,7 @@ struct tcp_state_all {
 
 /* siphash.c */
 uint64_t siphash24(const uint64_t key[2], const void *data, size_t len);
+uint64_t siphash13(const uint64_t key[2], const void *data, size_t len);
 
 /* tcp_conn.c */
 int tcp_init(struct sl_engine *eng, char *err, size_t errlen);

@@ -32,7 +32,7 @@ static uint32_t hash_tuple(const struct sl_engine *eng, uint32_t peer_ip,
 	memcpy(key, &peer_ip, 4);
 	put_be16(key + 4, peer_port);
 	put_be16(key + 6, local_port);
-	return (uint32_t)siphash24(eng->tcp->key, key, sizeof(key)) & eng->tcp->hash_mask;
+	return (uint32_t)siphash13(eng->tcp->key, key, sizeof(key)) & eng->tcp->hash_mask;
 }
 
 /* The connection goes: its app, if any, lets go of it. */

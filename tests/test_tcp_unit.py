@@ -1515,3 +1515,53 @@ def test_gso_sendfile_next_call_shares_the_file_and_its_run(gh, gpeer, tmp_path)
     assert gpeer.absorb(out) == data
     gpeer.send(gpeer.seg())
     assert gh.counters()["files_open"] == 0 and frames_idle(gh)
+
+
+# ---- keyed hashes (siphash.c) -------------------------------------------------------
+
+def _siphash(key: bytes, msg: bytes, c: int, d: int) -> int:
+    """SipHash-c-d as the paper (Aumasson, Bernstein 2012) defines it."""
+    mask = (1 << 64) - 1
+
+    def rotl(x: int, b: int) -> int:
+        return ((x << b) | (x >> (64 - b))) & mask
+
+    def rounds(v: list[int], n: int) -> None:
+        for _ in range(n):
+            v[0] = (v[0] + v[1]) & mask
+            v[1] = rotl(v[1], 13) ^ v[0]
+            v[0] = rotl(v[0], 32)
+            v[2] = (v[2] + v[3]) & mask
+            v[3] = rotl(v[3], 16) ^ v[2]
+            v[0] = (v[0] + v[3]) & mask
+            v[3] = rotl(v[3], 21) ^ v[0]
+            v[2] = (v[2] + v[1]) & mask
+            v[1] = rotl(v[1], 17) ^ v[2]
+            v[2] = rotl(v[2], 32)
+
+    k0, k1 = int.from_bytes(key[:8], "little"), int.from_bytes(key[8:], "little")
+    v = [k0 ^ 0x736f6d6570736575, k1 ^ 0x646f72616e646f6d,
+         k0 ^ 0x6c7967656e657261, k1 ^ 0x7465646279746573]
+    tail = len(msg) % 8
+    words = [int.from_bytes(msg[i:i + 8], "little") for i in range(0, len(msg) - tail, 8)]
+    words.append(int.from_bytes(msg[len(msg) - tail:], "little") | (len(msg) & 0xFF) << 56)
+    for m in words:
+        v[3] ^= m
+        rounds(v, c)
+        v[0] ^= m
+    v[2] ^= 0xFF
+    rounds(v, d)
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def test_siphash_matches_the_reference():
+    key = bytes(range(16))
+    # the paper's test vector (Appendix A): SipHash-2-4 of 00..0e
+    assert _siphash(key, bytes(range(15)), 2, 4) == 0xA129CA6149BE45E5
+    ckey = ffi.new("uint64_t[2]", [int.from_bytes(key[:8], "little"),
+                                   int.from_bytes(key[8:], "little")])
+    for n in range(65):
+        msg = bytes(range(n))
+        buf = ffi.new("uint8_t[]", msg or b"\0")
+        assert lib.siphash24(ckey, buf, n) == _siphash(key, msg, 2, 4), n
+        assert lib.siphash13(ckey, buf, n) == _siphash(key, msg, 1, 3), n
