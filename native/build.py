@@ -120,9 +120,7 @@ ffibuilder.cdef(_cdef() + TEST_CDEF)
 _cflags, _ldflags = _flags()
 ffibuilder.set_source(
     "specloop._native",
-    '#include "specloop.h"\n'
-    'uint64_t siphash24(const uint64_t key[2], const void *data, size_t len);\n'
-    'uint64_t siphash13(const uint64_t key[2], const void *data, size_t len);\n',
+    '#include "specloop.h"\n' + TEST_CDEF,
     sources=[os.path.relpath(HERE / s) for s in SOURCES],
     include_dirs=[os.path.relpath(HERE), os.path.relpath(GEN)],
     libraries=["xdp", "bpf"],
