@@ -186,6 +186,10 @@ def run_once(stack: str, size: int, limit: float, cc: str, loss: int = 0) -> dic
     rec["client"] = cli
     rec["server"] = srv
     rec["kernel_delta"] = delta
+    # every counter of the server namespace that moved (SACK recoveries,
+    # undos, reordering seen: what the kernel's TCP did in this run)
+    rec["kernel_moved"] = {k: after[k] - before.get(k, 0) for k in after
+                           if after[k] != before.get(k, 0)}
     rec["delay_queue_drops"] = sum(q_after[k] - q_before[k] for k in ("dropped", "user_dropped"))
     # the loss as applied: packets seen and dropped each way, where they were
     wire = {way: {k: w_after[way][k] - w_before[way][k] for k in ("seen", "dropped")}
