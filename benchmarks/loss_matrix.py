@@ -250,12 +250,29 @@ def _dropped_pct(runs: list[dict[str, Any]], way: str) -> float:
     return 100.0 * dropped / seen if seen else math.nan
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def progress(rec: dict[str, Any], size: int) -> float:
+    """How much of a run's exchange was done when it ended: 1.0 for an ok
+    run, else the bytes the server received and the client downloaded by
+    then, over both ways' total."""
+    if rec["status"] == "ok":
+        return 1.0
+    done = ((rec.get("server") or {}).get("received") or 0) + \
+        ((rec.get("client") or {}).get("downloaded") or 0)
+    return min(1.0, done / (2 * size))
+
+
+def summarize(runs: list[dict[str, Any]], size: int | None = None) -> dict[str, Any]:
     """One stack's runs in a cell: median, p90 (a timeout or error counts as
-    infinitely long), RTOs per run, and how many runs were ok."""
+    infinitely long), RTOs per run, and how many runs were ok; with the
+    exchange's ``size`` (bytes each way), also how far the runs got: the
+    median and p10 (nearest rank, the mirror of the time's p90) of
+    ``progress``."""
     times = [r["seconds"] if r["status"] == "ok" else math.inf for r in runs]
     rtos = [r["rto"] for r in runs if r.get("rto") is not None]
+    done = [progress(r, size) for r in runs] if size else []
     return {
+        "progress_median": quantile(done, 0.5) if done else math.nan,
+        "progress_p10": quantile(done, 0.1) if done else math.nan,
         "runs": len(runs),
         "ok": sum(r["status"] == "ok" for r in runs),
         "timeouts": sum(r["status"] == "timeout" for r in runs),
@@ -293,12 +310,25 @@ def ratio(a: float, b: float) -> float:
 
 
 def judge(ours: dict[str, Any], kernel: dict[str, Any]) -> dict[str, Any]:
-    """The ratios specloop/kernel and whether each target is met."""
+    """The ratios specloop/kernel and whether each target is met.
+
+    Where both stacks' median (or p90) is a timeout, the times say nothing;
+    then the ratio is the kernel's progress by the limit over specloop's
+    (median for the median, p10 for the p90): at a steady pace, the ratio
+    of the times each would have needed.  ``by_progress`` names those."""
     r = {"median": ratio(ours["median_s"], kernel["median_s"]),
          "p90": ratio(ours["p90_s"], kernel["p90_s"]),
          "rto": ratio(ours["rto_per_run"], kernel["rto_per_run"])}
+    by_progress = []
+    for key, time_key, done_key in (("median", "median_s", "progress_median"),
+                                    ("p90", "p90_s", "progress_p10")):
+        a, b = ours.get(done_key, math.nan), kernel.get(done_key, math.nan)
+        if (math.isinf(ours[time_key]) and math.isinf(kernel[time_key])
+                and not math.isnan(a) and not math.isnan(b)):
+            r[key] = ratio(b, a)
+            by_progress.append(key)
     met = {k: (not math.isnan(v)) and v <= TARGETS[k] for k, v in r.items()}
-    return {"ratio": r, "met": met}
+    return {"ratio": r, "met": met, "by_progress": by_progress}
 
 
 # ---- the matrix ---------------------------------------------------------------------
@@ -343,7 +373,8 @@ def run_matrix(plan: list[dict], runs: int, limit: float, cc: str,
                     # runs it finished, if both stacks have one
                     stopped = True
                 if all(by_stack.values()):
-                    summary = {s: summarize(by_stack[s]) for s in STACKS}
+                    summary = {s: summarize(by_stack[s], cell["size_mib"] * MIB)
+                               for s in STACKS}
                     results.append({**cell, "ping_rtt_ms": rtt, "summary": summary,
                                     **judge(summary["specloop"], summary["kernel"]),
                                     "cell_s": time.monotonic() - t_cell, "stopped": stopped,
@@ -368,10 +399,20 @@ def _s(v: float) -> str:
     return f"{v:.2f}" if v < 10 else f"{v:.1f}"
 
 
-def _x(v: float, met: bool) -> str:
+def _x(v: float, met: bool, by_progress: bool = False) -> str:
     if math.isnan(v):
         return "–"
-    return ("∞" if math.isinf(v) else f"{v:.2f}×") + (" ✓" if met else " ✗")
+    return (("∞" if math.isinf(v) else f"{v:.2f}×") + ("†" if by_progress else "")
+            + (" ✓" if met else " ✗"))
+
+
+def _times(sm: dict[str, Any]) -> str:
+    """median / p90, and how far the runs got where the median is a timeout."""
+    out = f"{_s(sm['median_s'])} / {_s(sm['p90_s'])}"
+    done = sm.get("progress_median", math.nan)
+    if math.isinf(sm["median_s"]) and not math.isnan(done):
+        out += f" ({done:.0%} / {sm['progress_p10']:.0%} done)"
+    return out
 
 
 def _n(v: float) -> str:
@@ -415,7 +456,11 @@ def markdown(doc: dict[str, Any]) -> str:
         "Times in seconds (client: connect to EOF), median / p90 (nearest rank; "
         "a timeout or failed run counts as infinitely long); RTOs per run on the server. "
         "Ratios are specloop / kernel; ✓ = the issue's target met "
-        "(median ≤ 1.2×, p90 ≤ 1.5×, RTOs ≤ 1.5×).",
+        "(median ≤ 1.2×, p90 ≤ 1.5×, RTOs ≤ 1.5×). "
+        "Where both stacks' median (or p90) is a timeout, the table also says how far "
+        "the runs got by the limit (median / p10 of the bytes moved both ways, of the "
+        "exchange's total) and † marks a ratio taken from that: the kernel's progress "
+        "over specloop's, at a steady pace the ratio of the times each would have needed.",
         "",
         "| size | delay | loss | specloop median / p90 | kernel median / p90 | median × | p90 × "
         "| RTOs specloop / kernel | RTOs × | exact (ok/runs) | RTT ms |",
@@ -426,8 +471,9 @@ def markdown(doc: dict[str, Any]) -> str:
         rtt = r["ping_rtt_ms"].get("avg", math.nan)
         lines.append(
             f"| {r['size_mib']} MiB | {r['delay_ms']:g} ms | {r['loss']}% "
-            f"| {_s(o['median_s'])} / {_s(o['p90_s'])} | {_s(k['median_s'])} / {_s(k['p90_s'])} "
-            f"| {_x(r['ratio']['median'], r['met']['median'])} | {_x(r['ratio']['p90'], r['met']['p90'])} "
+            f"| {_times(o)} | {_times(k)} "
+            f"| {_x(r['ratio']['median'], r['met']['median'], 'median' in r.get('by_progress', ()))} "
+            f"| {_x(r['ratio']['p90'], r['met']['p90'], 'p90' in r.get('by_progress', ()))} "
             f"| {_n(o['rto_per_run'])} / {_n(k['rto_per_run'])} | {_x(r['ratio']['rto'], r['met']['rto'])} "
             f"| {o['exact']}/{o['runs']}, {k['exact']}/{k['runs']} | {rtt:.2f} |")
     lines += applied_loss(doc)
@@ -548,7 +594,7 @@ def merge(paths: Sequence[pathlib.Path], out: pathlib.Path) -> int:
                 by_key[key] = c
     cells = list(by_key.values())
     for c in cells:
-        c["summary"] = {st: summarize(c["runs"][st]) for st in STACKS}
+        c["summary"] = {st: summarize(c["runs"][st], c["size_mib"] * MIB) for st in STACKS}
         c.update(judge(c["summary"]["specloop"], c["summary"]["kernel"]))
     doc = {"schema": 1, "sources": sources, "commit": sources[0]["commit"],
            "settings": settings, "complete": True, "cells": cells}

@@ -57,6 +57,27 @@ def test_nearest_rank_quantiles_and_targets():
     assert not loss_matrix.judge(ours, {**kernel, "rto_per_run": 0.0})["met"]["rto"]
 
 
+def test_where_both_time_out_progress_by_the_limit_decides():
+    size = 1 << 20
+    def run(status: str, received: int, downloaded: int | None) -> dict:
+        return {"status": status, "seconds": 300.0, "rto": 1, "exact": status == "ok",
+                "server": {"received": received}, "client": {"downloaded": downloaded}}
+    # specloop got half way in every run, the kernel a quarter: 0.5x by progress
+    ours = loss_matrix.summarize([run("timeout", size, 0)] * 3, size)
+    kernel = loss_matrix.summarize([run("timeout", size // 2, None)] * 3, size)
+    assert ours["progress_median"] == 0.5 and kernel["progress_median"] == 0.25
+    j = loss_matrix.judge(ours, kernel)
+    assert j["ratio"]["median"] == 0.5 and j["met"]["median"], j
+    assert j["by_progress"] == ["median", "p90"]
+    # the other way round it fails, as a slower stack should
+    assert not loss_matrix.judge(kernel, ours)["met"]["median"]
+    # an ok run counts as all done; where only one side timed out, times decide
+    done = loss_matrix.summarize([run("ok", size, size)] * 3, size)
+    assert done["progress_median"] == 1.0
+    assert loss_matrix.judge(done, kernel)["by_progress"] == []
+    assert loss_matrix.judge(done, kernel)["ratio"]["median"] == 0.0
+
+
 def _run(stack: str, seconds: float, rto: int, status: str = "ok") -> dict:
     return {"stack": stack, "status": status, "seconds": seconds, "rto": rto, "exact": True,
             "retransmits": 1, "client": {"tcp_info": {"min_rtt_us": 100}}}
