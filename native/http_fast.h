@@ -63,7 +63,15 @@ struct sl_static {
 	char reason_416[64];	/* as the Python the app runs on words it */
 	char date[32];
 	time_t date_sec;
+	/* response records of FAST_RESP_BLOCK bytes kept for reuse: one per
+	 * request otherwise went to malloc and free, above the size glibc
+	 * keeps a per-thread cache of */
+	struct fast_resp *spare;
+	uint32_t nspare;
 };
+
+#define FAST_RESP_BLOCK 2048	/* a record and its head, pooled up to this */
+#define FAST_RESP_SPARE 64	/* records kept */
 
 /* One response queued on a fast-path connection, sent lazily. */
 struct fast_resp {
@@ -74,6 +82,7 @@ struct fast_resp {
 	uint32_t body_next, body_end;
 	uint32_t first;		/* body bytes that share the header's segment */
 	bool close_after;
+	bool pooled;		/* a FAST_RESP_BLOCK record (sl_static.spare) */
 };
 
 /* Who has a fast-path connection. */

@@ -118,6 +118,12 @@ void static_fini(struct sl_engine *eng)
 			static_entry_put(eng, e);
 		}
 	}
+	while (s->spare) {
+		struct fast_resp *fr = s->spare;
+
+		s->spare = fr->next;
+		free(fr);
+	}
 	free(s->buckets);
 	free(s);
 	eng->stat = NULL;

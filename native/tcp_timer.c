@@ -83,13 +83,21 @@ static void heap_remove(struct tcp_state_all *t, struct sl_conn *c)
 void timer_set(struct sl_engine *eng, struct sl_conn *c, int which, uint64_t at_us)
 {
 	struct tcp_state_all *t = eng->tcp;
-	uint64_t d = 0;
+	uint64_t old = c->timer[which], d = c->deadline;
 	int k;
 
 	c->timer[which] = at_us;
-	for (k = 0; k < T_COUNT; k++)
-		if (c->timer[k] && (!d || c->timer[k] < d))
-			d = c->timer[k];
+	/* the earliest of the connection's timers: the new one if it comes
+	 * first, the old earliest if this timer was not it; a scan only when
+	 * the earliest moved later or stopped (several per request) */
+	if (at_us && (!d || at_us <= d)) {
+		d = at_us;
+	} else if (old && old == d) {
+		d = 0;
+		for (k = 0; k < T_COUNT; k++)
+			if (c->timer[k] && (!d || c->timer[k] < d))
+				d = c->timer[k];
+	}
 	c->deadline = d;
 	if (!d)
 		return;		/* the key comes due and finds nothing */
