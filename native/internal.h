@@ -237,6 +237,11 @@ void gso_close(struct sl_engine *eng);
 int gso_xmit(struct sl_engine *eng, struct gso_frame *g);
 int gso_xmit_copy(struct sl_engine *eng, const uint8_t *data, uint32_t len);
 int gso_xmit_file(struct sl_engine *eng, struct gso_frame *g, int fd, uint64_t off);
+struct tcp_file;
+bool gso_file_mapped(struct sl_engine *eng, struct tcp_file *f);
+int gso_xmit_mapped(struct sl_engine *eng, struct gso_frame *g, struct tcp_file *f,
+		    uint64_t off);
+void gso_file_unmap(struct tcp_file *f);
 
 /* impair.c */
 bool impair_rx(struct sl_engine *eng, const uint8_t *frame, uint32_t len);

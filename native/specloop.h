@@ -146,6 +146,10 @@ struct sl_counters {
 	/* sendfile's file-backed segments (tcp_queue_file) */
 	uint64_t tx_gso_splice_frames;	/* super-frames spliced from the file
 					 * (page cache → skb, no user copy) */
+	uint64_t tx_gso_mapped_frames;	/* super-frames sent from a mapping of
+					 * the file (one sendmsg, no pipe) */
+	uint64_t tx_gso_map_failures;	/* a file's mmap() failed, or it grew past
+					 * its mapping: spliced from then on */
 	uint64_t file_reads;		/* file segments read (pread) into a frame,
 					 * or a run for a test capture/impairment */
 	uint64_t file_reads_retransmit;	/* of which retransmissions */

@@ -107,7 +107,10 @@ struct tcp_file {
 	int fd;
 	uint32_t refs;
 	bool nosplice;		/* splice() failed on it: its runs are read */
+	bool nomap;		/* not mapped, or a send from the map failed */
 	uint64_t dev, ino;	/* which file (fstat), for the next sendfile call */
+	uint64_t size;		/* at open: what map covers */
+	const uint8_t *map;	/* the file, read-only (tx_gso.c), or NULL */
 };
 
 struct stat;

@@ -618,6 +618,9 @@ struct tcp_file *tcp_file_open(struct sl_engine *eng, int fd, const struct stat 
 	}
 	f->refs = 1;
 	f->nosplice = false;
+	f->nomap = false;
+	f->map = NULL;
+	f->size = (uint64_t)st->st_size;
 	f->dev = st->st_dev;
 	f->ino = st->st_ino;
 	eng->ctr.files_open++;
@@ -628,6 +631,7 @@ void tcp_file_put(struct sl_engine *eng, struct tcp_file *f)
 {
 	if (--f->refs)
 		return;
+	gso_file_unmap(f);
 	close(f->fd);
 	free(f);
 	eng->ctr.files_open--;
@@ -1150,8 +1154,8 @@ static bool send_new_one(struct sl_engine *eng, struct sl_conn *c)
  * bare FIN, a FIN only on the last, all inside the peer's window, at most
  * max of them and what one packet may hold.  File segments go only with
  * file segments of the same file, in file order, spanning at most
- * splice_pages pages (what one splice to the packet socket sends as one
- * packet, tx_gso.c).  Returns how many (0 when fewer than two: a single
+ * splice_pages pages unless the file is mapped (what one splice to the
+ * packet socket sends as one packet, tx_gso.c).  Returns how many (0 when fewer than two: a single
  * segment goes as a frame of its own).
  */
 static uint32_t gso_run_length(const struct sl_engine *eng, const struct sl_conn *c,
@@ -1167,11 +1171,13 @@ static uint32_t gso_run_length(const struct sl_engine *eng, const struct sl_conn
 	uint64_t foff = 0;
 	uint32_t page = eng->gso.page, lead = 0;
 
-	if (c->sq_send != SL_NONE && segs[c->sq_send].file && eng->gso.splice_pages) {
+	if (c->sq_send != SL_NONE && segs[c->sq_send].file) {
 		file = segs[c->sq_send].file;
 		foff = segs[c->sq_send].foff;
 		lead = (uint32_t)(foff % page);
-		if (eng->gso.splice_pages * page - lead < room)
+		/* a mapped file's run is one piece of memory; a spliced one
+		 * spans splice_pages pages at most */
+		if (!file->map && eng->gso.splice_pages * page - lead < room)
 			room = eng->gso.splice_pages * page - lead;
 	}
 	for (i = c->sq_send; i != SL_NONE && k < max; i = segs[i].next) {
@@ -1256,7 +1262,12 @@ static bool send_run(struct sl_engine *eng, struct sl_conn *c, uint32_t k)
 	memcpy(g.buf + GSO_VNET_HLEN + ETH_HLEN + IP_HLEN + 16, &sum, 2);
 	g.gso_size = c->mss;
 	g.payload_len = payload;
-	if (file && !eng->gso.capture && !eng->impair && !file->nosplice) {
+	if (file && file->map && !eng->impair) {
+		/* one sendmsg() from the file's mapping (tx_gso.c) */
+		rc = gso_xmit_mapped(eng, &g, file, foff);
+		if (rc)
+			return false;	/* frames now; a failed map is not used again */
+	} else if (file && !eng->gso.capture && !eng->impair && !file->nosplice) {
 		/* page cache → skb in the kernel, nothing copied here */
 		rc = gso_xmit_file(eng, &g, file->fd, foff);
 		if (rc && rc != -EAGAIN)
@@ -1327,6 +1338,8 @@ static bool send_new(struct sl_engine *eng, struct sl_conn *c)
 				max = eng->tx_budget;
 			if (max > GSO_MAX_SEGS)
 				max = GSO_MAX_SEGS;
+			if (max >= 2 && eng->tcp->segs[c->sq_send].file && !eng->impair)
+				(void)gso_file_mapped(eng, eng->tcp->segs[c->sq_send].file);
 			k = max >= 2 ? gso_run_length(eng, c, max) : 0;
 			if (k && eng->gso.on && send_run(eng, c, k)) {
 				sent = true;

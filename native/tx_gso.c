@@ -32,10 +32,11 @@
 #include <linux/virtio_net.h>
 #include <net/ethernet.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "tcp.h"
 
 #ifndef SOL_PACKET
 #define SOL_PACKET 263
@@ -352,4 +353,88 @@ out_drain:
 	splice_close(gs);
 	splice_open(gs);
 	return send_failed(eng, rc);
+}
+
+/*
+ * File super-frames from a mapping of the file: one sendmsg() of the
+ * headers and the mapped bytes, where the splice above takes three calls
+ * (headers into the pipe, the file's pages in behind them, the pipe to the
+ * socket) and a pipe buffer per page; the kernel copies either way
+ * (packet_snd), from the page cache.  Only the kernel reads the mapping,
+ * inside sendmsg(): a file truncated under it makes that copy fault, and
+ * the call fails with EFAULT instead of raising SIGBUS here; the run then
+ * goes the splice/read way, which finds the file short.
+ *
+ * Small files are not mapped: a mapping costs two calls and its page
+ * faults, more than the splices it saves on a few super-frames.
+ */
+#define GSO_MAP_MIN (256u << 10)
+
+/* Maps f once, at its first run: true if its runs can be sent mapped. */
+bool gso_file_mapped(struct sl_engine *eng, struct tcp_file *f)
+{
+	void *p;
+
+	if (f->map)
+		return true;
+	if (f->nomap || !eng->gso.on || eng->gso.fd < 0)
+		return false;
+	f->nomap = true;	/* unless the mapping below works */
+	if (f->size < GSO_MAP_MIN || f->size > SIZE_MAX)
+		return false;
+	p = mmap(NULL, (size_t)f->size, PROT_READ, MAP_SHARED, f->fd, 0);
+	if (p == MAP_FAILED) {
+		eng->ctr.tx_gso_map_failures++;
+		return false;	/* e.g. vm.max_map_count: spliced instead */
+	}
+	f->map = p;
+	f->nomap = false;
+	return true;
+}
+
+void gso_file_unmap(struct tcp_file *f)
+{
+	if (f->map)
+		munmap((void *)f->map, (size_t)f->size);
+	f->map = NULL;
+}
+
+/*
+ * Sends one super-frame of g->payload_len bytes of f at off from f's
+ * mapping (gso_file_mapped).  0, or -errno with nothing sent: the caller
+ * sends the run another way.  A run beyond what was mapped (the file grew
+ * since) or a failed copy (EFAULT: truncated) unmaps f for good.
+ */
+int gso_xmit_mapped(struct sl_engine *eng, struct gso_frame *g, struct tcp_file *f,
+		    uint64_t off)
+{
+	int rc;
+
+	if (!f->map || off > f->size || f->size - off < g->payload_len) {
+		eng->ctr.tx_gso_map_failures++;
+		gso_file_unmap(f);
+		f->nomap = true;
+		return -ERANGE;
+	}
+	put_vnet_hdr(g);
+	g->iov[0].iov_base = g->buf;
+	g->iov[0].iov_len = GSO_VNET_HLEN + g->hdr_len;
+	g->iov[1].iov_base = (void *)(f->map + off);
+	g->iov[1].iov_len = g->payload_len;
+	g->niov = 2;
+	rc = send_iov(eng, g->iov, g->niov);
+	if (rc == -EAGAIN)
+		return rc;	/* the socket's buffer is full: later */
+	if (rc) {
+		eng->ctr.tx_gso_errors++;
+		gso_file_unmap(f);
+		f->nomap = true;
+		return rc;
+	}
+	eng->ctr.tx_packets++;
+	eng->ctr.tx_bytes += g->hdr_len + g->payload_len;
+	eng->ctr.tx_gso_frames++;
+	eng->ctr.tx_gso_bytes += g->payload_len;
+	eng->ctr.tx_gso_mapped_frames++;
+	return 0;
 }

@@ -1,14 +1,17 @@
 """loop.sendfile over the bypass with super-frames: file-backed segments.
 
 The send queue references the file instead of a copy (native/tcp_out.c
-tcp_queue_file): runs go as GSO super-frames spliced from the page cache
-to the packet socket (native/tx_gso.c gso_xmit_file), lone segments and
-retransmissions are read into a frame when sent.  Served to curl in the
-client namespace, checked by sha256: on a clean link, under loss (the
-spliced path), under loss with the engine's own reordering and duplication
-(whose impairment reads the runs instead of splicing them); a file
-truncated while it is being sent ends its connection, not the process;
-the engine's descriptor is closed when the last byte is acknowledged.
+tcp_queue_file): runs go as GSO super-frames, sent from a mapping of the
+file (native/tx_gso.c gso_xmit_mapped) or, for small files and where the
+mapping cannot serve, spliced from the page cache to the packet socket
+(gso_xmit_file); lone segments and retransmissions are read into a frame
+when sent.  Served to curl in the client namespace, checked by sha256: on
+a clean link (mapped; a small file spliced), under loss, under loss with
+the engine's own reordering and duplication (whose impairment reads the
+runs instead); a file truncated while it is being sent ends its
+connection, not the process; a file that grows past its mapping between
+two sendfile calls is spliced from there on; the engine's descriptor is
+closed when the last byte is acknowledged.
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ def run(loop, coro, timeout: float = 300):
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
-def test_sendfile_100mib_byte_exact_spliced(gso_loop, big):
+def test_sendfile_100mib_byte_exact_mapped(gso_loop, big):
     loop, (path, want) = gso_loop, big
     errors: list = []
     fds = open_fds()
@@ -110,8 +113,9 @@ def test_sendfile_100mib_byte_exact_spliced(gso_loop, big):
     assert errors == []
     c = loop.stack.counters()
     size = path.stat().st_size
-    # nearly every byte spliced page cache -> skb, in big super-frames
-    assert c["tx_gso_splice_frames"] > 2 * size / 65536
+    # nearly every byte sent from the file's mapping, in big super-frames
+    assert c["tx_gso_mapped_frames"] > 2 * size / 65536
+    assert c["tx_gso_splice_frames"] == 0 and c["tx_gso_map_failures"] == 0
     assert c["tx_gso_bytes"] > 2 * size * 0.95
     assert c["tx_gso_segments"] > 30 * c["tx_gso_frames"]
     assert c["file_short_reads"] == 0 and c["tx_gso_errors"] == 0
@@ -119,9 +123,78 @@ def test_sendfile_100mib_byte_exact_spliced(gso_loop, big):
     assert open_fds() == fds
 
 
-def test_sendfile_byte_exact_under_loss_spliced(gso_loop, big):
-    """Client-side drops: runs spliced, lost segments read from the file
-    and retransmitted per MSS."""
+def test_sendfile_small_file_spliced(gso_loop, tmp_path):
+    """A file under the mapping's threshold (256 KiB) is spliced."""
+    loop = gso_loop
+    path = tmp_path / "small.bin"
+    path.write_bytes(os.urandom(200_000))
+    os.chmod(tmp_path, 0o755)
+    want = hashlib.sha256(path.read_bytes()).hexdigest()
+    errors: list = []
+
+    async def main():
+        async with serving(loop, errors):
+            for _ in range(3):
+                rc, got, err = await curl_sha(path)
+                assert rc == 0 and got == want, err
+            assert await settle(loop, lambda: loop.stack.counters()["files_open"] == 0)
+
+    run(loop, main())
+    assert errors == []
+    c = loop.stack.counters()
+    assert c["tx_gso_splice_frames"] >= 3 and c["tx_gso_mapped_frames"] == 0
+    assert c["file_short_reads"] == 0 and c["tx_gso_errors"] == 0
+
+
+def test_sendfile_file_grown_past_its_mapping_is_spliced(gso_loop, tmp_path):
+    """Two sendfile calls on one connection share the engine's file while
+    the first call's tail is queued; bytes appended in between lie beyond
+    the mapping made for the first: those runs are spliced, byte-exact."""
+    loop = gso_loop
+    path = tmp_path / "grows.bin"
+    first, extra = os.urandom(8 << 20), os.urandom(4 << 20)
+    path.write_bytes(first)
+    os.chmod(tmp_path, 0o755)
+    want = hashlib.sha256(first + extra).hexdigest()
+    errors: list = []
+
+    async def handle(reader, writer):
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n" % (len(first) + len(extra)))
+            with open(path, "rb") as f:
+                await loop.sendfile(writer.transport, f, 0, len(first), fallback=False)
+                with open(path, "ab") as w:
+                    w.write(extra)
+                await loop.sendfile(writer.transport, f, len(first), len(extra),
+                                    fallback=False)
+        except (OSError, asyncio.IncompleteReadError) as e:
+            errors.append(e)
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, netlab.SERVER_IP, PORT)
+        try:
+            rc, got, err = await curl_sha("/grows")
+            assert rc == 0 and got == want, err
+            assert await settle(loop, lambda: loop.stack.counters()["files_open"] == 0)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(loop, main())
+    assert errors == []
+    c = loop.stack.counters()
+    assert c["tx_gso_mapped_frames"] > 0
+    assert c["tx_gso_map_failures"] == 1 and c["tx_gso_splice_frames"] > 0
+    assert c["file_short_reads"] == 0 and c["files_open"] == 0
+
+
+def test_sendfile_byte_exact_under_loss(gso_loop, big):
+    """Client-side drops: runs sent from the mapping, lost segments read
+    from the file and retransmitted per MSS."""
     loop, (path, want) = gso_loop, big
     errors: list = []
 
@@ -134,7 +207,7 @@ def test_sendfile_byte_exact_under_loss_spliced(gso_loop, big):
 
     run(loop, main())
     c = loop.stack.counters()
-    assert c["tx_gso_splice_frames"] > 500 and c["retransmits"] > 100
+    assert c["tx_gso_mapped_frames"] > 500 and c["retransmits"] > 100
     assert c["file_reads_retransmit"] > 100 and c["file_short_reads"] == 0
     assert c["files_open"] == 0
 
