@@ -148,6 +148,7 @@ struct sl_counters {
 					 * (page cache → skb, no user copy) */
 	uint64_t tx_gso_mapped_frames;	/* super-frames sent from a mapping of
 					 * the file (one sendmsg, no pipe) */
+	uint64_t files_mapped;		/* mappings made (one per sendfile at most) */
 	uint64_t tx_gso_map_failures;	/* a file's mmap() failed, or it grew past
 					 * its mapping: spliced from then on */
 	uint64_t file_reads;		/* file segments read (pread) into a frame,
@@ -322,6 +323,9 @@ int sl_listen_close(struct sl_engine *eng, uint32_t listener);
 int sl_conn_write(struct sl_engine *eng, uint32_t conn, const uint8_t *data, size_t len);
 int sl_conn_sendfile(struct sl_engine *eng, uint32_t conn, int fd, uint64_t offset,
 		     uint32_t count);
+/* after the last sl_conn_sendfile of one loop.sendfile(): the engine holds
+ * the file between the calls, and lets go here */
+int sl_conn_sendfile_end(struct sl_engine *eng, uint32_t conn);
 int sl_conn_shutdown_write(struct sl_engine *eng, uint32_t conn);
 int sl_conn_close(struct sl_engine *eng, uint32_t conn);
 int sl_conn_abort(struct sl_engine *eng, uint32_t conn);

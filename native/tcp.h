@@ -117,6 +117,7 @@ struct stat;
 struct tcp_file *tcp_file_open(struct sl_engine *eng, int fd, const struct stat *st);
 void conn_abort_later(struct sl_engine *eng, struct sl_conn *c);
 void tcp_file_put(struct sl_engine *eng, struct tcp_file *f);
+void tcp_sendfile_end(struct sl_engine *eng, struct sl_conn *c);
 
 /*
  * An application that owns a connection's input above TCP (as an httpd is a
@@ -280,6 +281,10 @@ struct sl_conn {
 	uint32_t sq_head, sq_tail, sq_send;
 	uint32_t sq_bytes;		/* payload bytes queued, sent or not */
 	uint32_t write_seq;		/* sequence number of the next byte queued */
+	/* the file of the loop.sendfile() under way, held between its calls
+	 * (sl_conn_sendfile_end lets go): the queue empties between two calls
+	 * at speed, and would close and map the file again each time */
+	struct tcp_file *sendfile_file;
 	uint32_t reno_sacked;		/* dupACKs counted as SACKs without SACK */
 	uint32_t sack_recent[8];	/* latest out-of-order arrivals, newest
 					 * first: the order of SACK blocks */

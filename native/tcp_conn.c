@@ -120,6 +120,7 @@ void tcp_fini(struct sl_engine *eng)
 			if (!c->id)
 				continue;
 			app_release(eng, c);
+			tcp_sendfile_end(eng, c);
 			for (si = c->sq_head; si != SL_NONE; si = t->segs[si].next)
 				if (t->segs[si].flags & SEG_STATIC)
 					payload_put(eng, t->segs[si].payload);
@@ -967,6 +968,19 @@ int sl_conn_write(struct sl_engine *eng, uint32_t id, const uint8_t *data, size_
 	if (n)
 		conn_dirty(eng, c);
 	return n;
+}
+
+/* loop.sendfile() is over (done, failed or cancelled): the engine stops
+ * holding its file between calls; segments still queued keep it.  0, or
+ * -ENOTCONN when the connection is gone (its file went with it). */
+int sl_conn_sendfile_end(struct sl_engine *eng, uint32_t id)
+{
+	struct sl_conn *c = api_conn(eng, id);
+
+	if (!c)
+		return -ENOTCONN;
+	tcp_sendfile_end(eng, c);
+	return 0;
 }
 
 /* loop.sendfile(): reads the file straight into segments.  Returns bytes

@@ -637,6 +637,14 @@ void tcp_file_put(struct sl_engine *eng, struct tcp_file *f)
 	eng->ctr.files_open--;
 }
 
+/* The sendfile under way on c is over: its file goes with its segments. */
+void tcp_sendfile_end(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (c->sendfile_file)
+		tcp_file_put(eng, c->sendfile_file);
+	c->sendfile_file = NULL;
+}
+
 /*
  * Queues up to len bytes of fd at offset.  With super-frames, a regular
  * file's bytes are not read now: the segments reference the file (struct
@@ -663,16 +671,22 @@ int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t of
 		return 0;	/* end of file */
 	if ((uint64_t)st.st_size - offset < len)
 		len = (uint32_t)((uint64_t)st.st_size - offset);
-	/* the next call of the same sendfile (the same file, where the queue
-	 * ends) shares the file: no other descriptor, and its runs go on */
-	if (c->sq_tail != SL_NONE && segs[c->sq_tail].file) {
+	/* the next call of the same sendfile shares the file: no other
+	 * descriptor or mapping, and (where the queue ends) its runs go on */
+	f = c->sendfile_file;
+	if (f && f->dev == st.st_dev && f->ino == st.st_ino) {
+		f->refs++;
+	} else if (c->sq_tail != SL_NONE && segs[c->sq_tail].file) {
 		struct tcp_seg *t = &segs[c->sq_tail];
 
+		f = NULL;
 		if (t->file->dev == st.st_dev && t->file->ino == st.st_ino &&
 		    t->foff + t->len == offset && !(t->flags & SEG_FIN)) {
 			f = t->file;
 			f->refs++;
 		}
+	} else {
+		f = NULL;
 	}
 	if (!f)
 		f = tcp_file_open(eng, fd, &st);
@@ -696,7 +710,13 @@ int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t of
 		c->sq_bytes += take;
 		done += take;
 	}
-	tcp_file_put(eng, f);	/* the segments hold it now, or nothing does */
+	if (c->sendfile_file != f) {
+		/* held for this sendfile's next call */
+		tcp_sendfile_end(eng, c);
+		c->sendfile_file = f;
+	} else {
+		tcp_file_put(eng, f);	/* the segments and the hold have it */
+	}
 	return done ? (int)done : -ENOBUFS;
 }
 
@@ -797,6 +817,7 @@ void tcp_free_sendq(struct sl_engine *eng, struct sl_conn *c)
 	c->sq_head = c->sq_tail = c->sq_send = SL_NONE;
 	c->ts_head = c->ts_tail = SL_NONE;
 	c->sq_bytes = 0;
+	tcp_sendfile_end(eng, c);
 	c->packets_out = c->sacked_out = c->lost_out = c->retrans_out = 0;
 	c->reno_sacked = 0;
 }

@@ -389,6 +389,7 @@ bool gso_file_mapped(struct sl_engine *eng, struct tcp_file *f)
 	}
 	f->map = p;
 	f->nomap = false;
+	eng->ctr.files_mapped++;
 	return true;
 }
 

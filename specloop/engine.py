@@ -254,6 +254,11 @@ class Engine:
         queue: bytes queued, 0 at end of file; BlockingIOError when full."""
         return check(lib.sl_conn_sendfile(self.ptr, conn, fd, offset, count), "sendfile")
 
+    def conn_sendfile_end(self, conn: int) -> None:
+        """One loop.sendfile() is over: the engine stops holding its file
+        between calls (queued segments keep it); a gone connection is fine."""
+        lib.sl_conn_sendfile_end(self.ptr, conn)
+
     def conn_shutdown_write(self, conn: int) -> None:
         """A FIN after the queued data."""
         check(lib.sl_conn_shutdown_write(self.ptr, conn), "shutdown")

@@ -454,6 +454,9 @@ class BypassTransport(_core.TransportCore):
             return total
         finally:
             self._reset_empty_waiter()
+            stack = self._stack
+            if stack is not None and not stack._closed:
+                stack.engine.conn_sendfile_end(self._conn)  # type: ignore[union-attr]
             if total:
                 file.seek(offset + total)
 
