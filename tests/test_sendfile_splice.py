@@ -127,7 +127,7 @@ def test_sendfile_100mib_byte_exact_mapped(gso_loop, big):
 
 
 def test_sendfile_small_file_spliced(gso_loop, tmp_path):
-    """A file under the mapping's threshold (256 KiB) is spliced."""
+    """A file under the mapping's threshold (8 MiB) is spliced."""
     loop = gso_loop
     path = tmp_path / "small.bin"
     path.write_bytes(os.urandom(200_000))
@@ -155,7 +155,7 @@ def test_sendfile_file_grown_past_its_mapping_is_spliced(gso_loop, tmp_path):
     the mapping made for the first: those runs are spliced, byte-exact."""
     loop = gso_loop
     path = tmp_path / "grows.bin"
-    first, extra = os.urandom(8 << 20), os.urandom(4 << 20)
+    first, extra = os.urandom(12 << 20), os.urandom(4 << 20)
     path.write_bytes(first)
     os.chmod(tmp_path, 0o755)
     want = hashlib.sha256(first + extra).hexdigest()
