@@ -1176,8 +1176,8 @@ static bool send_new_one(struct sl_engine *eng, struct sl_conn *c)
  * max of them and what one packet may hold.  File segments go only with
  * file segments of the same file, in file order, spanning at most
  * splice_pages pages unless the file is mapped (what one splice to the
- * packet socket sends as one packet, tx_gso.c).  Returns how many (0 when fewer than two: a single
- * segment goes as a frame of its own).
+ * packet socket sends as one packet, tx_gso.c).  Returns how many (0 when
+ * fewer than two: a single segment goes as a frame of its own).
  */
 static uint32_t gso_run_length(const struct sl_engine *eng, const struct sl_conn *c,
 			       uint32_t max)
@@ -1192,7 +1192,8 @@ static uint32_t gso_run_length(const struct sl_engine *eng, const struct sl_conn
 	uint64_t foff = 0;
 	uint32_t page = eng->gso.page, lead = 0;
 
-	if (c->sq_send != SL_NONE && segs[c->sq_send].file) {
+	if (c->sq_send != SL_NONE && segs[c->sq_send].file &&
+	    (segs[c->sq_send].file->map || eng->gso.splice_pages)) {
 		file = segs[c->sq_send].file;
 		foff = segs[c->sq_send].foff;
 		lead = (uint32_t)(foff % page);

@@ -203,6 +203,15 @@ static int send_iov(struct sl_engine *eng, const struct iovec *iov, uint32_t nio
 	return -errno;
 }
 
+/* One super-frame handed to the kernel: the counters all sends share. */
+static void count_sent(struct sl_engine *eng, const struct gso_frame *g)
+{
+	eng->ctr.tx_packets++;
+	eng->ctr.tx_bytes += g->hdr_len + g->payload_len;
+	eng->ctr.tx_gso_frames++;
+	eng->ctr.tx_gso_bytes += g->payload_len;
+}
+
 /* After a failed send: count it, and stop for good where it can never
  * work (the caller sends the run as separate frames either way). */
 static int send_failed(struct sl_engine *eng, int rc)
@@ -264,10 +273,7 @@ int gso_xmit(struct sl_engine *eng, struct gso_frame *g)
 	if (rc)
 		return send_failed(eng, rc);
 sent:
-	eng->ctr.tx_packets++;
-	eng->ctr.tx_bytes += g->hdr_len + g->payload_len;
-	eng->ctr.tx_gso_frames++;
-	eng->ctr.tx_gso_bytes += g->payload_len;
+	count_sent(eng, g);
 	return 0;
 }
 
@@ -340,10 +346,7 @@ int gso_xmit_file(struct sl_engine *eng, struct gso_frame *g, int fd, uint64_t o
 		rc = n < 0 ? -errno : -EIO;
 		goto out_drain;
 	}
-	eng->ctr.tx_packets++;
-	eng->ctr.tx_bytes += g->hdr_len + g->payload_len;
-	eng->ctr.tx_gso_frames++;
-	eng->ctr.tx_gso_bytes += g->payload_len;
+	count_sent(eng, g);
 	eng->ctr.tx_gso_splice_frames++;
 	return 0;
 
@@ -434,10 +437,7 @@ int gso_xmit_mapped(struct sl_engine *eng, struct gso_frame *g, struct tcp_file 
 		f->nomap = true;
 		return rc;
 	}
-	eng->ctr.tx_packets++;
-	eng->ctr.tx_bytes += g->hdr_len + g->payload_len;
-	eng->ctr.tx_gso_frames++;
-	eng->ctr.tx_gso_bytes += g->payload_len;
+	count_sent(eng, g);
 	eng->ctr.tx_gso_mapped_frames++;
 	return 0;
 }

@@ -1345,7 +1345,8 @@ def test_cc_setting_is_checked():
 # run goes as one super-frame (spliced from the page cache on a real engine;
 # read into the test capture here), a lone or lost segment is read into a
 # frame when it is sent.  The engine keeps a dup() of the descriptor until
-# the last segment is acknowledged.
+# the last segment is acknowledged and the sendfile is over (the engine holds
+# the file between one loop.sendfile()'s calls: sl_conn_sendfile_end).
 
 def sendfile(h: Harness, conn: int, path, offset: int, count: int) -> int:
     fd = os.open(path, os.O_RDONLY)
@@ -1353,6 +1354,11 @@ def sendfile(h: Harness, conn: int, path, offset: int, count: int) -> int:
         return lib.sl_conn_sendfile(h.ptr, conn, fd, offset, count)
     finally:
         os.close(fd)  # the engine holds its own
+
+
+def sendfile_end(h: Harness, conn: int) -> None:
+    """What loop.sendfile() does when it is over."""
+    assert lib.sl_conn_sendfile_end(h.ptr, conn) == 0
 
 
 def open_fds() -> int:
@@ -1387,6 +1393,8 @@ def test_gso_sendfile_segments_reference_the_file_and_retransmit_byte_exact(gh, 
     c = gh.counters()
     assert c["file_reads_retransmit"] == 1 and c["retransmits"] == 1
     assert c["file_reads"] == 2  # the run for the capture, the retransmission
+    sendfile_end(gh, gpeer.conn)
+    assert gh.counters()["files_open"] == 1  # the queued segments keep it
     # all acknowledged: the engine's descriptor is closed, nothing held
     gpeer.send(gpeer.seg(ack_off=len(data)))
     c = gh.counters()
@@ -1463,6 +1471,7 @@ def test_gso_sendfile_keeps_whole_segments_and_splits_for_a_narrow_window(gh, tm
     path.write_bytes(data)
     p.send(p.seg(window=mss // 2))
     assert sendfile(gh, p.conn, path, 0, len(data)) == len(data)
+    sendfile_end(gh, p.conn)
     out = gh.flush()
     got = p.absorb(out)
     assert got == data[:mss // 2]  # split by reference, read when sent
@@ -1514,7 +1523,12 @@ def test_gso_sendfile_next_call_shares_the_file_and_its_run(gh, gpeer, tmp_path)
     assert len(gh.supers) == 1 and gh.supers[0].whole.payload == data
     assert gpeer.absorb(out) == data
     gpeer.send(gpeer.seg())
+    # all acknowledged, but the sendfile goes on: the engine holds the file
+    # for its next call (no descriptor or mapping made again)
+    assert gh.counters()["files_open"] == 1
+    sendfile_end(gh, gpeer.conn)
     assert gh.counters()["files_open"] == 0 and frames_idle(gh)
+    assert lib.sl_conn_sendfile_end(gh.ptr, 12345) == -errno.ENOTCONN
 
 
 # ---- keyed hashes (siphash.c) -------------------------------------------------------
