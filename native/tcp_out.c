@@ -11,9 +11,10 @@
  * packets (Ethernet + IPv4 + TCP + payload).  Two kinds of segment hold no
  * frame until sent: static-store segments (SEG_STATIC, the fast path's
  * bodies) and file segments (loop.sendfile, tcp_queue_file), whose runs go
- * as super-frames spliced from the page cache (tx_gso.c) and whose lone or
- * retransmitted segments are read into a frame when sent.  A segment's frame stays in
- * the queue until acknowledged; retransmission rewrites only the headers.
+ * as super-frames spliced from the page cache or sent from a mapping of the
+ * file (tx_gso.c), and whose lone or retransmitted segments are read into a
+ * frame when sent.  A segment's frame stays in the queue until
+ * acknowledged; retransmission rewrites only the headers.
  * The payload's checksum partial sum is computed once, at the first
  * transmission.
  *

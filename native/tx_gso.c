@@ -19,7 +19,8 @@
  *
  * We copy no payload: sendmsg() gets an iovec of the headers built by
  * tcp_out.c and the payload where it already is (UMEM frames of the send
- * queue, the static store); the kernel copies it once into its skb, before
+ * queue, the static store, a mapping of a sendfile's file; or the file's
+ * pages spliced through a pipe); the kernel copies it once into its skb, before
  * sendmsg() returns, so nothing stays referenced afterwards.
  *
  * tcp_out.c decides what goes as a run and keeps the segments' state; this
