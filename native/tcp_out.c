@@ -675,21 +675,18 @@ int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t of
 	/* the next call of the same sendfile shares the file: no other
 	 * descriptor or mapping, and (where the queue ends) its runs go on */
 	f = c->sendfile_file;
-	if (f && f->dev == st.st_dev && f->ino == st.st_ino) {
-		f->refs++;
-	} else if (c->sq_tail != SL_NONE && segs[c->sq_tail].file) {
+	if (f && (f->dev != st.st_dev || f->ino != st.st_ino))
+		f = NULL;
+	if (!f && c->sq_tail != SL_NONE && segs[c->sq_tail].file) {
 		struct tcp_seg *t = &segs[c->sq_tail];
 
-		f = NULL;
 		if (t->file->dev == st.st_dev && t->file->ino == st.st_ino &&
-		    t->foff + t->len == offset && !(t->flags & SEG_FIN)) {
+		    t->foff + t->len == offset && !(t->flags & SEG_FIN))
 			f = t->file;
-			f->refs++;
-		}
-	} else {
-		f = NULL;
 	}
-	if (!f)
+	if (f)
+		f->refs++;
+	else
 		f = tcp_file_open(eng, fd, &st);
 	if (!f)		/* out of descriptors (EMFILE) or memory: a copy */
 		return queue_file_copy(eng, c, fd, offset, len);

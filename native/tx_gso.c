@@ -406,6 +406,15 @@ void gso_file_unmap(struct tcp_file *f)
 	f->map = NULL;
 }
 
+/* The mapping cannot serve f's runs (grown past it, or a copy failed):
+ * gone for good, its runs are spliced or read from now on. */
+static int map_failed(struct tcp_file *f, int rc)
+{
+	gso_file_unmap(f);
+	f->nomap = true;
+	return rc;
+}
+
 /*
  * Sends one super-frame of g->payload_len bytes of f at off from f's
  * mapping (gso_file_mapped).  0, or -errno with nothing sent: the caller
@@ -419,9 +428,7 @@ int gso_xmit_mapped(struct sl_engine *eng, struct gso_frame *g, struct tcp_file 
 
 	if (!f->map || off > f->size || f->size - off < g->payload_len) {
 		eng->ctr.tx_gso_map_failures++;
-		gso_file_unmap(f);
-		f->nomap = true;
-		return -ERANGE;
+		return map_failed(f, -ERANGE);
 	}
 	put_vnet_hdr(g);
 	g->iov[0].iov_base = g->buf;
@@ -434,9 +441,7 @@ int gso_xmit_mapped(struct sl_engine *eng, struct gso_frame *g, struct tcp_file 
 		return rc;	/* the socket's buffer is full: later */
 	if (rc) {
 		eng->ctr.tx_gso_errors++;
-		gso_file_unmap(f);
-		f->nomap = true;
-		return rc;
+		return map_failed(f, rc);
 	}
 	count_sent(eng, g);
 	eng->ctr.tx_gso_mapped_frames++;
