@@ -147,6 +147,7 @@ def build(*, command: str, started: _dt.datetime, elapsed: float, mode: str, lab
             "files": files,
             "runs": run.runs,
             "fast_path_runs": run.fast_path_runs,
+            "max_steal_pct": run.max_steal, "steal_retries": run.steal_retries,
             "thp": runner.thp_mode(),
             "references": {"nginx": "the fastest of: " + ", ".join(
                                sid for sid, _, _ in matrix.NGINX_CONFIGS),
@@ -677,7 +678,7 @@ def runs_table(data: dict[str, Any]) -> str:
     labels = _labels(data)
     rows = []
     for r in data["results"]:
-        if r.get("run_count", 1) < 2:
+        if r.get("run_count", 1) < 2 and not r.get("steal_remeasured"):
             continue
         for i, run in enumerate(r.get("runs", ()), 1):
             name = (f"{labels[r['server']]} · {_short(r['workload'])} · "
@@ -694,12 +695,20 @@ def runs_table(data: dict[str, Any]) -> str:
                          _pair(d.get("server_ctx_switches_per_request")),
                          _pair(d.get("client_ctx_switches_per_request")),
                          _pair(d.get("softirq_pct")), _pair(d.get("ksoftirqd_pct")),
-                         _pair(d.get("steal_pct")), _probe(d), _umem(d), ""])
+                         _pair(d.get("steal_pct")), _probe(d), _umem(d),
+                         _discarded(run, "requests_per_s")])
     return md_table(["server · file · conns · run", "req/s", "server µs/req", "client µs/req",
                      "client busy %", "p50 ms", "NET_RX softirqs/req", "RES IPIs/req",
                      "CAL IPIs/req", "server cs/req", "client cs/req", "softirq %",
                      "ksoftirqd %", "steal %", "probe ns alu/chase", "big anonymous mappings "
                      "(UMEM)", "note"], rows)
+
+
+def _discarded(run: dict[str, Any], metric: str) -> str:
+    """The measurements of a run set aside for the host's steal."""
+    unit = "MB/s" if metric == "mb_per_s" else "req/s"
+    return "; ".join(f"measured again after {x[metric]:,.0f} {unit} at "
+                     f"{_pair(x['steal_pct'])} % steal" for x in run.get("steal_discarded", ()))
 
 
 def _probe(d: dict[str, Any]) -> str:
@@ -809,7 +818,9 @@ RUNS_KEY = (
     "the machine, not the server). Big anonymous mappings: the server's anonymous rw mappings of 32 "
     "MiB or more (/proc/PID/smaps; the UMEM area, 64 MiB by default, is one, often merged "
     "with a neighbour) and how much of each sits in transparent huge pages (THP setting of "
-    "the machine: {thp}).")
+    "the machine: {thp}). Note: the measurements of the run set aside because other guests "
+    "took too much of a CPU meanwhile (steal, see the header); a cell of a single-run row "
+    "is listed here only when that happened.")
 
 
 def header_lines(data: dict[str, Any]) -> list[str]:
@@ -840,7 +851,22 @@ def header_lines(data: dict[str, Any]) -> list[str]:
       + ([f"- **background load:** {bg['before_pct']:.0f}% of one CPU busy with other work "
           f"before the run, {bg.get('after_pct', float('nan')):.0f}% after (1 s samples with "
           "nothing of this run going; the machine is shared, and such load disturbs the "
-          "numbers)"] if (bg := data.get("background_load")) and "before_pct" in bg else [])
+          "numbers)"] if (bg := data.get("background_load")) and "before_pct" in bg else []) \
+      + _steal_line(data)
+
+
+def _steal_line(data: dict[str, Any]) -> list[str]:
+    st = data["settings"]
+    if not st.get("max_steal_pct"):
+        return []
+    cells = [r for r in data["results"] + data.get("bulk", []) if r.get("status") == "ok"]
+    again = sum(r.get("steal_remeasured", 0) for r in cells)
+    measured = sum(r.get("run_count", 1) for r in cells)
+    return [f"- **steal:** a measurement during which other guests of the host took more "
+            f"than {st['max_steal_pct']:g}% of either CPU was made again, at most "
+            f"{st['steal_retries']} more times, and the least stolen one kept (the same for "
+            f"every row): {again} extra measurements for {measured} measured (those of the "
+            "request cells are in the runs table)"]
 
 
 def markdown(data: dict[str, Any], img_prefix: str = "", full: bool = True) -> str:
@@ -887,7 +913,7 @@ def markdown(data: dict[str, Any], img_prefix: str = "", full: bool = True) -> s
     out += ["## Constant-rate latency", "", data["constant_rate"]["reason"], ""]
     if data["constant_rate"].get("results"):
         out += [rate_table(data), ""]
-    if any(r.get("run_count", 1) > 1 for r in data["results"]):
+    if any(r.get("run_count", 1) > 1 or r.get("steal_remeasured") for r in data["results"]):
         st = data["settings"]
         out += ["## Runs: one fresh server process each", "",
                 RUNS_KEY.format(client=st["pinning"]["client_cpu"],
