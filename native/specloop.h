@@ -205,6 +205,8 @@ struct sl_counters {
 	uint64_t tail_loss_probes;	/* RFC 8985 §7 */
 	uint64_t retransmits_lost;	/* a retransmission found lost again
 					 * by RACK (RFC 8985 §6.2) */
+	uint64_t tlp_recoveries;	/* a resent probe repaired a loss: the
+					 * window reduced (RFC 8985 §7.4.2) */
 	/* fault injection (sl_engine_impair) */
 	uint64_t impair_rx_dropped;
 	uint64_t impair_rx_duplicated;

@@ -276,6 +276,11 @@ struct sl_conn {
 	double cubic_frac;		/* growth not yet a whole packet */
 	uint64_t cubic_epoch_us;	/* start of this avoidance stage, 0: none */
 	bool tlp_sent;			/* one probe per flight until an ACK moves */
+	/* RFC 8985 §7.4: the probe's episode, until its ACK says whether it
+	 * repaired a loss (Linux's tlp_high_seq, tlp_retrans) */
+	bool tlp_episode;		/* TLP.end_seq is set: no other probe */
+	bool tlp_retrans;		/* TLP.is_retrans: the probe resent data */
+	uint32_t tlp_end_seq;		/* TLP.end_seq: SND.NXT after the probe */
 
 	/* send queue: head = oldest unacked; send = next to transmit */
 	uint32_t sq_head, sq_tail, sq_send;
@@ -478,6 +483,8 @@ void tcp_rack_forget(struct sl_engine *eng, struct sl_conn *c, uint32_t i);
 void tcp_rack_delivered(struct sl_engine *eng, struct sl_conn *c, const struct tcp_seg *s);
 void tcp_rack_timeout(struct sl_engine *eng, struct sl_conn *c);
 uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c);
+bool tcp_tlp_ack(struct sl_conn *c, uint32_t ack, bool dsack, bool pure_dupack);
+void tcp_tlp_reduce(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c);
 void tcp_prr_ack(struct sl_conn *c, uint32_t delivered, bool newly_lost, bool una_advanced);

@@ -476,7 +476,8 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 	uint64_t sacked_sent = 0;	/* latest send time newly SACKed, sent once */
 	/* what the ACK delivers, for PRR (RFC 9937 §6.2 DeliveredData) */
 	uint32_t pk_before = c->packets_out, marks_before = c->lost_marks;
-	uint32_t sk_before = c->sacked_out + c->reno_sacked;
+	uint32_t sk_before = c->sacked_out + c->reno_sacked, sacked_before = c->sacked_out;
+	bool dsack_probe = false, tlp_repaired;
 
 	c->probes = 0;
 	/* RFC 8985 §6.2: what RACK needs of this ACK */
@@ -484,19 +485,22 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 	if (!c->rack_xmit_us || seq_lt(c->rack_fack, c->snd_una))
 		c->rack_fack = c->snd_una;
 	c->rack_prior_fack = c->rack_fack;
-	/* RFC 2018 §3 (blocks below SND.UNA are D-SACKs: not acted on) */
+	/* RFC 2018 §3 (blocks below the ACK's cumulative ACK are D-SACKs,
+	 * RFC 2883 §4: not acted on) */
 	if (c->sack_on) {
 		for (i = 0; i < o->nsack; i++) {
 			uint32_t s = o->sack[i][0], e = o->sack[i][1];
 			uint64_t t;
 
-			if (seq_le(e, c->snd_una) && seq_lt(s, e)) {
+			if (seq_le(e, new_ack ? ack : c->snd_una) && seq_lt(s, e)) {
 				/* RFC 2883: a duplicate: a retransmission was
 				 * spurious, reordering is wider than we thought */
 				eng->ctr.dsack_in++;
 				c->reord_seen = true;
 				if (c->reo_mult < 16)
 					c->reo_mult++;
+				if (c->tlp_episode && seq_le(e, c->tlp_end_seq))
+					dsack_probe = true;
 				continue;
 			}
 			if (!seq_lt(s, e) || seq_gt(e, c->snd_max)) {
@@ -510,6 +514,11 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 			progress = true;
 		}
 	}
+	/* RFC 8985 §7.4.2, before the timers below: an episode that ends
+	 * here lets the next flight have its probe */
+	tlp_repaired = tcp_tlp_ack(c, ack, dsack_probe,
+				   !new_ack && !p->payload_len && wnd == c->snd_wnd &&
+				   c->sacked_out == sacked_before);
 	if (new_ack) {
 		uint32_t before = c->packets_out, acked, rtt = rtt_from_acked(eng, c, ack);
 
@@ -592,6 +601,8 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 	} else if (c->in_recovery && c->sack_on) {
 		tcp_mark_lost_sack(eng, c);
 	}
+	if (tlp_repaired && !c->in_recovery && !c->after_rto)
+		tcp_tlp_reduce(eng, c);
 	if (c->in_recovery) {
 		int64_t delivered = (int64_t)pk_before - c->packets_out +
 				    (int64_t)(c->sacked_out + c->reno_sacked) - sk_before;

@@ -857,6 +857,16 @@ void tcp_ack_segs(struct sl_engine *eng, struct sl_conn *c, uint32_t ack)
 		c->sq_tail = c->sq_send = SL_NONE;
 }
 
+/* RFC 8985 §7.3: a probe went; its episode runs until tcp_tlp_ack says
+ * what its ACK meant. */
+static void tlp_episode_start(struct sl_engine *eng, struct sl_conn *c, bool retrans)
+{
+	c->tlp_episode = true;
+	c->tlp_retrans = retrans;
+	c->tlp_end_seq = c->snd_max;
+	eng->ctr.tail_loss_probes++;
+}
+
 /*
  * RFC 8985 §7.3: the tail loss probe.  New data if the window allows,
  * else the last segment sent again, so that a lost tail is reported by
@@ -870,7 +880,7 @@ void tcp_send_tlp(struct sl_engine *eng, struct sl_conn *c)
 
 	c->tlp_sent = true;
 	if (c->sq_send != SL_NONE && send_new_one(eng, c)) {
-		eng->ctr.tail_loss_probes++;
+		tlp_episode_start(eng, c, false);
 		return;
 	}
 	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next)
@@ -879,7 +889,7 @@ void tcp_send_tlp(struct sl_engine *eng, struct sl_conn *c)
 		return;
 	if (xmit_seg(eng, c, &segs[last], true) == 0) {
 		eng->ctr.retransmits++;
-		eng->ctr.tail_loss_probes++;
+		tlp_episode_start(eng, c, true);
 	}
 }
 

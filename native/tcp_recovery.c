@@ -262,18 +262,58 @@ void tcp_rack_timeout(struct sl_engine *eng, struct sl_conn *c)
  * which on a sub-millisecond path left every tail, and every flight whose
  * last ACK was lost, idle for ten round trips and more.  Returns the PTO
  * in µs, or 0 when no probe is due (no SACK or RTT yet, in recovery,
- * after an RTO, a probe already sent for this flight).
+ * after an RTO, a probe already sent for this flight, or the last probe's
+ * episode not over: §7.4, one at a time).
  */
 uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c)
 {
 	uint64_t pto;
 
 	if (!c->sack_on || !c->srtt_us || c->in_recovery || c->after_rto ||
-	    c->tlp_sent || c->backoff)
+	    c->tlp_sent || c->tlp_episode || c->backoff)
 		return 0;
 	pto = 2ull * c->srtt_us;
 	pto += c->packets_out == 1 ? (uint64_t)eng->cfg.delack_ms * 1000 : TCP_TIMER_SLACK_US;
 	return pto;
+}
+
+/*
+ * RFC 8985 §7.4.2, as Linux's tcp_process_tlp_ack: the ACKs of a probe's
+ * episode.  Below TLP.end_seq they say nothing yet.  A probe of new data
+ * repaired nothing; a D-SACK at or below TLP.end_seq, or a pure duplicate
+ * ACK at it, says that the original arrived too.  An ACK beyond
+ * TLP.end_seq with neither says that the resent probe filled a hole: a
+ * loss that no other signal showed.  Returns true then (the caller
+ * reduces the window, tcp_tlp_reduce, unless the same ACK started a
+ * recovery, which reduces it anyway).
+ */
+bool tcp_tlp_ack(struct sl_conn *c, uint32_t ack, bool dsack, bool pure_dupack)
+{
+	if (!c->tlp_episode || seq_lt(ack, c->tlp_end_seq))
+		return false;
+	if (!c->tlp_retrans || dsack) {
+		c->tlp_episode = false;
+		return false;
+	}
+	if (seq_gt(ack, c->tlp_end_seq)) {
+		c->tlp_episode = false;
+		return true;
+	}
+	if (pure_dupack)
+		c->tlp_episode = false;
+	return false;
+}
+
+/* §7.4.2: "a congestion control response equivalent to fast recovery";
+ * Linux's is a CWR episode ended at once: ssthresh as for a loss and the
+ * window down to it. */
+void tcp_tlp_reduce(struct sl_engine *eng, struct sl_conn *c)
+{
+	tcp_cc_loss(eng, c);
+	if (c->cwnd > c->ssthresh)
+		c->cwnd = c->ssthresh;
+	c->cwnd_cnt = 0;
+	eng->ctr.tlp_recoveries++;
 }
 
 /*
@@ -315,6 +355,7 @@ void tcp_prr_ack(struct sl_conn *c, uint32_t delivered, bool newly_lost, bool un
  * §6.1: PRR starts (each ACK's tcp_prr_ack sets the window from then). */
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c)
 {
+	c->tlp_episode = false;	/* this reduction covers the probe's loss too */
 	c->recover = c->snd_max;
 	tcp_cc_loss(eng, c);	/* ssthresh */
 	c->cwnd = c->ssthresh;	/* until an ACK's deliveries set it */
@@ -387,6 +428,7 @@ void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c)
 		tcp_cc_loss(eng, c);
 	c->in_recovery = false;
 	c->after_rto = true;
+	c->tlp_episode = false;
 	c->recover = c->snd_max;
 	c->dupacks = 0;
 	mark_lost_on_rto(eng, c);

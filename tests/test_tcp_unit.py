@@ -546,6 +546,87 @@ def test_tlp_new_data_probe_is_counted(h, peer):
     assert c["tail_loss_probes"] == 1 and c["retransmits"] == 0
 
 
+def probed_tail(h, peer):
+    """Four segments out after an RTT sample, no ACK: the tail loss probe
+    resends the last.  Returns (the four, the probe)."""
+    rtt_sample(h, peer, 0.001)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"t" * (mss * 4))
+    tail = [s for s in h.flush() if s.payload]
+    assert len(tail) == 4
+    probe = [s for s in h.advance(0.01) if s.payload]
+    assert [s.seq for s in probe] == [tail[-1].seq]
+    assert h.counters()["tail_loss_probes"] == 1
+    return tail, probe
+
+
+def ack_new_byte(h, peer):
+    """One more byte out and ACKed: an ACK beyond the probe's TLP.end_seq."""
+    h.write(peer.conn, b"n")
+    peer.absorb([s for s in h.flush() if s.payload])
+    peer.send(peer.seg())
+
+
+def test_tlp_episode_a_probe_that_repaired_a_loss_reduces_the_window(h, peer):
+    # RFC 8985 §7.4.2: the probe resent the tail and no D-SACK says that
+    # the original arrived: the probe filled a hole, a loss no other signal
+    # showed, and the window is reduced as for a fast recovery (Linux's
+    # TCPLossProbeRecovery).  An ACK at TLP.end_seq does not decide yet
+    # (a D-SACK may follow); one beyond it does
+    tail, probe = probed_tail(h, peer)
+    peer.absorb(tail[:3])
+    peer.absorb(probe)
+    peer.send(peer.seg())
+    cwnd = h.info(peer.conn)["cwnd"]
+    assert h.counters()["tlp_recoveries"] == 0
+    ack_new_byte(h, peer)
+    info, c = h.info(peer.conn), h.counters()
+    assert c["tlp_recoveries"] == 1
+    assert c["fast_retransmits"] == 0 and c["rto_expired"] == 0
+    assert info["cwnd"] == info["ssthresh"] < cwnd
+    ack_new_byte(h, peer)  # the episode is over: once only
+    assert h.counters()["tlp_recoveries"] == 1
+
+
+def test_tlp_episode_a_dsack_of_the_probe_means_nothing_was_lost(h, peer):
+    # RFC 8985 §7.4.2: the tail arrived and only its ACKs were lost; the
+    # ACK that the probe draws reports it as a duplicate (RFC 2883 §4: a
+    # block below the ACK's own cumulative ACK), and the window stays
+    tail, probe = probed_tail(h, peer)
+    peer.absorb(tail)
+    end = tail[-1].seq + len(tail[-1].payload)
+    peer.send(peer.seg(options=sack_opts(peer, (tail[-1].seq, end))))
+    cwnd = h.info(peer.conn)["cwnd"]
+    ack_new_byte(h, peer)
+    c = h.counters()
+    assert c["dsack_in"] == 1 and c["tlp_recoveries"] == 0
+    assert h.info(peer.conn)["cwnd"] >= cwnd
+
+
+def test_tlp_episode_a_pure_duplicate_ack_at_its_end_means_nothing_was_lost(h, peer):
+    # RFC 8985 §7.4.2: the tail's ACK came and then a duplicate of it (the
+    # probe arrived as a duplicate, the receiver sent no D-SACK)
+    tail, probe = probed_tail(h, peer)
+    peer.absorb(tail)
+    peer.send(peer.seg())
+    peer.send(peer.seg())
+    ack_new_byte(h, peer)
+    assert h.counters()["tlp_recoveries"] == 0
+
+
+def test_tlp_episode_no_second_probe_before_the_first_is_answered(h, peer):
+    # RFC 8985 §7.4: one episode at a time.  An ACK below TLP.end_seq (the
+    # head arrived, the rest not yet) arms the RTO, not another probe
+    tail, probe = probed_tail(h, peer)
+    peer.absorb(tail[:1])
+    peer.send(peer.seg())
+    assert [s for s in h.advance(0.02) if s.payload] == []
+    assert h.counters()["tail_loss_probes"] == 1
+    out = until_rto(h)
+    assert out and out[0].seq == tail[1].seq
+    assert h.counters()["tail_loss_probes"] == 1
+
+
 def test_output_psh_on_the_last_segment_a_flight_lets_go(h, peer):
     # RFC 9293 §3.9.1.2: PSH on the last segment when no more data can go;
     # a flight the congestion window ends carries it on its last segment
