@@ -37,7 +37,8 @@ TCPI_RTT, TCPI_TOTAL_RETRANS, TCPI_MIN_RTT = 68, 100, 148
 # the engine counters a server on the bypass reports
 SPECLOOP_COUNTERS = ("rto_expired", "retransmits", "fast_retransmits", "tail_loss_probes",
                      "dupacks_in", "ooo_segments", "sack_blocks_in", "dsack_in", "dsack_sent",
-                     "retransmits_lost", "delayed_acks", "pure_acks_sent", "drop_ooo_full",
+                     "retransmits_lost", "tlp_recoveries", "delayed_acks", "pure_acks_sent",
+                     "drop_ooo_full",
                      "rx_packets", "impair_rx_dropped",
                      "tx_gso_frames", "tx_gso_fallback_segments")
 

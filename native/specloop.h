@@ -370,6 +370,8 @@ struct sl_conn_info {
 	uint32_t ooo_count, ts_recent, last_ack_sent, backoff;
 	uint32_t idle_ms;	/* since the last segment received */
 	uint32_t timer_ms;	/* until its next timer, UINT32_MAX if none */
+	uint32_t reo_wnd_mult;	/* RACK's reordering window, in min_RTT/4 steps */
+	uint32_t reord_seen;	/* 1 once RACK saw a segment reordered */
 };
 int sl_conn_info(struct sl_engine *eng, uint32_t conn, struct sl_conn_info *out);
 /* The ids of every connection in the table (any state, fast-path ones too),

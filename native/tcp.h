@@ -259,7 +259,11 @@ struct sl_conn {
 					 * first (sent, not SACKed, not waiting to
 					 * be retransmitted) */
 	uint32_t min_rtt_us;
-	uint8_t reo_mult;		/* §6.2 step 4: grows with each DSACK */
+	uint8_t reo_mult;		/* §6.2 step 4 RACK.reo_wnd_mult (0 is 1) */
+	uint8_t reo_persist;		/* RACK.reo_wnd_persist: recoveries to go */
+	bool reo_round_on;		/* RACK.dsack_round is set */
+	uint32_t reo_round;		/* RACK.dsack_round: SND.NXT when the
+					 * window last grew */
 	bool reord_seen;		/* RACK.reordering_seen (§6.2 step 3) */
 	bool tlp_armed;			/* T_REXMIT is a probe timeout, not an RTO */
 	bool force_rexmit;		/* the first retransmission of a recovery */
@@ -484,6 +488,8 @@ void tcp_rack_delivered(struct sl_engine *eng, struct sl_conn *c, const struct t
 void tcp_rack_timeout(struct sl_engine *eng, struct sl_conn *c);
 uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c);
 bool tcp_tlp_ack(struct sl_conn *c, uint32_t ack, bool dsack, bool pure_dupack);
+void tcp_rack_dsack(struct sl_conn *c, bool dsack);
+void tcp_rack_recovery_done(struct sl_conn *c);
 void tcp_tlp_reduce(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c);

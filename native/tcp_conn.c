@@ -1249,6 +1249,8 @@ int sl_conn_info(struct sl_engine *eng, uint32_t id, struct sl_conn_info *out)
 	out->ts_recent = c->ts_recent;
 	out->last_ack_sent = c->last_ack_sent;
 	out->backoff = c->backoff;
+	out->reo_wnd_mult = c->reo_mult ? c->reo_mult : 1;
+	out->reord_seen = c->reord_seen;
 	out->idle_ms = eng->now_us > c->last_rx_us ?
 		(uint32_t)((eng->now_us - c->last_rx_us) / 1000) : 0;
 	if (!c->deadline)

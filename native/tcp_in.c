@@ -477,7 +477,7 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 	/* what the ACK delivers, for PRR (RFC 9937 §6.2 DeliveredData) */
 	uint32_t pk_before = c->packets_out, marks_before = c->lost_marks;
 	uint32_t sk_before = c->sacked_out + c->reno_sacked, sacked_before = c->sacked_out;
-	bool dsack_probe = false, tlp_repaired;
+	bool dsack_probe = false, dsack_reo = false, tlp_repaired;
 
 	c->probes = 0;
 	/* RFC 8985 §6.2: what RACK needs of this ACK */
@@ -494,13 +494,14 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 
 			if (seq_le(e, new_ack ? ack : c->snd_una) && seq_lt(s, e)) {
 				/* RFC 2883: a duplicate: a retransmission was
-				 * spurious, reordering is wider than we thought */
+				 * spurious.  Of the probe (Linux's FLAG_DSACK_TLP:
+				 * it ends where the probe's episode does), or
+				 * maybe of reordering wider than RACK allowed */
 				eng->ctr.dsack_in++;
-				c->reord_seen = true;
-				if (c->reo_mult < 16)
-					c->reo_mult++;
-				if (c->tlp_episode && seq_le(e, c->tlp_end_seq))
+				if (c->tlp_episode && c->tlp_retrans && e == c->tlp_end_seq)
 					dsack_probe = true;
+				else
+					dsack_reo = true;
 				continue;
 			}
 			if (!seq_lt(s, e) || seq_gt(e, c->snd_max)) {
@@ -543,14 +544,17 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 				c->in_recovery = false;
 				c->cwnd = c->ssthresh;
 				c->reno_sacked = 0;
+				tcp_rack_recovery_done(c);
 			} else if (!c->sack_on) {
 				/* step 5: partial acknowledgment, next hole (with
 				 * SACK, the scoreboard and RACK know better) */
 				tcp_mark_head_lost(eng, c);
 			}
 		} else {
-			if (c->after_rto && seq_ge(ack, c->recover))
+			if (c->after_rto && seq_ge(ack, c->recover)) {
 				c->after_rto = false;
+				tcp_rack_recovery_done(c);
+			}
 			tcp_cc_ack(eng, c, acked ? acked : 1);
 		}
 		c->dupacks = 0;
@@ -573,6 +577,7 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 			c->reno_sacked++;
 		progress = true;
 	}
+	tcp_rack_dsack(c, dsack_reo);
 	if (sacked_sent)
 		c->backoff = 0;		/* a valid sample, as above */
 	/* window update, RFC 9293 §3.10.7.4 fifth (SND.WL1/SND.WL2 rule) */

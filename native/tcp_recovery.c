@@ -182,6 +182,37 @@ void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c)
 	}
 }
 
+/*
+ * RFC 8985 §6.2 step 4 (RACK_update_reo_wnd), after the ACK in hand moved
+ * SND.UNA: D-SACKs widen the reordering window by one step per round trip
+ * in which they come (RACK.dsack_round), and 16 recoveries without one
+ * narrow it back (tcp_rack_recovery_done).  As Linux's tcp_dsack_seen,
+ * only once reordering was seen: on a path that never reorders, a
+ * duplicate says that an ACK was lost or a timer fired early, not that the
+ * window was too narrow; and the caller leaves out the D-SACK of a tail
+ * loss probe (a timer sent it, not RACK).
+ */
+void tcp_rack_dsack(struct sl_conn *c, bool dsack)
+{
+	if (c->reo_round_on && seq_ge(c->snd_una, c->reo_round))
+		c->reo_round_on = false;
+	if (!dsack || !c->reord_seen || c->reo_round_on)
+		return;
+	c->reo_round_on = true;
+	c->reo_round = c->snd_max;
+	if (c->reo_mult < 16)
+		c->reo_mult = (uint8_t)((c->reo_mult ? c->reo_mult : 1) + 1);
+	c->reo_persist = 16;
+}
+
+/* §6.2 step 4: a fast recovery or an RTO recovery is over */
+void tcp_rack_recovery_done(struct sl_conn *c)
+{
+	if (c->reo_persist && --c->reo_persist)
+		return;
+	c->reo_mult = 1;
+}
+
 /* RFC 8985 §6.2 step 4: the reordering window. */
 static uint64_t reo_wnd(const struct sl_conn *c)
 {

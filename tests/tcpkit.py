@@ -328,8 +328,9 @@ class Peer:
         self.h.inject(frame)
         return self.h.flush()
 
-    def connect(self) -> list[Seg]:
-        """Three-way handshake; returns the SYN-ACK (as a list of segments)."""
+    def connect(self, rtt: float = 0.0) -> list[Seg]:
+        """Three-way handshake, the ACK ``rtt`` seconds after the SYN-ACK;
+        returns the SYN-ACK (as a list of segments)."""
         syn = tcp_frame(sport=self.sport, dport=self.port, seq=self.isn, flags="S",
                         window=65535, options=self.options(syn=True))
         out = self.send(syn)
@@ -341,6 +342,8 @@ class Peer:
         if "ts" in sa.options:
             self.ts_recent = sa.options["ts"][0]
         self.tsval += 1
+        if rtt:
+            self.h.advance(rtt)
         self.send(self.seg())
         acc = self.h.take_events(lib.SL_EV_ACCEPT)
         if acc:

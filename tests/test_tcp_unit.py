@@ -711,6 +711,61 @@ def test_rack_lost_retransmission_is_sent_again_without_rto(h, peer):
     assert info["lost_out"] == info["retrans_out"] == info["sacked_out"] == 0
 
 
+def reordering_seen(h, peer):
+    """Three segments out; the third is SACKed before the first two arrive,
+    which were sent once: RACK has seen reordering (§6.2 step 3)."""
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"o" * (mss * 3))
+    segs = [s for s in h.flush() if s.payload]
+    assert len(segs) == 3
+    h.advance(0.001)  # a round trip: RACK gives the first two a quarter more
+    peer.send(peer.seg(options=sack_opts(peer, (segs[2].seq, segs[2].seq + mss))))
+    assert h.info(peer.conn)["reord_seen"] == 0 and h.counters()["fast_retransmits"] == 0
+    peer.absorb(segs)
+    peer.send(peer.seg())
+    assert h.info(peer.conn)["reord_seen"] == 1
+    return segs
+
+
+def test_rack_dsack_without_reordering_leaves_the_window(h, peer):
+    # RFC 8985 §6.2 step 4, as Linux's tcp_dsack_seen: on a path where no
+    # reordering was seen, a D-SACK (a lost ACK made a retransmission
+    # spurious) does not widen RACK's reordering window
+    rtt_sample(h, peer)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"d" * mss)
+    seg = [s for s in h.flush() if s.payload]
+    peer.absorb(seg)
+    peer.send(peer.seg(options=sack_opts(peer, (seg[0].seq, seg[0].seq + mss))))
+    info = h.info(peer.conn)
+    assert h.counters()["dsack_in"] == 1
+    assert info["reord_seen"] == 0 and info["reo_wnd_mult"] == 1
+
+
+def test_rack_dsack_widens_the_window_once_per_round(h):
+    # RFC 8985 §6.2 step 4: once reordering was seen, D-SACKs widen the
+    # reordering window by one step per round trip in which they come
+    # (RACK.dsack_round: until what was sent by then is acknowledged).  A
+    # path of 1 ms from the handshake on, so that min_RTT/4 is a window
+    peer = Peer(h, PORT)
+    peer.connect(rtt=0.001)
+    rtt_sample(h, peer)
+    segs = reordering_seen(h, peer)
+    mss = h.info(peer.conn)["mss"]
+    assert h.info(peer.conn)["reo_wnd_mult"] == 1
+    h.write(peer.conn, b"x" * (mss * 2))
+    flight = [s for s in h.flush() if s.payload]
+    dup = (segs[0].seq, segs[0].seq + mss)
+    for window in (65000, 64000, 63000):  # window updates: no dupACKs
+        peer.send(peer.seg(options=sack_opts(peer, dup), window=window))
+    assert h.counters()["dsack_in"] == 3 and h.counters()["fast_retransmits"] == 0
+    assert h.info(peer.conn)["reo_wnd_mult"] == 2
+    peer.absorb(flight)
+    peer.send(peer.seg())  # the round is over
+    peer.send(peer.seg(options=sack_opts(peer, dup)))
+    assert h.info(peer.conn)["reo_wnd_mult"] == 3
+
+
 def until_rto(h, n=1):
     """Moves the clock in 5 ms steps (a tail loss probe may come first)
     until the n-th RTO; returns the data segments sent on the way."""
