@@ -18,7 +18,7 @@ APT_PACKAGES := clang llvm libxdp-dev libbpf-dev libelf-dev zlib1g-dev \
 
 NATIVE := $(wildcard native/*.c native/*.h native/py/*.c native/py/*.h native/bpf/*.c native/build.py)
 
-.PHONY: all demo test test-fast test-versions system setup tools asan fuzz fuzz-build bench soak lab-down clean
+.PHONY: all demo test test-fast test-versions system setup tools asan fuzz fuzz-system fuzz-build bench soak lab-down clean
 
 all: setup
 
@@ -135,7 +135,15 @@ $(FUZZ_DIR)/fuzz_input: native/fuzz/fuzz_input.c native/_gen/steer_bpf_obj.h $(N
 	clang $(FUZZ_CFLAGS) -Inative -Inative/_gen -o $@ native/fuzz/fuzz_input.c \
 		$(FUZZ_SOURCES) -lxdp -lbpf
 
-fuzz-build: $(VENV)/bin/python $(FUZZ_DIR)/fuzz_input
+# clang's libFuzzer and sanitizer runtime: Debian packs them apart
+# (libclang-rt-N-dev, N = clang's major version)
+fuzz-system: system
+	@p=libclang-rt-$$(clang -dumpversion | cut -d. -f1)-dev; \
+	dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || { \
+		echo "apt-get install: $$p"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$p; }
+
+fuzz-build: fuzz-system $(VENV)/bin/python $(FUZZ_DIR)/fuzz_input
 
 fuzz: fuzz-build
 	rm -rf $(FUZZ_DIR)/seeds && $(PY) native/fuzz/make_corpus.py $(FUZZ_DIR)/seeds
