@@ -766,6 +766,32 @@ def test_rack_dsack_widens_the_window_once_per_round(h):
     assert h.info(peer.conn)["reo_wnd_mult"] == 3
 
 
+def test_rack_reordering_window_narrows_after_16_recoveries_without_dsack(h):
+    # RFC 8985 §6.2 step 4: RACK.reo_wnd_persist, 16 recoveries without a
+    # D-SACK and the window is back to one step
+    peer = Peer(h, PORT)
+    peer.connect(rtt=0.001)
+    rtt_sample(h, peer)
+    segs = reordering_seen(h, peer)
+    mss = h.info(peer.conn)["mss"]
+    peer.send(peer.seg(options=sack_opts(peer, (segs[0].seq, segs[0].seq + mss))))
+    assert h.info(peer.conn)["reo_wnd_mult"] == 2
+    for n in range(1, 17):
+        h.write(peer.conn, b"r" * (mss * 2))
+        flight = [s for s in h.flush() if s.payload]
+        assert len(flight) == 2
+        h.advance(0.001)
+        # the first is lost: the second is SACKed, and RACK's reordering
+        # timer marks the first lost and starts a fast recovery
+        out = peer.send(peer.seg(options=sack_opts(peer, (flight[1].seq, flight[1].seq + mss))))
+        out += h.advance(0.002)
+        assert flight[0].seq in [s.seq for s in out if s.payload]
+        assert h.counters()["fast_retransmits"] == n
+        peer.absorb(flight)
+        peer.send(peer.seg())  # the recovery is over
+        assert h.info(peer.conn)["reo_wnd_mult"] == (2 if n < 16 else 1)
+
+
 def until_rto(h, n=1):
     """Moves the clock in 5 ms steps (a tail loss probe may come first)
     until the n-th RTO; returns the data segments sent on the way."""
