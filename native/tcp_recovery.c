@@ -311,8 +311,8 @@ uint64_t tcp_tlp_timeout(const struct sl_engine *eng, const struct sl_conn *c)
 /*
  * RFC 8985 §7.4.2, as Linux's tcp_process_tlp_ack: the ACKs of a probe's
  * episode.  Below TLP.end_seq they say nothing yet.  A probe of new data
- * repaired nothing; a D-SACK at or below TLP.end_seq, or a pure duplicate
- * ACK at it, says that the original arrived too.  An ACK beyond
+ * repaired nothing; a D-SACK of the probe (ending at TLP.end_seq), or a
+ * pure duplicate ACK at it, says that the original arrived too.  An ACK beyond
  * TLP.end_seq with neither says that the resent probe filled a hole: a
  * loss that no other signal showed.  Returns true then (the caller
  * reduces the window, tcp_tlp_reduce, unless the same ACK started a
