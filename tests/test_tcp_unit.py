@@ -727,6 +727,17 @@ def reordering_seen(h, peer):
     return segs
 
 
+def reordering_path(h):
+    """A connection on a 1 ms path from the handshake on (min_RTT/4 is a
+    window) that has seen reordering; returns (peer, its three segments,
+    the MSS)."""
+    peer = Peer(h, PORT)
+    peer.connect(rtt=0.001)
+    rtt_sample(h, peer)
+    segs = reordering_seen(h, peer)
+    return peer, segs, h.info(peer.conn)["mss"]
+
+
 def test_rack_dsack_without_reordering_leaves_the_window(h, peer):
     # RFC 8985 §6.2 step 4, as Linux's tcp_dsack_seen: on a path where no
     # reordering was seen, a D-SACK (a lost ACK made a retransmission
@@ -745,13 +756,8 @@ def test_rack_dsack_without_reordering_leaves_the_window(h, peer):
 def test_rack_dsack_widens_the_window_once_per_round(h):
     # RFC 8985 §6.2 step 4: once reordering was seen, D-SACKs widen the
     # reordering window by one step per round trip in which they come
-    # (RACK.dsack_round: until what was sent by then is acknowledged).  A
-    # path of 1 ms from the handshake on, so that min_RTT/4 is a window
-    peer = Peer(h, PORT)
-    peer.connect(rtt=0.001)
-    rtt_sample(h, peer)
-    segs = reordering_seen(h, peer)
-    mss = h.info(peer.conn)["mss"]
+    # (RACK.dsack_round: until what was sent by then is acknowledged)
+    peer, segs, mss = reordering_path(h)
     assert h.info(peer.conn)["reo_wnd_mult"] == 1
     h.write(peer.conn, b"x" * (mss * 2))
     flight = [s for s in h.flush() if s.payload]
@@ -769,11 +775,7 @@ def test_rack_dsack_widens_the_window_once_per_round(h):
 def test_rack_reordering_window_narrows_after_16_recoveries_without_dsack(h):
     # RFC 8985 §6.2 step 4: RACK.reo_wnd_persist, 16 recoveries without a
     # D-SACK and the window is back to one step
-    peer = Peer(h, PORT)
-    peer.connect(rtt=0.001)
-    rtt_sample(h, peer)
-    segs = reordering_seen(h, peer)
-    mss = h.info(peer.conn)["mss"]
+    peer, segs, mss = reordering_path(h)
     peer.send(peer.seg(options=sack_opts(peer, (segs[0].seq, segs[0].seq + mss))))
     assert h.info(peer.conn)["reo_wnd_mult"] == 2
     for n in range(1, 17):
