@@ -259,7 +259,7 @@ struct sl_conn {
 					 * first (sent, not SACKed, not waiting to
 					 * be retransmitted) */
 	uint32_t min_rtt_us;
-	uint8_t reo_mult;		/* §6.2 step 4 RACK.reo_wnd_mult (0 is 1) */
+	uint8_t reo_mult;		/* §6.2 step 4 RACK.reo_wnd_mult, from 1 */
 	uint8_t reo_persist;		/* RACK.reo_wnd_persist: recoveries to go */
 	bool reo_round_on;		/* RACK.dsack_round is set */
 	uint32_t reo_round;		/* RACK.dsack_round: SND.NXT when the

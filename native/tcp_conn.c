@@ -238,6 +238,7 @@ struct sl_conn *conn_new(struct sl_engine *eng, const struct pkt *p)
 	c->listener = SL_NONE;
 	c->sq_head = c->sq_tail = c->sq_send = SL_NONE;
 	c->ts_head = c->ts_tail = SL_NONE;
+	c->reo_mult = 1;		/* RFC 8985 §6.2: RACK.reo_wnd_mult starts at 1 */
 	c->rcvbuf = eng->cfg.rcvbuf;
 	c->rto_us = 1000000;	/* RFC 6298 §2.1: initial RTO of one second */
 	c->cwnd = TCP_INIT_CWND;
@@ -1249,7 +1250,7 @@ int sl_conn_info(struct sl_engine *eng, uint32_t id, struct sl_conn_info *out)
 	out->ts_recent = c->ts_recent;
 	out->last_ack_sent = c->last_ack_sent;
 	out->backoff = c->backoff;
-	out->reo_wnd_mult = c->reo_mult ? c->reo_mult : 1;
+	out->reo_wnd_mult = c->reo_mult;
 	out->reord_seen = c->reord_seen;
 	out->idle_ms = eng->now_us > c->last_rx_us ?
 		(uint32_t)((eng->now_us - c->last_rx_us) / 1000) : 0;

@@ -201,7 +201,7 @@ void tcp_rack_dsack(struct sl_conn *c, bool dsack)
 	c->reo_round_on = true;
 	c->reo_round = c->snd_max;
 	if (c->reo_mult < 16)
-		c->reo_mult = (uint8_t)((c->reo_mult ? c->reo_mult : 1) + 1);
+		c->reo_mult++;
 	c->reo_persist = 16;
 }
 
@@ -226,7 +226,7 @@ static uint64_t reo_wnd(const struct sl_conn *c)
 	/* min_RTT/4 per step, at most SRTT; no floor (a floor of a
 	 * millisecond held every loss on a sub-millisecond path for a timer,
 	 * where Linux's tcp_rack_reo_wnd marks it on the ACK itself) */
-	reo = (uint64_t)c->min_rtt_us / 4 * (c->reo_mult ? c->reo_mult : 1);
+	reo = (uint64_t)c->min_rtt_us / 4 * c->reo_mult;
 	if (c->srtt_us && reo > c->srtt_us)
 		reo = c->srtt_us;
 	return reo;
