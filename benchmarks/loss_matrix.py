@@ -24,7 +24,9 @@ against the issue's targets (median <= 1.2x, p90 <= 1.5x, RTOs <= 1.5x).
 Every run is a fresh server process (in the server namespace) and a fresh
 client (in the client namespace), specloop's and the kernel's runs
 alternating within a cell; a run that exceeds ``--limit`` seconds is
-recorded as a timeout.  The kernel's runs happen with no XDP program on the
+recorded as a timeout.  Before every run the kernel's TCP metrics cache is
+emptied in both namespaces (``forget_tcp_metrics``): no run learns from
+another.  The kernel's runs happen with no XDP program on the
 server interface, and each is checked to have been a kernel connection
 (TcpPassiveOpens of the server namespace went up by one; by none for
 specloop's runs).
@@ -111,6 +113,32 @@ def _kernel_conns_closing(port: int) -> bool:
     return bool(out.strip())
 
 
+def forget_tcp_metrics() -> dict[str, int]:
+    """Empties the kernel's TCP metrics cache (tcp_metrics, ``ip tcp_metrics``)
+    of both lab namespaces; returns how many entries each held.
+
+    A kernel TCP closing a connection saves what it learned about the peer's
+    address (RTT, reordering degree, cwnd), and the next connection to that
+    address starts from it: after a lossy run the server's kernel opened
+    every later connection with ``reordering`` in the hundreds, so RACK
+    waited a reordering window before marking a loss and slow start went on
+    growing the window from SACKs meanwhile (tcp_may_raise_cwnd).  Runs of
+    the matrix must not teach each other, and specloop keeps nothing
+    between connections: every run starts with both caches empty.
+    """
+    held = {}
+    for ns in (netlab.SERVER_NS, netlab.CLIENT_NS):
+        shown = subprocess.run(netlab.in_ns(ns, "ip", "tcp_metrics", "show"),
+                               capture_output=True, text=True)
+        held[ns] = len(shown.stdout.splitlines())
+        p = subprocess.run(netlab.in_ns(ns, "ip", "tcp_metrics", "flush", "all"),
+                           capture_output=True, text=True)
+        # an empty cache answers flush with an error on some iproute2 versions
+        if p.returncode and held[ns]:
+            raise RuntimeError(f"ip tcp_metrics flush in {ns}: {p.stderr.strip()}")
+    return held
+
+
 def _xdp_attached() -> bool:
     info = netlab.status()["namespaces"].get(netlab.SERVER_NS)  # type: ignore[union-attr]
     return bool(info and info["link"] and info["link"]["xdp_attached"])
@@ -135,6 +163,7 @@ def run_once(stack: str, size: int, limit: float, cc: str, loss: int = 0) -> dic
     argv = [_python(), str(EXCHANGE), "server", "--stack", stack, "--host", netlab.SERVER_IP,
             "--port", str(port), "--size", str(size), "--cc", cc, "--limit", str(limit + 5)]
     seed = 0
+    forgotten = forget_tcp_metrics()
     if stack == "specloop":
         argv += ["--interface", netlab.SERVER_IF]
         if loss:
@@ -185,6 +214,7 @@ def run_once(stack: str, size: int, limit: float, cc: str, loss: int = 0) -> dic
                        "TcpExtTCPLossProbes")}
     rec["client"] = cli
     rec["server"] = srv
+    rec["tcp_metrics_forgotten"] = forgotten
     rec["kernel_delta"] = delta
     # every counter of the server namespace that moved (SACK recoveries,
     # undos, reordering seen: what the kernel's TCP did in this run)
@@ -664,6 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "commit": commit, "dirty": dirty, "lab": netlab.SERVER_NS,
         "elapsed_s": 0.0, "complete": False, "planned_cells": len(plan),
         "settings": {"runs": args.runs, "limit_s": args.limit, "kernel_cc": args.kernel_cc,
+                     "tcp_metrics": "forgotten before every run, both namespaces",
                      "lab": netlab.SERVER_NS, "targets": TARGETS},
         "cells": [],
     }

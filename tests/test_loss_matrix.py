@@ -156,6 +156,43 @@ def test_delay_adds_the_round_trip_and_leaves_nothing_behind(lab):
     assert after and after["avg"] < 5, after
 
 
+def _metrics(ns: str) -> list[str]:
+    return subprocess.run(netlab.in_ns(ns, "ip", "tcp_metrics", "show"), capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+
+
+def test_forget_tcp_metrics_empties_both_namespaces_caches(lab):
+    # a kernel connection from the client to a kernel server in the lab:
+    # on closing, each side's TCP caches what it learned about the other
+    server = subprocess.Popen(netlab.in_ns(netlab.SERVER_NS, sys.executable, "-c", (
+        "import socket\n"
+        f"s = socket.create_server(('{netlab.SERVER_IP}', 9533))\n"
+        "print('ready', flush=True)\n"
+        "c, _ = s.accept()\n"
+        "while c.recv(65536): pass\n"
+        "c.close()\n")), stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        subprocess.run(netlab.in_ns(netlab.CLIENT_NS, sys.executable, "-c", (
+            "import socket\n"
+            f"c = socket.create_connection(('{netlab.SERVER_IP}', 9533))\n"
+            "c.sendall(bytes(1 << 20))\n"
+            "c.shutdown(socket.SHUT_WR)\n"
+            "c.recv(1)\n"
+            "c.close()\n")), check=True, timeout=30)
+        server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert any(line.startswith(netlab.CLIENT_IP + " ") for line in _metrics(netlab.SERVER_NS))
+    assert any(line.startswith(netlab.SERVER_IP + " ") for line in _metrics(netlab.CLIENT_NS))
+    held = loss_matrix.forget_tcp_metrics()
+    assert held[netlab.SERVER_NS] >= 1 and held[netlab.CLIENT_NS] >= 1, held
+    assert _metrics(netlab.SERVER_NS) == [] and _metrics(netlab.CLIENT_NS) == []
+    # and again, with nothing to forget
+    assert loss_matrix.forget_tcp_metrics() == {netlab.SERVER_NS: 0, netlab.CLIENT_NS: 0}
+
+
 @pytest.fixture
 def matrix(lab, tmp_path):
     """Runs the quick subset: 1 MiB each way, 5% loss each way, 0 and 20 ms
@@ -220,6 +257,12 @@ def test_quick_subset_exact_delayed_lossy_bounded(matrix):
             assert all(r["server"]["counters"]["impair_rx_dropped"] > 0 for r in runs), runs
         else:
             assert all(r["loss"]["up"]["dropped"] > 0 for r in runs), runs
+    # every run started with the kernel's TCP metrics forgotten, and the
+    # runs before it had left some to forget: the kernel client's, at least
+    forgotten = [r["tcp_metrics_forgotten"] for cell in doc["cells"]
+                 for stack in ("specloop", "kernel") for r in cell["runs"][stack]]
+    assert all(set(f) == {netlab.SERVER_NS, netlab.CLIENT_NS} for f in forgotten), forgotten
+    assert sum(f[netlab.CLIENT_NS] > 0 for f in forgotten) >= len(forgotten) - 1, forgotten
     # the table: one row per cell, with the command and the commit
     rows = [line for line in md.splitlines() if line.startswith("| 1 MiB")]
     # each cell's row in the main table and in the table of the loss as applied
