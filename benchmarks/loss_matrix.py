@@ -103,12 +103,12 @@ def kernel_counters() -> dict[str, int]:
     return c
 
 
-def _kernel_conns_closing(port: int) -> bool:
-    """True while a kernel connection on ``port`` still has something of
+def _conns_closing(ns: str, port: str) -> bool:
+    """True while a kernel connection of namespace ``ns`` matching ``port``
+    (an ss filter: ``sport = :N`` or ``dport = :N``) still has something of
     its own to get acknowledged (FIN-WAIT-1, CLOSING, LAST-ACK)."""
-    out = subprocess.run(netlab.in_ns(netlab.SERVER_NS, "ss", "-Htn", "state", "fin-wait-1",
-                                      "state", "closing", "state", "last-ack",
-                                      f"sport = :{port}"),
+    out = subprocess.run(netlab.in_ns(ns, "ss", "-Htn", "state", "fin-wait-1",
+                                      "state", "closing", "state", "last-ack", port),
                          capture_output=True, text=True).stdout
     return bool(out.strip())
 
@@ -197,11 +197,14 @@ def run_once(stack: str, size: int, limit: float, cc: str, loss: int = 0) -> dic
             out, err = server.communicate()
         srv = json.loads(out.strip().splitlines()[-1]) if out.strip() else {
             "status": "error", "error": err[-500:]}
-        if stack == "kernel":
-            # the server's FIN may still be in flight (and timing out)
-            t_end = time.monotonic() + 10
-            while _kernel_conns_closing(port) and time.monotonic() < t_end:
-                time.sleep(0.05)
+        # the last FINs may still be in flight (and timing out): the kernel
+        # server's, and the client's when the ACK of it was lost; a FIN sent
+        # again later would count in the next run's packets
+        t_end = time.monotonic() + 10
+        while time.monotonic() < t_end and (
+                (stack == "kernel" and _conns_closing(netlab.SERVER_NS, f"sport = :{port}"))
+                or _conns_closing(netlab.CLIENT_NS, f"dport = :{port}")):
+            time.sleep(0.05)
         after = kernel_counters()
         q_after = impair.queue_stats()
         w_after = netlab.wire_loss_counters()

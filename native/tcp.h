@@ -426,6 +426,7 @@ uint32_t tcp_isn(struct sl_engine *eng, uint32_t peer_ip, uint16_t peer_port,
 bool conn_deliver(struct sl_engine *eng, struct sl_conn *c, const uint8_t *data,
 		  uint32_t len);
 void conn_eof(struct sl_engine *eng, struct sl_conn *c);
+uint32_t conn_sndbuf(const struct sl_engine *eng, const struct sl_conn *c);
 void conn_writable(struct sl_engine *eng, struct sl_conn *c);
 void conn_writable_later(struct sl_engine *eng, struct sl_conn *c);
 void tcp_deliver_pending(struct sl_engine *eng);

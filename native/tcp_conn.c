@@ -617,11 +617,31 @@ void conn_eof(struct sl_engine *eng, struct sl_conn *c)
 		deliver_later(eng, c);
 }
 
+/*
+ * The send buffer follows the congestion window, as Linux's
+ * tcp_sndbuf_expand() makes it: room for twice the window's payload, so
+ * that a window wider than the configured buffer (a long fat path: 1 MiB
+ * is 20 ms at 400 Mbit/s) can be filled and refilled while its ACKs come.
+ * The configured sndbuf is the floor, SNDBUF_GROWN_MAX the ceiling
+ * (Linux's tcp_wmem[2], 4 MiB).
+ */
+#define SNDBUF_GROWN_MAX (4u << 20)
+
+uint32_t conn_sndbuf(const struct sl_engine *eng, const struct sl_conn *c)
+{
+	uint64_t grown = 2ull * c->cwnd * c->mss;
+	uint32_t base = eng->cfg.sndbuf;
+
+	if (grown > SNDBUF_GROWN_MAX)
+		grown = SNDBUF_GROWN_MAX;
+	return grown > base ? (uint32_t)grown : base;
+}
+
 void conn_writable(struct sl_engine *eng, struct sl_conn *c)
 {
 	if (!c->want_writable || c->detached || !c->accepted || app_holds(c))
 		return;		/* (held: its turn comes with its next request) */
-	if (c->sq_bytes >= eng->cfg.sndbuf)
+	if (c->sq_bytes >= conn_sndbuf(eng, c))
 		return;
 	if (engine_event(eng, SL_EV_WRITABLE, c->id))
 		c->want_writable = false;
@@ -920,7 +940,9 @@ static struct sl_conn *api_conn(struct sl_engine *eng, uint32_t id)
 
 static uint32_t send_space(const struct sl_engine *eng, const struct sl_conn *c)
 {
-	return c->sq_bytes >= eng->cfg.sndbuf ? 0 : eng->cfg.sndbuf - c->sq_bytes;
+	uint32_t sndbuf = conn_sndbuf(eng, c);
+
+	return c->sq_bytes >= sndbuf ? 0 : sndbuf - c->sq_bytes;
 }
 
 /* The connection Python may write to now: 0 and *out, or -errno. */
@@ -1188,7 +1210,7 @@ int sl_conn_getopt(struct sl_engine *eng, uint32_t id, int opt)
 	case SL_OPT_RCVBUF:
 		return (int)c->rcvbuf;
 	case SL_OPT_SNDBUF:
-		return (int)eng->cfg.sndbuf;
+		return (int)conn_sndbuf(eng, c);
 	case SL_OPT_USER_TIMEOUT:
 		return (int)c->user_timeout_ms;
 	default:

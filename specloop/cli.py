@@ -80,7 +80,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 2
     sys.path.insert(0, str(root))
     # the studies beside the suite, each a module of benchmarks/ with main(argv)
-    studies = {"--bound": "bound", "--mixed": "mixed", "--loss-matrix": "loss_matrix"}
+    studies = {"--bound": "bound", "--mixed": "mixed", "--loss-matrix": "loss_matrix",
+               "--loss-drop": "loss_drop"}
     if args.rest and args.rest[0] in studies:
         import importlib
         study = importlib.import_module(f"benchmarks.{studies[args.rest[0]]}")

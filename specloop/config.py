@@ -66,7 +66,9 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("busy_poll_us", int, 0, _int_rule(0, 1_000_000),
              "microseconds to spin on RX before sleeping in epoll"),
     _Setting("max_conns", int, 16384, _int_rule(16, 1 << 20), "TCP connection table size"),
-    _Setting("sndbuf", int, 1 << 20, _int_rule(4096, 1 << 28), "send buffer bytes per connection"),
+    _Setting("sndbuf", int, 1 << 20, _int_rule(4096, 1 << 28),
+             "send buffer bytes per connection, at least (it grows to twice the "
+             "congestion window's bytes, up to 4 MiB, as Linux's does)"),
     _Setting("rcvbuf", int, 1 << 20, _int_rule(4096, 1 << 28), "receive window bytes per connection"),
     _Setting("rx_budget", int, 256 << 20, _int_rule(0, 1 << 40),
              "bytes all connections may hold unread before windows close (0: no limit)"),

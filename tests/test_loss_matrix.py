@@ -25,7 +25,7 @@ from specloop import netlab
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import impair, loss_matrix  # noqa: E402
+from benchmarks import impair, loss_drop, loss_matrix  # noqa: E402
 
 pytestmark = pytest.mark.lab
 
@@ -193,6 +193,29 @@ def test_forget_tcp_metrics_empties_both_namespaces_caches(lab):
     assert loss_matrix.forget_tcp_metrics() == {netlab.SERVER_NS: 0, netlab.CLIENT_NS: 0}
 
 
+def test_one_drop_costs_each_stack_one_retransmission(lab):
+    """--loss-drop's one loss: exactly the chosen packet of the server's
+    payload is dropped, on either stack, and each TCP resends it (and the
+    bytes still arrive exactly); without a drop nothing is dropped."""
+    with impair.segments_on_wire():
+        for stack in loss_matrix.STACKS:
+            rec = loss_drop.run_drop(30, stack, 1 << 20, LIMIT, "cubic")
+            assert rec["status"] == "ok" and rec["exact"], rec
+            assert rec["drop"] == {"k": 30, "seen": rec["drop"]["seen"], "dropped": 1}, rec
+            # at least the 1 MiB's segments passed the rule
+            assert rec["drop"]["seen"] >= (1 << 20) // 1448, rec
+            assert rec["retransmits"] >= 1 and rec["download_s"] > 0, rec
+            clean = loss_drop.run_drop(-1, stack, 1 << 20, LIMIT, "cubic")
+            assert clean["status"] == "ok" and clean["drop"]["dropped"] == 0, clean
+    # the rule went with each run
+    tables = subprocess.run(netlab.in_ns(netlab.CLIENT_NS, "nft", "list", "tables"),
+                            capture_output=True, text=True).stdout
+    assert loss_drop.DROP_TABLE not in tables
+    with pytest.raises(ValueError, match="k=-2"):
+        with loss_drop.drop_one(-2):
+            pass
+
+
 @pytest.fixture
 def matrix(lab, tmp_path):
     """Runs the quick subset: 1 MiB each way, 5% loss each way, 0 and 20 ms
@@ -253,7 +276,12 @@ def test_quick_subset_exact_delayed_lossy_bounded(matrix):
             dropped = sum(r["loss"][way]["dropped"] for r in runs)
             assert dropped > 0 and 2.5 <= 100 * dropped / seen <= 7.5, (stack, way, runs)
         if stack == "specloop":
-            assert all(r["loss"]["up_nft"]["seen"] == 0 for r in runs), runs
+            # (at most a straggler: the server process leaves once its TCP is
+            # in TIME-WAIT, so when its last ACK is lost the client's FIN comes
+            # again, after its RTO, to a namespace where no XDP takes it; the
+            # run waits for that, as for the kernel's last FINs)
+            assert all(r["loss"]["up_nft"]["seen"] <= 2 for r in runs), [
+                r["loss"] for r in runs]
             assert all(r["server"]["counters"]["impair_rx_dropped"] > 0 for r in runs), runs
         else:
             assert all(r["loss"]["up"]["dropped"] > 0 for r in runs), runs

@@ -1743,3 +1743,37 @@ def test_siphash_matches_the_reference():
         buf = ffi.new("uint8_t[]", msg or b"\0")
         assert lib.siphash24(ckey, buf, n) == _siphash(key, msg, 2, 4), n
         assert lib.siphash13(ckey, buf, n) == _siphash(key, msg, 1, 3), n
+
+
+def test_sndbuf_follows_the_window_from_the_configured_floor_to_4_mib():
+    # Linux's tcp_sndbuf_expand(): a window wider than the configured send
+    # buffer could never be filled; the buffer grows to twice the window's
+    # payload (the configured size stays the floor), up to 4 MiB
+    floor = 64 << 10
+    h = Harness(sndbuf=floor)
+    h.listen(PORT)
+    peer = Peer(h, PORT)
+    peer.connect()
+    mss = h.info(peer.conn)["mss"]
+    window = 65535      # x 2**7 (the peer's window scale): no limit here
+    assert lib.sl_conn_getopt(h.ptr, peer.conn, lib.SL_OPT_SNDBUF) == floor
+    assert h.write(peer.conn, bytes(1 << 20)) == floor
+    queued = floor
+    segs = h.flush()
+    # slow start: every ACK of new data grows cwnd, and the buffer with it
+    for _ in range(40):
+        if not peer.absorb(segs):
+            break
+        segs = peer.send(peer.seg(window=window))
+        cwnd = h.info(peer.conn)["cwnd"]
+        sndbuf = lib.sl_conn_getopt(h.ptr, peer.conn, lib.SL_OPT_SNDBUF)
+        assert sndbuf == min(max(floor, 2 * cwnd * mss), 4 << 20), (cwnd, sndbuf)
+        n = h.write(peer.conn, bytes(1 << 20))
+        assert n >= 0
+        queued += n
+        # what is queued and not acknowledged never passes the buffer
+        assert h.info(peer.conn)["send_queued"] <= sndbuf
+        segs += h.flush()
+    assert lib.sl_conn_getopt(h.ptr, peer.conn, lib.SL_OPT_SNDBUF) == 4 << 20
+    assert queued > 4 << 20
+    h.close()
