@@ -12,7 +12,7 @@ with the matrix's delay, segments on the wire and fresh TCP metrics; the
 figure is the download: from the server's digest to the last byte.
 
     specloop bench --loss-drop [--drop 10,30,80] [--delay 20] [--size 1]
-                               [--runs 3]
+                               [--runs 3] [--pin]
 
 prints a markdown table: per place and stack the download's median time
 (min-max over the runs), the server's retransmissions and RTOs per run.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import pathlib
 import statistics
 import subprocess
@@ -75,13 +74,7 @@ def drop_one(k: int) -> Iterator[dict[str, int]]:
     try:
         yield counts
     finally:
-        out = subprocess.run(netlab.in_ns(netlab.CLIENT_NS, "nft", "-j", "list", "counters",
-                                          "table", "inet", t), capture_output=True, text=True)
-        if out.returncode == 0:
-            for item in json.loads(out.stdout).get("nftables", []):
-                c = item.get("counter")
-                if c and c.get("name") in ("seen", "dropped"):
-                    counts[c["name"]] = int(c["packets"])
+        counts.update(netlab.nft_counters(netlab.CLIENT_NS, t))
         subprocess.run(delete, capture_output=True)
 
 
@@ -94,28 +87,30 @@ def download_s(rec: dict[str, Any]) -> float | None:
     return cli["seconds"] - cli["upload_s"]
 
 
-def run_drop(k: int, stack: str, size: int, limit: float, cc: str) -> dict[str, Any]:
-    """One exchange against ``stack`` with packet ``k`` dropped (-1: none)."""
+def run_drop(k: int, stack: str, size: int, limit: float, cc: str,
+             pin: bool = False) -> dict[str, Any]:
+    """One exchange against ``stack`` with packet ``k`` dropped (-1: none);
+    ``pin``: the server on one CPU, the client on the other."""
     if k < 0:
-        rec = run_once(stack, size, limit, cc)
+        rec = run_once(stack, size, limit, cc, pin=pin)
         rec["drop"] = {"k": k, "seen": 0, "dropped": 0}
     else:
         with drop_one(k) as counts:
-            rec = run_once(stack, size, limit, cc)
+            rec = run_once(stack, size, limit, cc, pin=pin)
         rec["drop"] = {"k": k, **counts}
     rec["download_s"] = download_s(rec)
     return rec
 
 
 def measure(drops: Sequence[int], runs: int, size: int, limit: float,
-            cc: str) -> list[dict[str, Any]]:
+            cc: str, pin: bool = False) -> list[dict[str, Any]]:
     """Every place of ``drops``, ``runs`` runs per stack, alternating."""
     out = []
     for k in drops:
         by_stack: dict[str, list] = {s: [] for s in STACKS}
         for i in range(runs):
             for stack in (STACKS if i % 2 == 0 else STACKS[::-1]):
-                rec = run_drop(k, stack, size, limit, cc)
+                rec = run_drop(k, stack, size, limit, cc, pin)
                 by_stack[stack].append(rec)
                 print(f"   drop {k} run {i} {stack:8s}: {rec['status']} download "
                       f"{rec['download_s'] or 0:.3f} s retransmits {rec.get('retransmits')} "
@@ -125,8 +120,10 @@ def measure(drops: Sequence[int], runs: int, size: int, limit: float,
     return out
 
 
-def markdown(results: list[dict[str, Any]], delay_ms: float, size_mib: int) -> str:
-    lines = [f"One packet dropped, {size_mib} MiB each way, {delay_ms:g} ms added delay; "
+def markdown(results: list[dict[str, Any]], delay_ms: float, size_mib: int,
+             pin: bool = False) -> str:
+    lines = [f"One packet dropped, {size_mib} MiB each way, {delay_ms:g} ms added delay"
+             f"{', server and client pinned to a CPU each' if pin else ''}; "
              "download: from the server's digest to the last byte, median (min–max) "
              "over the runs; the server's retransmissions and RTOs per run.", "",
              "| dropped | specloop download s | kernel download s | × | "
@@ -160,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="runs per place and stack (default 3)")
     p.add_argument("--limit", type=float, default=60.0, help="seconds per run (default 60)")
     p.add_argument("--kernel-cc", default="cubic", help="the kernel's congestion control")
+    p.add_argument("--pin", action="store_true",
+                   help="the server on CPU 1 and the client on CPU 0 (taskset), as "
+                        "specloop bench pins them; unpinned by default, as the loss matrix")
     args = p.parse_args(argv)
     try:
         drops = [int(x) for x in args.drop.split(",")]
@@ -171,11 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     netlab.up()
     try:
         with impair.segments_on_wire(), impair.delay(args.delay):
-            results = measure(drops, args.runs, args.size * MIB, args.limit, args.kernel_cc)
+            results = measure(drops, args.runs, args.size * MIB, args.limit, args.kernel_cc,
+                              args.pin)
     finally:
         if not was_up:
             netlab.down()
-    print(markdown(results, args.delay, args.size), end="")
+    print(markdown(results, args.delay, args.size, args.pin), end="")
     return 0
 
 

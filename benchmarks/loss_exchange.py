@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import socket
 import struct
 import sys
@@ -95,7 +96,7 @@ async def _serve(loop: asyncio.AbstractEventLoop, args: argparse.Namespace) -> d
     else:
         server = await loop.create_server(factory, args.host, args.port, backlog=4)
     print("ready", flush=True)
-    out: dict = {"stack": args.stack}
+    out: dict = {"stack": args.stack, "cpus": sorted(os.sched_getaffinity(0))}
     try:
         exc = await asyncio.wait_for(done, args.limit)
         out["status"] = "ok" if exc is None and protos[0].got == args.size else "error"
@@ -160,7 +161,7 @@ def _tcp_info(sock: socket.socket) -> dict:
 
 def client_main(args: argparse.Namespace) -> int:
     n = args.size
-    out: dict = {"status": "error"}
+    out: dict = {"status": "error", "cpus": sorted(os.sched_getaffinity(0))}
     t0 = time.monotonic()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:

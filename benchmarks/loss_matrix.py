@@ -60,9 +60,11 @@ from specloop import netlab
 
 try:
     from . import impair
+    from .runner import CLIENT_CPU, SERVER_CPU
 except ImportError:     # run as a script
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
     from benchmarks import impair  # type: ignore[no-redef]
+    from benchmarks.runner import CLIENT_CPU, SERVER_CPU  # type: ignore[no-redef]
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -151,11 +153,13 @@ def _python() -> str:
     return sys.executable
 
 
-def run_once(stack: str, size: int, limit: float, cc: str, loss: int = 0) -> dict[str, Any]:
+def run_once(stack: str, size: int, limit: float, cc: str, loss: int = 0,
+             pin: bool = False) -> dict[str, Any]:
     """One exchange of ``size`` bytes each way against ``stack``: a fresh
     server and a fresh client; what happened, as a dict.  ``loss``: the
     percentage of ``netlab.wire_loss`` in effect, which a specloop server
-    applies to what it receives itself."""
+    applies to what it receives itself.  ``pin``: the server on CPU
+    ``SERVER_CPU``, the client on ``CLIENT_CPU`` (the matrix does not pin)."""
     port = PORTS[stack]
     rec: dict[str, Any] = {"stack": stack}
     if stack == "kernel" and _xdp_attached():
@@ -170,6 +174,8 @@ def run_once(stack: str, size: int, limit: float, cc: str, loss: int = 0) -> dic
             seed = random.getrandbits(62) | 1
             argv += ["--rx-loss", str(loss), "--seed", str(seed)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if pin:
+        argv = ["taskset", "-c", str(SERVER_CPU), *argv]
     server = subprocess.Popen(netlab.in_ns(netlab.SERVER_NS, *argv), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -184,6 +190,8 @@ def run_once(stack: str, size: int, limit: float, cc: str, loss: int = 0) -> dic
         client = [_python(), str(EXCHANGE), "client", "--host", netlab.SERVER_IP, "--port",
                   str(port), "--size", str(size), "--cc", cc, "--limit", str(limit)]
         try:
+            if pin:
+                client = ["taskset", "-c", str(CLIENT_CPU), *client]
             p = subprocess.run(netlab.in_ns(netlab.CLIENT_NS, *client), capture_output=True,
                                text=True, timeout=limit + 15)
             cli = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else {

@@ -326,23 +326,29 @@ def wire_loss(percent: int) -> Iterator[None]:
             subprocess.run(in_ns(ns, "nft", "delete", "table", "inet", t), capture_output=True)
 
 
+def nft_counters(ns: str, table: str, names: tuple[str, ...] = ("seen", "dropped")
+                 ) -> dict[str, int]:
+    """The packets counted by the named counters of nftables table ``inet
+    table`` in namespace ``ns``: ``{name: packets}``, 0 for each where the
+    table or the counter is not there."""
+    got = dict.fromkeys(names, 0)
+    p = subprocess.run(in_ns(ns, "nft", "-j", "list", "counters", "table", "inet", table),
+                       capture_output=True, text=True)
+    if p.returncode == 0:
+        for item in json.loads(p.stdout).get("nftables", []):
+            c = item.get("counter")
+            if c and c.get("name") in got:
+                got[c["name"]] = int(c["packets"])
+    return got
+
+
 def wire_loss_counters() -> dict[str, dict[str, int]]:
     """``wire_loss()``'s counters now: ``{"up": {"seen": n, "dropped": n},
     "down": {...}}`` (up: client -> server, counted in the server
     namespace; down: server -> client, in the client namespace); zeros
     where no ``wire_loss()`` is in effect."""
-    out = {}
-    for way, ns in (("up", SERVER_NS), ("down", CLIENT_NS)):
-        p = subprocess.run(in_ns(ns, "nft", "-j", "list", "counters", "table", "inet",
-                                 WIRE_LOSS_TABLE), capture_output=True, text=True)
-        got = {"seen": 0, "dropped": 0}
-        if p.returncode == 0:
-            for item in json.loads(p.stdout).get("nftables", []):
-                c = item.get("counter")
-                if c and c.get("name") in got:
-                    got[c["name"]] = int(c["packets"])
-        out[way] = got
-    return out
+    return {way: nft_counters(ns, WIRE_LOSS_TABLE)
+            for way, ns in (("up", SERVER_NS), ("down", CLIENT_NS))}
 
 
 @contextlib.contextmanager

@@ -196,7 +196,8 @@ def test_forget_tcp_metrics_empties_both_namespaces_caches(lab):
 def test_one_drop_costs_each_stack_one_retransmission(lab):
     """--loss-drop's one loss: exactly the chosen packet of the server's
     payload is dropped, on either stack, and each TCP resends it (and the
-    bytes still arrive exactly); without a drop nothing is dropped."""
+    bytes still arrive exactly); without a drop nothing is dropped; --pin
+    puts each end on its own CPU."""
     with impair.segments_on_wire():
         for stack in loss_matrix.STACKS:
             rec = loss_drop.run_drop(30, stack, 1 << 20, LIMIT, "cubic")
@@ -205,8 +206,14 @@ def test_one_drop_costs_each_stack_one_retransmission(lab):
             # at least the 1 MiB's segments passed the rule
             assert rec["drop"]["seen"] >= (1 << 20) // 1448, rec
             assert rec["retransmits"] >= 1 and rec["download_s"] > 0, rec
-            clean = loss_drop.run_drop(-1, stack, 1 << 20, LIMIT, "cubic")
+            # unpinned: both ends run where this test may
+            mine = sorted(os.sched_getaffinity(0))
+            assert rec["server"]["cpus"] == rec["client"]["cpus"] == mine, rec
+            # --pin: each end on its CPU, as its own process sees it
+            clean = loss_drop.run_drop(-1, stack, 1 << 20, LIMIT, "cubic", pin=True)
             assert clean["status"] == "ok" and clean["drop"]["dropped"] == 0, clean
+            assert clean["server"]["cpus"] == [loss_matrix.SERVER_CPU], clean
+            assert clean["client"]["cpus"] == [loss_matrix.CLIENT_CPU], clean
     # the rule went with each run
     tables = subprocess.run(netlab.in_ns(netlab.CLIENT_NS, "nft", "list", "tables"),
                             capture_output=True, text=True).stdout
