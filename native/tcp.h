@@ -464,6 +464,7 @@ int tcp_queue_static(struct sl_engine *eng, struct sl_conn *c, struct tcp_payloa
 int tcp_queue_file(struct sl_engine *eng, struct sl_conn *c, int fd, uint64_t offset,
 		   uint32_t len);
 void tcp_output(struct sl_engine *eng, struct sl_conn *c);
+void tcp_output_before_recovery(struct sl_engine *eng, struct sl_conn *c);
 void tcp_output_dirty(struct sl_engine *eng);
 void tcp_send_ack(struct sl_engine *eng, struct sl_conn *c);
 void tcp_send_synack(struct sl_engine *eng, struct sl_conn *c);

@@ -479,6 +479,11 @@ static bool tcp_ack(struct sl_engine *eng, struct sl_conn *c, const struct pkt *
 	uint32_t sk_before = c->sacked_out + c->reno_sacked, sacked_before = c->sacked_out;
 	bool dsack_probe = false, dsack_reo = false, tlp_repaired;
 
+	/* an ACK with SACK blocks may start a recovery: what the ACKs before
+	 * it in this receive batch let go leaves first, as after each ACK
+	 * (tcp_output_before_recovery) */
+	if (o->nsack && c->in_dirty && !c->in_recovery && !c->after_rto)
+		tcp_output_before_recovery(eng, c);
 	c->probes = 0;
 	/* RFC 8985 §6.2: what RACK needs of this ACK */
 	c->ack_tsecr = o->has_ts ? o->tsecr : 0;

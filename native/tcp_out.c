@@ -1413,6 +1413,50 @@ static uint32_t app_fill_target(const struct sl_engine *eng, const struct sl_con
 	return n ? n : 1;
 }
 
+/* New data, as far as the windows let it go: the send queue's, then the
+ * fast path's responses. */
+static void output_new(struct sl_engine *eng, struct sl_conn *c)
+{
+	send_new(eng, c);
+	/* the fast path's responses: queued a super-frame's worth ahead
+	 * (headers written, the body referenced in the static store), else
+	 * a segment at a time */
+	while (app_pending(c) && eng->tx_budget && tcp_in_flight(c) < c->cwnd) {
+		uint32_t want = app_fill_target(eng, c);
+
+		/* whole segments only: a short one would go alone */
+		while (app_pending(c) &&
+		       (c->sq_send == SL_NONE ||
+			c->write_seq - c->snd_nxt + c->mss <= want) &&
+		       c->app->fill(eng, c))
+			;
+		if (c->sq_send == SL_NONE || !send_new(eng, c))
+			break;
+	}
+	if (app_pending(c) && !eng->tx_budget)
+		conn_dirty(eng, c);
+}
+
+/*
+ * An ACK with SACK blocks, which may start a fast recovery, came after
+ * other ACKs of the same receive batch: first the new data those let go.
+ * The engine reads a batch's ACKs before its flush sends; Linux sends
+ * after each ACK (tcp_data_snd_check), so when a later ACK starts the
+ * recovery, the earlier ones' new data is already in flight, below the
+ * recovery point (RFC 6582 "recover") and in RecoverFS (RFC 9937).
+ * Without this that data would leave after the reduction, a loss among it
+ * would be a second congestion event, and PRR would start from a pipe the
+ * earlier ACKs had emptied.  The ACK's own SACKs come after: in recovery
+ * its retransmission goes first, as Linux's.
+ */
+void tcp_output_before_recovery(struct sl_engine *eng, struct sl_conn *c)
+{
+	if (c->id && !c->file_err && state_sends_data(c->state)) {
+		output_new(eng, c);
+		conn_dirty(eng, c);	/* the flush arms timers, sees a file error */
+	}
+}
+
 /* Sends what the connection may send now: lost segments, new data, the
  * FIN, and an ACK if one is owed and nothing else carried it. */
 void tcp_output(struct sl_engine *eng, struct sl_conn *c)
@@ -1426,24 +1470,7 @@ void tcp_output(struct sl_engine *eng, struct sl_conn *c)
 			make_fin(eng, c);
 		if (c->lost_out > c->retrans_out)
 			retransmit_lost(eng, c);
-		send_new(eng, c);
-		/* the fast path's responses, as far as the windows let them
-		 * go: queued a super-frame's worth ahead (headers written, the
-		 * body referenced in the static store), else a segment at a time */
-		while (app_pending(c) && eng->tx_budget && tcp_in_flight(c) < c->cwnd) {
-			uint32_t want = app_fill_target(eng, c);
-
-			/* whole segments only: a short one would go alone */
-			while (app_pending(c) &&
-			       (c->sq_send == SL_NONE ||
-				c->write_seq - c->snd_nxt + c->mss <= want) &&
-			       c->app->fill(eng, c))
-				;
-			if (c->sq_send == SL_NONE || !send_new(eng, c))
-				break;
-		}
-		if (app_pending(c) && !eng->tx_budget)
-			conn_dirty(eng, c);
+		output_new(eng, c);
 		if (c->fin_queued && !c->fin_in_queue && !app_pending(c)) {
 			make_fin(eng, c);
 			send_new(eng, c);

@@ -97,6 +97,9 @@ class TransportIOStream(BaseIOStream):
         self._write_paused = False
         self._fire_scheduled = False
         super().__init__(*args, **kwargs)
+        # the loop this stream's events run on, looked up once: on 3.11
+        # every get_running_loop() is a getpid() system call
+        self._call_soon = self.io_loop.asyncio_loop.call_soon  # type: ignore[attr-defined]
         self.io_loop = _Handlers(self.io_loop, self)  # type: ignore[assignment]
 
     # ---- BaseIOStream's fd interface -----------------------------------
@@ -152,8 +155,7 @@ class TransportIOStream(BaseIOStream):
             return 0  # Tornado waits for WRITE (resume_writing)
         # Tornado releases ``data`` when this returns: a transport that keeps
         # a view must get its own bytes (specloop's copies what it keeps)
-        self._transport.write(data if isinstance(self._transport, BypassTransport)
-                              else bytes(data))
+        self._transport.write(data if self._bypass else bytes(data))
         return len(data)
 
     def get_fd_error(self) -> Exception | None:
@@ -195,7 +197,7 @@ class TransportIOStream(BaseIOStream):
     def _schedule(self) -> None:
         if not self._fire_scheduled:
             self._fire_scheduled = True
-            asyncio.get_running_loop().call_soon(self._fire)
+            self._call_soon(self._fire)
 
     def _fire(self) -> None:
         self._fire_scheduled = False
@@ -240,6 +242,8 @@ class _Protocol(asyncio.Protocol):
                                    max_buffer_size=server.max_buffer_size,
                                    read_chunk_size=server.read_chunk_size)
         self._stream = stream
+        # received data goes to the stream without a frame of ours between
+        self.data_received = stream._data  # type: ignore[method-assign]
         try:  # as TCPServer._handle_connection
             future = server.handle_stream(stream, transport.get_extra_info("peername"))
             if future is not None:

@@ -193,24 +193,25 @@ def test_forget_tcp_metrics_empties_both_namespaces_caches(lab):
     assert loss_matrix.forget_tcp_metrics() == {netlab.SERVER_NS: 0, netlab.CLIENT_NS: 0}
 
 
-def test_one_drop_costs_each_stack_one_retransmission(lab):
-    """--loss-drop's one loss: exactly the chosen packet of the server's
-    payload is dropped, on either stack, and each TCP resends it (and the
+def test_chosen_drops_cost_each_stack_a_retransmission_each(lab):
+    """--loss-drop's losses: exactly the chosen packets of the server's
+    payload are dropped, on either stack, and each TCP resends them (and the
     bytes still arrive exactly); without a drop nothing is dropped; --pin
     puts each end on its own CPU."""
     with impair.segments_on_wire():
         for stack in loss_matrix.STACKS:
-            rec = loss_drop.run_drop(30, stack, 1 << 20, LIMIT, "cubic")
+            rec = loss_drop.run_drop((30, 200), stack, 1 << 20, LIMIT, "cubic")
             assert rec["status"] == "ok" and rec["exact"], rec
-            assert rec["drop"] == {"k": 30, "seen": rec["drop"]["seen"], "dropped": 1}, rec
+            assert rec["drop"] == {"place": [30, 200], "seen": rec["drop"]["seen"],
+                                   "dropped": 2}, rec
             # at least the 1 MiB's segments passed the rule
             assert rec["drop"]["seen"] >= (1 << 20) // 1448, rec
-            assert rec["retransmits"] >= 1 and rec["download_s"] > 0, rec
+            assert rec["retransmits"] >= 2 and rec["download_s"] > 0, rec
             # unpinned: both ends run where this test may
             mine = sorted(os.sched_getaffinity(0))
             assert rec["server"]["cpus"] == rec["client"]["cpus"] == mine, rec
             # --pin: each end on its CPU, as its own process sees it
-            clean = loss_drop.run_drop(-1, stack, 1 << 20, LIMIT, "cubic", pin=True)
+            clean = loss_drop.run_drop((), stack, 1 << 20, LIMIT, "cubic", pin=True)
             assert clean["status"] == "ok" and clean["drop"]["dropped"] == 0, clean
             assert clean["server"]["cpus"] == [loss_matrix.SERVER_CPU], clean
             assert clean["client"]["cpus"] == [loss_matrix.CLIENT_CPU], clean
@@ -218,9 +219,20 @@ def test_one_drop_costs_each_stack_one_retransmission(lab):
     tables = subprocess.run(netlab.in_ns(netlab.CLIENT_NS, "nft", "list", "tables"),
                             capture_output=True, text=True).stdout
     assert loss_drop.DROP_TABLE not in tables
-    with pytest.raises(ValueError, match="k=-2"):
-        with loss_drop.drop_one(-2):
-            pass
+    for bad in ([-2], [], "30", [True]):
+        with pytest.raises(ValueError, match="places="):
+            with loss_drop.drop_packets(bad):  # type: ignore[arg-type]
+                pass
+
+
+def test_loss_drop_reads_places_as_its_help_says():
+    """--drop's places: none or -1, one packet, several joined by '+'; a
+    bad one is refused by name."""
+    assert loss_drop.parse_places("none,-1,30,30+150") == [(), (), (30,), (30, 150)]
+    assert [loss_drop.place_name(p) for p in [(), (30,), (30, 150)]] == ["none", "30", "30+150"]
+    for bad in ("x", "30+", "-2", "30+-5"):
+        with pytest.raises(ValueError, match="--drop"):
+            loss_drop.parse_places(bad)
 
 
 @pytest.fixture

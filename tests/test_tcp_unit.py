@@ -711,6 +711,39 @@ def test_rack_lost_retransmission_is_sent_again_without_rto(h, peer):
     assert info["lost_out"] == info["retrans_out"] == info["sacked_out"] == 0
 
 
+def test_new_data_the_batch_let_go_leaves_before_a_recovery_starts(h, peer):
+    # Linux sends after each ACK; the engine reads a batch of ACKs, then
+    # sends.  A cumulative ACK and, in the same batch, an ACK whose SACKs
+    # start a recovery: the first ACK's new data goes before the recovery
+    # (RFC 6582's recover lies beyond it), then the retransmission
+    rtt_sample(h, peer)
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, b"q" * (mss * 60))
+    first = [s for s in h.flush() if s.payload]
+    assert len(first) >= 10  # the initial window, and the sample's ACK
+    h.advance(0.001)
+    h.inject(peer.seg(ack_off=5 * mss))     # slow start: 5 more in the window
+    end = first[-1].seq + mss
+    h.inject(peer.seg(ack_off=5 * mss, options=sack_opts(peer, (first[6].seq, end))))
+    out = [s for s in h.flush() if s.payload]
+    at = [i for i, s in enumerate(out) if s.seq == first[5].seq]
+    assert len(at) == 1, out
+    new = out[:at[0]]
+    assert len(new) >= 10 and all(s.seq >= end for s in new), out
+    ssthresh = h.info(peer.conn)["ssthresh"]
+    assert h.counters()["fast_retransmits"] == 1
+    # the retransmission arrives, and one segment of that new data is lost:
+    # still the same congestion event, no second reduction
+    h.advance(0.001)
+    last = max(s.seq for s in out) + mss
+    again = peer.send(peer.seg(ack_off=new[2].seq - peer.rcv_nxt,
+                               options=sack_opts(peer, (new[3].seq, last))))
+    again += h.advance(0.001)   # RACK's reordering timer, if it waits
+    assert any(s.seq == new[2].seq and s.payload for s in again), again
+    assert h.info(peer.conn)["ssthresh"] == ssthresh
+    assert h.counters()["fast_retransmits"] == 1
+
+
 def reordering_seen(h, peer):
     """Three segments out; the third is SACKed before the first two arrive,
     which were sent once: RACK has seen reordering (§6.2 step 3)."""
