@@ -143,6 +143,9 @@ struct sl_counters {
 	uint64_t tx_gso_fallback_segments;	/* a run that went as separate frames
 						 * (unavailable, failed, ordering) */
 	uint64_t tx_gso_errors;		/* sendmsg() failures */
+	uint64_t tx_gso_software;	/* 1: the interface has no TSO and tx_gso
+					 * is on: the kernel cuts super-frames
+					 * (its GSO, on the qdisc path) */
 	/* sendfile's file-backed segments (tcp_queue_file) */
 	uint64_t tx_gso_splice_frames;	/* super-frames spliced from the file
 					 * (page cache → skb, no user copy) */

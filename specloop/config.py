@@ -58,7 +58,9 @@ _SETTINGS: tuple[_Setting, ...] = (
              "1: static payload sent from shared UMEM frames (XDP_USE_SG), 0: copied"),
     _Setting("tx_gso", str, "auto", None,
              "GSO super-frames (up to 64 KiB) for runs of full segments: auto (where "
-             "the interface takes them), on (an error where not), off"),
+             "the interface takes them: packet sockets, and TSO on), on (an error "
+             "without packet sockets; without TSO the kernel cuts them in software), "
+             "off"),
     _Setting("cc", str, "cubic", None,
              "congestion control of the bypass TCP: cubic (RFC 9438; the default, as "
              "Linux's, so that the stack grows and backs off as the kernel's TCP it "

@@ -177,8 +177,9 @@ def _tx_gso(ifname: str) -> Finding:
     finally:
         s.close()
     if _offload_on(ifname, "tcp-segmentation-offload") is False:
-        return Finding(name, "warn", f"{ifname}: available, but TSO is off: the kernel cuts "
-                       "each super-frame in software before the driver",
+        return Finding(name, "warn", f"{ifname}: available, but TSO is off: tx_gso auto "
+                       "sends one AF_XDP frame per segment (tx_gso='on' has the kernel "
+                       "cut super-frames in software; counter tx_gso_software)",
                        f"ethtool -K {ifname} tso on")
     return Finding(name, "ok", f"{ifname}: runs of full segments leave as one packet of up "
                    "to 64 KiB (tx_gso auto; counters tx_gso_*)")

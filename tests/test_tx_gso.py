@@ -162,6 +162,43 @@ def test_tx_gso_off_and_auto(in_server_ns, files):
             loop.close()
 
 
+def test_tx_gso_without_tso(in_server_ns, files):
+    """TSO off on the interface: auto sends frames (the bypass to the driver
+    cannot segment; nothing is tried and fails); on has the kernel cut its
+    super-frames in software on the qdisc path.  Bytes exact either way."""
+    urls, want = expected(files)
+    ifname = in_server_ns.server_if
+
+    def tso(state: str) -> None:
+        subprocess.run(["ethtool", "-K", ifname, "tso", state, "gso", state], check=True,
+                       capture_output=True)
+
+    tso("off")
+    try:
+        for mode in ("auto", "on"):
+            loop = specloop.new_event_loop(interface=ifname, tx_gso=mode)
+            asyncio.set_event_loop(loop)
+            try:
+                async def main():
+                    async with serving(files):
+                        assert await curl_digests(urls[0], urls[1]) == want[:2]
+
+                loop.run_until_complete(asyncio.wait_for(main(), 120))
+                c = loop.stack.counters()
+                assert c["tx_gso_errors"] == 0 and c["tx_gso_fallback_segments"] == 0, (mode, c)
+                if mode == "auto":
+                    assert (c["tx_gso_available"], c["tx_gso_software"],
+                            c["tx_gso_frames"]) == (0, 0, 0), c
+                else:
+                    assert c["tx_gso_available"] == c["tx_gso_software"] == 1, c
+                    assert c["tx_gso_segments"] > c["tx_gso_frames"] > 0, c
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+    finally:
+        tso("on")
+
+
 # ---- one connection's order across the two TX paths --------------------------------
 
 def read_pcap(path: str) -> list[bytes]:
