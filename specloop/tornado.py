@@ -242,8 +242,6 @@ class _Protocol(asyncio.Protocol):
                                    max_buffer_size=server.max_buffer_size,
                                    read_chunk_size=server.read_chunk_size)
         self._stream = stream
-        # received data goes to the stream without a frame of ours between
-        self.data_received = stream._data  # type: ignore[method-assign]
         try:  # as TCPServer._handle_connection
             future = server.handle_stream(stream, transport.get_extra_info("peername"))
             if future is not None:
