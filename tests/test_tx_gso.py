@@ -141,32 +141,37 @@ def test_static_and_python_bodies_byte_exact_with_super_frames(gso_loop, files):
     assert c["fast_handovers"] == 6 and c["fast_handbacks"] >= 4
 
 
+def two_files_counters(ifname: str, tx_gso: str, files) -> dict:
+    """A fresh loop with ``tx_gso`` serves the first two URLs to curl,
+    byte-exact; returns its engine's counters."""
+    urls, want = expected(files)
+    loop = specloop.new_event_loop(interface=ifname, tx_gso=tx_gso)
+    asyncio.set_event_loop(loop)
+    try:
+        async def main():
+            async with serving(files):
+                assert await curl_digests(urls[0], urls[1]) == want[:2]
+
+        loop.run_until_complete(asyncio.wait_for(main(), 120))
+        return loop.stack.counters()
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
 def test_tx_gso_off_and_auto(in_server_ns, files):
     """off: every segment an AF_XDP frame, as before; auto: on here."""
-    urls, want = expected(files)
     for mode, available in (("off", 0), ("auto", 1)):
-        loop = specloop.new_event_loop(interface=in_server_ns.server_if, tx_gso=mode)
-        asyncio.set_event_loop(loop)
-        try:
-            async def main():
-                async with serving(files):
-                    assert await curl_digests(urls[0], urls[1]) == want[:2]
-
-            loop.run_until_complete(asyncio.wait_for(main(), 120))
-            c = loop.stack.counters()
-            assert c["tx_gso_available"] == available, mode
-            assert (c["tx_gso_frames"] > 0) == bool(available), mode
-            assert c["tx_gso_fallback_segments"] == 0
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+        c = two_files_counters(in_server_ns.server_if, mode, files)
+        assert c["tx_gso_available"] == available, mode
+        assert (c["tx_gso_frames"] > 0) == bool(available), mode
+        assert c["tx_gso_fallback_segments"] == 0
 
 
 def test_tx_gso_without_tso(in_server_ns, files):
     """TSO off on the interface: auto sends frames (the bypass to the driver
     cannot segment; nothing is tried and fails); on has the kernel cut its
     super-frames in software on the qdisc path.  Bytes exact either way."""
-    urls, want = expected(files)
     ifname = in_server_ns.server_if
 
     def tso(state: str) -> None:
@@ -176,25 +181,14 @@ def test_tx_gso_without_tso(in_server_ns, files):
     tso("off")
     try:
         for mode in ("auto", "on"):
-            loop = specloop.new_event_loop(interface=ifname, tx_gso=mode)
-            asyncio.set_event_loop(loop)
-            try:
-                async def main():
-                    async with serving(files):
-                        assert await curl_digests(urls[0], urls[1]) == want[:2]
-
-                loop.run_until_complete(asyncio.wait_for(main(), 120))
-                c = loop.stack.counters()
-                assert c["tx_gso_errors"] == 0 and c["tx_gso_fallback_segments"] == 0, (mode, c)
-                if mode == "auto":
-                    assert (c["tx_gso_available"], c["tx_gso_software"],
-                            c["tx_gso_frames"]) == (0, 0, 0), c
-                else:
-                    assert c["tx_gso_available"] == c["tx_gso_software"] == 1, c
-                    assert c["tx_gso_segments"] > c["tx_gso_frames"] > 0, c
-            finally:
-                asyncio.set_event_loop(None)
-                loop.close()
+            c = two_files_counters(ifname, mode, files)
+            assert c["tx_gso_errors"] == 0 and c["tx_gso_fallback_segments"] == 0, (mode, c)
+            if mode == "auto":
+                assert (c["tx_gso_available"], c["tx_gso_software"],
+                        c["tx_gso_frames"]) == (0, 0, 0), c
+            else:
+                assert c["tx_gso_available"] == c["tx_gso_software"] == 1, c
+                assert c["tx_gso_segments"] > c["tx_gso_frames"] > 0, c
     finally:
         tso("on")
 
