@@ -302,16 +302,28 @@ def progress(rec: dict[str, Any], size: int) -> float:
     return min(1.0, done / (2 * size))
 
 
+def downloaded(rec: dict[str, Any], size: int) -> float:
+    """How much of the download (the server's sending, where its RTOs can
+    happen) a run got across: 1.0 for an ok run, else the client's bytes
+    over ``size``."""
+    if rec["status"] == "ok":
+        return 1.0
+    return min(1.0, ((rec.get("client") or {}).get("downloaded") or 0) / size)
+
+
 def summarize(runs: list[dict[str, Any]], size: int | None = None) -> dict[str, Any]:
     """One stack's runs in a cell: median, p90 (a timeout or error counts as
     infinitely long), RTOs per run, and how many runs were ok; with the
     exchange's ``size`` (bytes each way), also how far the runs got: the
     median and p10 (nearest rank, the mirror of the time's p90) of
-    ``progress``."""
+    ``progress``, and the RTOs per download got across (``downloaded``),
+    which is the RTOs per run where every run finished."""
     times = [r["seconds"] if r["status"] == "ok" else math.inf for r in runs]
     rtos = [r["rto"] for r in runs if r.get("rto") is not None]
     done = [progress(r, size) for r in runs] if size else []
+    sent = sum(downloaded(r, size) for r in runs if r.get("rto") is not None) if size else 0.0
     return {
+        "rto_per_download": sum(rtos) / sent if sent > 0 else math.nan,
         "progress_median": quantile(done, 0.5) if done else math.nan,
         "progress_p10": quantile(done, 0.1) if done else math.nan,
         "runs": len(runs),
@@ -356,11 +368,22 @@ def judge(ours: dict[str, Any], kernel: dict[str, Any]) -> dict[str, Any]:
     Where both stacks' median (or p90) is a timeout, the times say nothing;
     then the ratio is the kernel's progress by the limit over specloop's
     (median for the median, p10 for the p90): at a steady pace, the ratio
-    of the times each would have needed.  ``by_progress`` names those."""
+    of the times each would have needed.  Where any run of either stack
+    stopped early, RTOs are compared per download got across.
+    ``by_progress`` names the ratios taken so."""
     r = {"median": ratio(ours["median_s"], kernel["median_s"]),
          "p90": ratio(ours["p90_s"], kernel["p90_s"]),
          "rto": ratio(ours["rto_per_run"], kernel["rto_per_run"])}
     by_progress = []
+    # A server times out only while it sends: a run that stopped before
+    # (or during) its download had fewer RTOs to count, not fewer per
+    # byte.  Where a run stopped early, count RTOs per download got across
+    # (where every run finished that is the same as per run).
+    a, b = ours.get("rto_per_download", math.nan), kernel.get("rto_per_download", math.nan)
+    stopped = any(s.get("ok", 0) < s.get("runs", 0) for s in (ours, kernel))
+    if stopped and not math.isnan(a) and not math.isnan(b):
+        r["rto"] = ratio(a, b)
+        by_progress.append("rto")
     for key, time_key, done_key in (("median", "median_s", "progress_median"),
                                     ("p90", "p90_s", "progress_p10")):
         a, b = ours.get(done_key, math.nan), kernel.get(done_key, math.nan)
@@ -501,7 +524,12 @@ def markdown(doc: dict[str, Any]) -> str:
         "Where both stacks' median (or p90) is a timeout, the table also says how far "
         "the runs got by the limit (median / p10 of the bytes moved both ways, of the "
         "exchange's total) and † marks a ratio taken from that: the kernel's progress "
-        "over specloop's, at a steady pace the ratio of the times each would have needed.",
+        "over specloop's, at a steady pace the ratio of the times each would have needed. "
+        "A server can time out only while it sends, so where a run of either stack stopped "
+        "early (a run stuck in its upload sent nothing and had no RTO to count), RTOs are "
+        "compared per download got across (the RTOs over the runs' downloaded bytes, in "
+        "downloads; where every run finished, the same as per run), shown in brackets, "
+        "the ratio marked †.",
         "",
         "| size | delay | loss | specloop median / p90 | kernel median / p90 | median × | p90 × "
         "| RTOs specloop / kernel | RTOs × | exact (ok/runs) | RTT ms |",
@@ -515,7 +543,8 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {_times(o)} | {_times(k)} "
             f"| {_x(r['ratio']['median'], r['met']['median'], 'median' in r.get('by_progress', ()))} "
             f"| {_x(r['ratio']['p90'], r['met']['p90'], 'p90' in r.get('by_progress', ()))} "
-            f"| {_n(o['rto_per_run'])} / {_n(k['rto_per_run'])} | {_x(r['ratio']['rto'], r['met']['rto'])} "
+            f"| {_rtos(o, k, 'rto' in r.get('by_progress', ()))} "
+            f"| {_x(r['ratio']['rto'], r['met']['rto'], 'rto' in r.get('by_progress', ()))} "
             f"| {o['exact']}/{o['runs']}, {k['exact']}/{k['runs']} | {rtt:.2f} |")
     lines += applied_loss(doc)
     short = [r for r in doc["cells"] if r.get("stopped")]
@@ -535,6 +564,15 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"- {r['size_mib']} MiB, {r['delay_ms']:g} ms, {r['loss']}%: {s} had "
                      f"{sm['timeouts']} timeout(s), {sm['errors']} error(s)")
     return "\n".join(lines) + "\n"
+
+
+def _rtos(ours: dict[str, Any], kernel: dict[str, Any], per_download: bool) -> str:
+    """The RTO cell: per run, and per download got across where that decides."""
+    cell = f"{_n(ours['rto_per_run'])} / {_n(kernel['rto_per_run'])}"
+    if per_download:
+        cell += (f" (per download: {_n(ours['rto_per_download'])} / "
+                 f"{_n(kernel['rto_per_download'])})")
+    return cell
 
 
 def _pct(v: float) -> str:

@@ -78,6 +78,42 @@ def test_where_both_time_out_progress_by_the_limit_decides():
     assert loss_matrix.judge(done, kernel)["ratio"]["median"] == 0.0
 
 
+def test_where_runs_stop_early_rtos_count_per_download_got_across():
+    size = 1 << 20
+    def run(status: str, rto: int, downloaded: int) -> dict:
+        return {"status": status, "seconds": 9.0 if status == "ok" else 300.0, "rto": rto,
+                "exact": status == "ok", "server": {"received": size},
+                "client": {"downloaded": downloaded}}
+    # specloop finished both runs with 40 RTOs each; the kernel finished
+    # one with 40 and sat out the other in its upload, sending nothing: 20
+    # per run, but 40 per download, the same as specloop's
+    ours = loss_matrix.summarize([run("ok", 40, size)] * 2, size)
+    kernel = loss_matrix.summarize([run("ok", 40, size), run("timeout", 0, 0)], size)
+    assert (ours["rto_per_run"], kernel["rto_per_run"]) == (40, 20)
+    assert (ours["rto_per_download"], kernel["rto_per_download"]) == (40, 40)
+    j = loss_matrix.judge(ours, kernel)
+    assert j["ratio"]["rto"] == 1.0 and j["met"]["rto"] and "rto" in j["by_progress"], j
+    # a run stopped half way through its download counts half a download
+    half = loss_matrix.summarize([run("ok", 40, size), run("timeout", 30, size // 2)], size)
+    assert half["rto_per_download"] == 70 / 1.5
+    # more RTOs per download than the kernel's still fails
+    worse = loss_matrix.summarize([run("ok", 90, size)] * 2, size)
+    assert not loss_matrix.judge(worse, kernel)["met"]["rto"]
+    # where every run finished, per run decides, as the issue counts
+    done = loss_matrix.judge(ours, loss_matrix.summarize([run("ok", 20, size)] * 2, size))
+    assert done["ratio"]["rto"] == 2.0 and "rto" not in done["by_progress"]
+    # nothing downloaded on either side: per run again
+    none = loss_matrix.summarize([run("timeout", 0, 0)] * 2, size)
+    assert "rto" not in loss_matrix.judge(none, none)["by_progress"]
+    # the table shows both counts and marks the ratio
+    cell = {"loss": 20, "delay_ms": 0, "size_mib": 1, "ping_rtt_ms": {"avg": 0.1},
+            "summary": {"specloop": ours, "kernel": kernel}, **j}
+    md = loss_matrix.markdown({"cells": [cell], "complete": True, "date": "d", "command": "c",
+                               "commit": "c0ffee", "elapsed_s": 1.0, "lab": "x",
+                               "settings": {"limit_s": 300.0, "kernel_cc": "cubic"}})
+    assert "| 40.0 / 20.0 (per download: 40.0 / 40.0) | 1.00×† ✓ |" in md, md
+
+
 def _run(stack: str, seconds: float, rto: int, status: str = "ok") -> dict:
     return {"stack": stack, "status": status, "seconds": seconds, "rto": rto, "exact": True,
             "retransmits": 1, "client": {"tcp_info": {"min_rtt_us": 100}}}
