@@ -661,6 +661,13 @@ def merge(paths: Sequence[pathlib.Path], out: pathlib.Path) -> int:
             log(f"{path}: another limit or congestion control than {paths[0]}: not merged")
             return 1
         settings = settings or d["settings"]
+        seen = {(x.get("date"), x.get("lab"), x.get("command")) for x in sources}
+        twice = [x for x in _sources(d) if (x.get("date"), x.get("lab"), x.get("command")) in seen]
+        if twice:
+            # e.g. a glob that took an earlier merge's output along with its parts
+            log(f"{path}: the runs of {twice[0].get('command')} (lab {twice[0].get('lab')}) "
+                "are already in the merge: not merged")
+            return 1
         sources += _sources(d)
         for c in d["cells"]:
             key = (c["size_mib"], c["delay_ms"], c["loss"])

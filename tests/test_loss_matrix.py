@@ -146,6 +146,11 @@ def test_merge_pools_the_runs_of_a_cell(tmp_path):
         "median": False, "p90": False, "rto": True}
     md = out.read_text()
     assert "cmd a" in md and "cmd b" in md and "1 timeout(s)" in md
+    # the same runs twice (a glob that takes the merge's own output along
+    # with its parts) are refused, not counted twice
+    assert loss_matrix.merge([a, b, out.with_suffix(".json")], tmp_path / "m2.md") == 1
+    assert loss_matrix.merge([a, a], tmp_path / "m3.md") == 1
+    assert not (tmp_path / "m2.md").exists() and not (tmp_path / "m3.md").exists()
 
 
 def test_wire_loss_counts_each_way_and_leaves_nothing_behind(lab):
