@@ -323,6 +323,10 @@ def summarize(runs: list[dict[str, Any]], size: int | None = None) -> dict[str, 
     done = [progress(r, size) for r in runs] if size else []
     sent = sum(downloaded(r, size) for r in runs if r.get("rto") is not None) if size else 0.0
     return {
+        # runs whose server got the whole upload: only those sent it
+        # anything but ACKs before the end (the reply comes after it)
+        "replied": sum(r["status"] == "ok" or (size is not None and (
+            (r.get("server") or {}).get("received") or 0) >= size) for r in runs),
         "downloads": sent if size else math.nan,
         "rto_per_download": sum(rtos) / sent if sent > 0 else math.nan,
         "progress_median": quantile(done, 0.5) if done else math.nan,
@@ -371,8 +375,8 @@ def judge(ours: dict[str, Any], kernel: dict[str, Any]) -> dict[str, Any]:
     (median for the median, p10 for the p90): at a steady pace, the ratio
     of the times each would have needed.  Where any run of either stack
     stopped early, RTOs are compared per download got across; where no
-    run of either got any of its download across, there was nothing to
-    time out on in the exchange, and RTOs are not compared (``no_download``).
+    server of either stack got the whole upload, none sent anything of the
+    exchange to time out on, and RTOs are not compared (``no_download``).
     ``by_progress`` names the ratios taken so."""
     r = {"median": ratio(ours["median_s"], kernel["median_s"]),
          "p90": ratio(ours["p90_s"], kernel["p90_s"]),
@@ -384,14 +388,15 @@ def judge(ours: dict[str, Any], kernel: dict[str, Any]) -> dict[str, Any]:
     # (where every run finished that is the same as per run).
     a, b = ours.get("rto_per_download", math.nan), kernel.get("rto_per_download", math.nan)
     stopped = any(s.get("ok", 0) < s.get("runs", 0) for s in (ours, kernel))
-    no_download = stopped and ours.get("downloads") == 0 and kernel.get("downloads") == 0
-    if stopped and not math.isnan(a) and not math.isnan(b):
+    no_download = stopped and ours.get("replied") == 0 and kernel.get("replied") == 0
+    if no_download:
+        # no server got the whole upload, so none sent more than ACKs
+        # until the client gave up and it answered the client's FIN with
+        # its own: the RTOs counted there (a FIN lost) were not the exchange's
+        r["rto"] = math.nan
+    elif stopped and not math.isnan(a) and not math.isnan(b):
         r["rto"] = ratio(a, b)
         by_progress.append("rto")
-    elif no_download:
-        # the servers' RTOs there came after the client gave up (a FIN
-        # of the teardown lost): none was the exchange's
-        r["rto"] = math.nan
     for key, time_key, done_key in (("median", "median_s", "progress_median"),
                                     ("p90", "p90_s", "progress_p10")):
         a, b = ours.get(done_key, math.nan), kernel.get(done_key, math.nan)
@@ -539,9 +544,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "early (a run stuck in its upload sent nothing and had no RTO to count), RTOs are "
         "compared per download got across (the RTOs over the runs' downloaded bytes, in "
         "downloads; where every run finished, the same as per run), shown in brackets, "
-        "the ratio marked †; where no run of either stack got any of its download across "
-        "(\"none sent\"), the RTOs counted came after the client gave up, in the "
-        "teardown, and are not compared.",
+        "the ratio marked †; where no server of either stack got the whole upload "
+        "(\"none sent\": a server replies only after it), none sent anything but ACKs "
+        "until the client gave up, and the RTOs counted there (a FIN of the teardown) "
+        "are not compared.",
         "",
         "| size | delay | loss | specloop median / p90 | kernel median / p90 | median × | p90 × "
         "| RTOs specloop / kernel | RTOs × | exact (ok/runs) | RTT ms |",

@@ -81,9 +81,9 @@ def test_where_both_time_out_progress_by_the_limit_decides():
 
 def test_where_runs_stop_early_rtos_count_per_download_got_across():
     size = 1 << 20
-    def run(status: str, rto: int, downloaded: int) -> dict:
+    def run(status: str, rto: int, downloaded: int, received: int = size) -> dict:
         return {"status": status, "seconds": 9.0 if status == "ok" else 300.0, "rto": rto,
-                "exact": status == "ok", "server": {"received": size},
+                "exact": status == "ok", "server": {"received": received},
                 "client": {"downloaded": downloaded}}
     # specloop finished both runs with 40 RTOs each; the kernel finished
     # one with 40 and sat out the other in its upload, sending nothing: 20
@@ -103,16 +103,23 @@ def test_where_runs_stop_early_rtos_count_per_download_got_across():
     # where every run finished, per run decides, as the issue counts
     done = loss_matrix.judge(ours, loss_matrix.summarize([run("ok", 20, size)] * 2, size))
     assert done["ratio"]["rto"] == 2.0 and "rto" not in done["by_progress"]
-    # nothing downloaded on either side: no RTO of the exchange to compare
-    # (one FIN of the teardown, after the client gave up, is not one)
-    teardown = loss_matrix.summarize([run("timeout", 1, 0), run("timeout", 0, 0)], size)
-    none = loss_matrix.summarize([run("timeout", 0, 0)] * 2, size)
+    # no server got the whole upload, so none sent anything but ACKs: no
+    # RTO of the exchange to compare (one FIN of the teardown, after the
+    # client gave up, is not one)
+    teardown = loss_matrix.summarize([run("timeout", 1, 0, size // 3),
+                                      run("timeout", 0, 0, size // 2)], size)
+    none = loss_matrix.summarize([run("timeout", 0, 0, size // 4)] * 2, size)
     j0 = loss_matrix.judge(teardown, none)
     assert j0["no_download"] and j0["met"]["rto"] and math.isnan(j0["ratio"]["rto"]), j0
-    # one side got some download across: compared as before (per run)
-    some = loss_matrix.summarize([run("timeout", 3, size // 4), run("timeout", 0, 0)], size)
-    j1 = loss_matrix.judge(some, none)
+    # a server that got the whole upload replied: its RTOs count, even
+    # with nothing of the reply across by the limit
+    replied = loss_matrix.summarize([run("timeout", 2, 0), run("timeout", 0, 0, 0)], size)
+    j1 = loss_matrix.judge(replied, none)
     assert not j1["no_download"] and not j1["met"]["rto"], j1
+    # one side got some download across: compared as before (per run)
+    some = loss_matrix.summarize([run("timeout", 3, size // 4), run("timeout", 0, 0, 0)], size)
+    j2 = loss_matrix.judge(some, none)
+    assert not j2["no_download"] and not j2["met"]["rto"], j2
     # the table shows both counts and marks the ratio
     cell = {"loss": 20, "delay_ms": 0, "size_mib": 1, "ping_rtt_ms": {"avg": 0.1},
             "summary": {"specloop": ours, "kernel": kernel}, **j}
