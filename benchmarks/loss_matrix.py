@@ -316,8 +316,9 @@ def summarize(runs: list[dict[str, Any]], size: int | None = None) -> dict[str, 
     infinitely long), RTOs per run, and how many runs were ok; with the
     exchange's ``size`` (bytes each way), also how far the runs got: the
     median and p10 (nearest rank, the mirror of the time's p90) of
-    ``progress``, and the RTOs per download got across (``downloaded``),
-    which is the RTOs per run where every run finished."""
+    ``progress``, the RTOs per download got across (``downloaded``),
+    which is the RTOs per run where every run finished, and how many runs'
+    servers got the whole upload (``replied``: only those sent a reply)."""
     times = [r["seconds"] if r["status"] == "ok" else math.inf for r in runs]
     rtos = [r["rto"] for r in runs if r.get("rto") is not None]
     done = [progress(r, size) for r in runs] if size else []
@@ -327,7 +328,6 @@ def summarize(runs: list[dict[str, Any]], size: int | None = None) -> dict[str, 
         # anything but ACKs before the end (the reply comes after it)
         "replied": sum(r["status"] == "ok" or (size is not None and (
             (r.get("server") or {}).get("received") or 0) >= size) for r in runs),
-        "downloads": sent if size else math.nan,
         "rto_per_download": sum(rtos) / sent if sent > 0 else math.nan,
         "progress_median": quantile(done, 0.5) if done else math.nan,
         "progress_p10": quantile(done, 0.1) if done else math.nan,
