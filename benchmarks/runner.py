@@ -494,6 +494,7 @@ http {{
     default_type application/octet-stream;
     sendfile {sendfile};
     tcp_nopush {tcp_nopush};
+    open_file_cache {open_file_cache};
     access_log off;
     keepalive_requests 100000000;  # wrk keeps connections; so do the Python servers
     client_body_temp_path {tmp}/body;
@@ -535,7 +536,8 @@ class ServerProcess:
         if s.kind == "nginx":
             nginx = shutil.which("nginx") or "/usr/sbin/nginx"
             conf = self.tmp / "nginx.conf"
-            directives = {"sendfile": "on", "tcp_nopush": "off", **dict(s.nginx)}
+            directives = {"sendfile": "on", "tcp_nopush": "off",
+                          "open_file_cache": matrix.NGINX_CACHE, **dict(s.nginx)}
             conf.write_text(NGINX_CONF.format(tmp=self.tmp, host=netlab.SERVER_IP,
                                               port=self.port, static=self.static_dir,
                                               **directives))

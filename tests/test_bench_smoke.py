@@ -32,7 +32,7 @@ CELL_OK_KEYS = {"server", "workload", "connections", "status", "requests", "seco
 BULK_OK_KEYS = {"server", "workload", "status", "bytes", "seconds", "mb_per_s",
                 "cpu_s_per_gib", "rss_mib", "ratio", "cpu_ratio", "refs", "spread",
                 "run_count", "runs"}
-NGINX = {"nginx-sendfile", "nginx-nopush", "nginx-nosendfile"}
+NGINX = {"nginx-sendfile", "nginx-nopush", "nginx-nosendfile", "nginx-nocache"}
 FAST = {"aiohttp-specloop-fastpath", "aiohttp-specloop-fastpath-mb"}
 # the WebSocket echo servers: they run ws-echo (benchmarks/ws_load.c), and only that
 WS = {"websockets-asyncio", "websockets-uvloop", "websockets-specloop-bypass"}
