@@ -15,6 +15,7 @@ static const struct sl_api api = {
 	.engine_rx_ready = sl_engine_rx_ready,
 	.conn_write = sl_conn_write,
 	.conn_setopt = sl_conn_setopt,
+	.engine_active_conns = sl_engine_active_conns,
 };
 
 const struct sl_api *sl_api_get(void)

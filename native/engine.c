@@ -253,6 +253,13 @@ int sl_engine_rx_ready(const struct sl_engine *eng)
 	return 0;
 }
 
+uint32_t sl_engine_active_conns(struct sl_engine *eng)
+{
+	eng->now_us = monotonic_us(eng);
+	active_roll(eng);
+	return eng->act.count > eng->act.prev ? eng->act.count : eng->act.prev;
+}
+
 /* Something waits for the next poll or flush (Python should iterate soon):
  * events to hand over, or output the last flush's budget left queued. */
 int sl_engine_pending(const struct sl_engine *eng)

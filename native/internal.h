@@ -152,6 +152,12 @@ struct sl_engine {
 	uint64_t now_us;	/* CLOCK_MONOTONIC, refreshed per poll/flush */
 	uint64_t fake_now_us;	/* test engines: a clock the caller sets */
 	uint32_t tx_budget;	/* data segments this flush may still send */
+	/* connections that received segments, per millisecond (active_note) */
+	struct {
+		uint64_t end_us;	/* when the current millisecond ends */
+		uint32_t epoch;		/* which millisecond; a connection's act_epoch */
+		uint32_t count, prev;	/* this millisecond's, the last one's */
+	} act;
 	struct tcp_state_all *tcp;
 	struct sl_impair_state *impair;	/* NULL unless a test impairs the link */
 	struct sl_static *stat;		/* files the HTTP fast path serves */

@@ -283,6 +283,10 @@ int sl_engine_set_clock(struct sl_engine *eng, uint64_t now_us);
 int sl_engine_fds(const struct sl_engine *eng, int *fds, int max);
 /* Non-zero when the RX ring has frames (for busy polling; no syscall). */
 int sl_engine_rx_ready(const struct sl_engine *eng);
+/* How many connections received segments in the last millisecond or so
+ * (the larger of the last whole millisecond's count and the current one's):
+ * 1 when one connection's request-response turns pace the loop. */
+uint32_t sl_engine_active_conns(struct sl_engine *eng);
 /* The XDP attach mode in use: SL_XDP_NATIVE or SL_XDP_GENERIC. */
 int sl_engine_xdp_mode(const struct sl_engine *eng);
 
@@ -449,6 +453,7 @@ struct sl_api {
 	int (*conn_write)(struct sl_engine *eng, uint32_t conn, const uint8_t *data,
 			  size_t len);
 	int (*conn_setopt)(struct sl_engine *eng, uint32_t conn, int opt, int value);
+	uint32_t (*engine_active_conns)(struct sl_engine *eng);
 };
 const struct sl_api *sl_api_get(void);
 

@@ -221,6 +221,7 @@ struct sl_conn {
 	uint32_t listener;	/* listener index, SL_NONE if none */
 	uint32_t hnext;		/* hash chain, conn index */
 	uint32_t next_free;
+	uint32_t act_epoch;	/* engine act.epoch of its last segment */
 
 	/* send sequence space, RFC 9293 §3.3.1 */
 	uint32_t iss, snd_una, snd_nxt, snd_max, snd_wl1, snd_wl2;
@@ -528,6 +529,28 @@ static inline bool app_pending(const struct sl_conn *c)
 static inline uint32_t conn_index(const struct sl_engine *eng, const struct sl_conn *c)
 {
 	return (uint32_t)(c - eng->tcp->conns);
+}
+
+/* Starts the next millisecond of the active-connection count when this one
+ * is over (a millisecond with no segment at all counts 0). */
+static inline void active_roll(struct sl_engine *eng)
+{
+	if (eng->now_us < eng->act.end_us)
+		return;
+	eng->act.prev = eng->now_us - eng->act.end_us < 1000 ? eng->act.count : 0;
+	eng->act.count = 0;
+	eng->act.epoch++;
+	eng->act.end_us = eng->now_us + 1000;
+}
+
+/* c received a segment: counted once per millisecond (sl_engine_active_conns) */
+static inline void active_note(struct sl_engine *eng, struct sl_conn *c)
+{
+	active_roll(eng);
+	if (c->act_epoch != eng->act.epoch) {
+		c->act_epoch = eng->act.epoch;
+		eng->act.count++;
+	}
 }
 
 #endif /* SPECLOOP_TCP_H */

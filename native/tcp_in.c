@@ -1072,5 +1072,6 @@ void tcp_input(struct sl_engine *eng, struct pkt *p)
 		timewait_input(eng, c, p, &o);
 		return;
 	}
+	active_note(eng, c);
 	tcp_segment_arrives(eng, c, p, &o);
 }

@@ -66,7 +66,13 @@ _SETTINGS: tuple[_Setting, ...] = (
              "Linux's, so that the stack grows and backs off as the kernel's TCP it "
              "shares links and is compared with) or reno (NewReno, RFC 5681/6582)"),
     _Setting("busy_poll_us", int, 0, _int_rule(0, 1_000_000),
-             "microseconds to spin on RX before sleeping in epoll"),
+             "microseconds to spin on RX before every sleep in epoll (0: none; "
+             "set, it replaces the adaptive spin)"),
+    _Setting("adaptive_poll_us", int, 50, _int_rule(0, 1_000_000),
+             "ceiling of the adaptive spin before a sleep: the loop spins on RX "
+             "only while the gaps between batches have been between 10 µs and "
+             "this (one connection's turns), where a spin costs less than a "
+             "sleep and its wakeup; 0: never"),
     _Setting("max_conns", int, 16384, _int_rule(16, 1 << 20), "TCP connection table size"),
     _Setting("sndbuf", int, 1 << 20, _int_rule(4096, 1 << 28),
              "send buffer bytes per connection, at least (it grows to twice the "
@@ -189,6 +195,7 @@ class Config:
     tx_gso: str
     cc: str
     busy_poll_us: int
+    adaptive_poll_us: int
     max_conns: int
     sndbuf: int
     rcvbuf: int

@@ -85,7 +85,8 @@ class Stack:
             self.pump = _core.Pump(engine=self.engine.address, api=self.engine.api_address,
                                    stack=self, selector_fd=selector.fileno(),
                                    xsk_fds=self.engine.fds, max_conns=config.max_conns,
-                                   busy_poll_us=config.busy_poll_us)
+                                   busy_poll_us=config.busy_poll_us,
+                                   adaptive_poll_us=config.adaptive_poll_us)
         except BaseException:
             self.engine.close()
             os.close(self._netns_fd)

@@ -58,6 +58,7 @@ def test_empty_interface_means_none():
     ("queue", "a", "'all'"),
     ("queue", list(range(17)), "up to 16"),
     ("busy_poll_us", -5, "from 0"),
+    ("adaptive_poll_us", -1, "from 0"),
     ("max_conns", 1.5, "integer"),
     ("sndbuf", True, "integer"),
     ("time_wait", "soon", "number of seconds"),

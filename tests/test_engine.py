@@ -200,6 +200,64 @@ def test_busy_poll_loop_serves(lab):
         loop.close()
 
 
+def test_adaptive_poll_spins_for_one_connection_only(lab):
+    """adaptive_poll_us: the wait spins on the RX ring while one connection's
+    request-response turns pace the loop (wrk -c1), never while 32
+    connections are busy (their peers have other work while we sleep), and
+    not at all when it is 0.  The ceiling is wide here so that a slow
+    machine's gaps still qualify: what is tested is the choice."""
+    import asyncio
+
+    from labtools import arun_client
+
+    response = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain"
+                b"\r\n\r\nok")
+
+    class Hello(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+
+        def data_received(self, data):
+            self.t.write(response * data.count(b"\r\n\r\n"))
+
+    def serve(ceiling: int, port: int, conns: tuple[int, ...]) -> list[dict]:
+        with netlab.inside(lab.server_ns):
+            loop = specloop.new_event_loop(interface=lab.server_if, adaptive_poll_us=ceiling)
+        try:
+            assert loop.config.adaptive_poll_us == ceiling
+
+            async def main():
+                server = await loop.create_server(Hello, netlab.SERVER_IP, port)
+                seen = []
+                for c in conns:
+                    before = loop.stack.counters()
+                    rc, out, err = await arun_client(
+                        "wrk", "-t1", f"-c{c}", "-d1s", f"http://{netlab.SERVER_IP}:{port}/")
+                    assert rc == 0, err.decode()
+                    after = loop.stack.counters()
+                    requests = int(out.decode().split(" requests in")[0].split()[-1])
+                    seen.append({"conns": c, "requests": requests,
+                                 "hits": after["loop_busy_poll_hits"] - before["loop_busy_poll_hits"],
+                                 "misses": after["loop_busy_poll_misses"]
+                                 - before["loop_busy_poll_misses"]})
+                server.close()
+                return seen
+
+            return loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    one, many = serve(1000, 9109, (1, 32))
+    print(f"\n{one}\n{many}")
+    assert one["requests"] > 1000 and many["requests"] > 1000
+    # most turns of the one connection were caught by the spin
+    assert one["hits"] > one["requests"] // 2, one
+    # 32 connections: at most the few turns before the count saw them all
+    assert many["hits"] + many["misses"] < many["requests"] // 100, many
+    (off,) = serve(0, 9110, (1,))
+    assert off["hits"] == off["misses"] == 0, off
+
+
 def test_every_queue_of_a_multi_queue_interface(lab):
     """queue="all" (the default) opens one AF_XDP socket per RX queue on one
     UMEM: flows the sender puts on either queue are all served."""
