@@ -258,6 +258,55 @@ def test_adaptive_poll_spins_for_one_connection_only(lab):
     assert off["hits"] == off["misses"] == 0, off
 
 
+def test_adaptive_poll_stops_where_kernel_sockets_pace_the_loop(lab):
+    """The spin sees only the RX ring: a loop whose turns are a kernel
+    socket's (here an echo on loopback, pinged by a thread) stops spinning
+    after a few waits instead of spinning through every one."""
+    import asyncio
+    import threading
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+
+        def data_received(self, data):
+            self.t.write(data)
+
+    with netlab.inside(lab.server_ns):
+        loop = specloop.new_event_loop(interface=lab.server_if, adaptive_poll_us=1000)
+    try:
+        server = loop.run_until_complete(loop.create_server(Echo, "127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+        turns = 500
+        done = []
+
+        def client():
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                for _ in range(turns):
+                    s.sendall(b"ping")
+                    assert s.recv(4) == b"ping"
+            done.append(True)
+
+        before = loop.stack.counters()
+        thread = threading.Thread(target=client)
+        thread.start()
+
+        async def wait_client():
+            while thread.is_alive():
+                await asyncio.sleep(0.01)
+
+        loop.run_until_complete(wait_client())
+        thread.join()
+        after = loop.stack.counters()
+        server.close()
+        assert done == [True]
+        spins = (after["loop_busy_poll_hits"] + after["loop_busy_poll_misses"]
+                 - before["loop_busy_poll_hits"] - before["loop_busy_poll_misses"])
+        assert spins <= 5, spins
+    finally:
+        loop.close()
+
+
 def test_every_queue_of_a_multi_queue_interface(lab):
     """queue="all" (the default) opens one AF_XDP socket per RX queue on one
     UMEM: flows the sender puts on either queue are all served."""

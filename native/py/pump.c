@@ -204,7 +204,11 @@ static bool busy_poll(struct pump *p, int64_t budget_us)
  *
  * `gap`: µs from the start of a wait to its batch (a slept one includes
  * the wakeup); its moving average (1/8 weight, kept in 1/8 µs) sets the
- * window: twice the average within the ceiling, or none beyond it.
+ * window: twice the average within the ceiling, or none beyond it.  The
+ * spin sees only the RX ring: a wait that the selector's fds (kernel
+ * sockets, the self-pipe of signals and call_soon_threadsafe) ended
+ * counts as a gap beyond the ceiling,
+ * so that a loop paced by kernel sockets stops spinning.
  */
 static void poll_adapt(struct pump *p, uint64_t gap)
 {
@@ -272,8 +276,6 @@ int pump_wait(struct pump *p, double timeout)
 			}
 		}
 		n = wait_fds(p, evs, MAX_XSK + 2, tmo);
-		if (idle && !ready && n > 0 && p->adaptive_poll_us && !p->busy_poll_us)
-			poll_adapt(p, core_monotonic_us() - start);
 		if (n < 0 && errno == ENOSYS && !p->no_pwait2) {
 			p->no_pwait2 = true;
 			continue;
@@ -297,6 +299,8 @@ int pump_wait(struct pump *p, double timeout)
 				xsk = true;
 		}
 		now = core_monotonic_us();
+		if (idle && !ready && n > 0 && p->adaptive_poll_us && !p->busy_poll_us)
+			poll_adapt(p, xsk ? now - start : UINT64_MAX);
 		if (xsk || urgent || (tdl && now >= tdl)) {
 			p->poll_needed = false;
 			rounds++;
