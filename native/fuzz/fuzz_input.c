@@ -197,7 +197,10 @@ struct world {
 
 static int memfd = -1;		/* a file for sl_conn_sendfile */
 static int verbose;		/* FUZZ_VERBOSE=1: what each input reached */
-static uint8_t pattern[65536];
+/* the bytes of writes and of the sendfile file: as long as the longest
+ * write op_api asks for (a 16-bit length times 16) */
+static uint8_t pattern[1 << 20];
+#define SENDFILE_BYTES 65536
 
 static void fail(const char *what)
 {
@@ -868,7 +871,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		pattern[i] = (uint8_t)(i * 31 + i / 256);
 	verbose = getenv("FUZZ_VERBOSE") != NULL;
 	memfd = memfd_create("fuzz-sendfile", 0);
-	if (memfd < 0 || write(memfd, pattern, sizeof(pattern)) != (ssize_t)sizeof(pattern))
+	/* 64 KiB: most sendfile ops (offset and length from the input) run
+	 * past its end, and the engine's short-file path runs too */
+	if (memfd < 0 || write(memfd, pattern, SENDFILE_BYTES) != (ssize_t)SENDFILE_BYTES)
 		fail("memfd for sendfile");
 	return 0;
 }

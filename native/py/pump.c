@@ -205,10 +205,10 @@ static bool busy_poll(struct pump *p, int64_t budget_us)
  * `gap`: µs from the start of a wait to its batch (a slept one includes
  * the wakeup); its moving average (1/8 weight, kept in 1/8 µs) sets the
  * window: twice the average within the ceiling, or none beyond it.  The
- * spin sees only the RX ring: a wait that the selector's fds (kernel
- * sockets, the self-pipe of signals and call_soon_threadsafe) ended
- * counts as a gap beyond the ceiling,
- * so that a loop paced by kernel sockets stops spinning.
+ * spin sees only the RX ring: a wait that the selector's fds ended (kernel
+ * sockets, the self-pipe of signals and call_soon_threadsafe) counts as a
+ * gap beyond the ceiling, so that a loop paced by kernel sockets stops
+ * spinning.
  */
 static void poll_adapt(struct pump *p, uint64_t gap)
 {
