@@ -69,10 +69,10 @@ _SETTINGS: tuple[_Setting, ...] = (
              "microseconds to spin on RX before every sleep in epoll (0: none; "
              "set, it replaces the adaptive spin)"),
     _Setting("adaptive_poll_us", int, 50, _int_rule(0, 1_000_000),
-             "ceiling of the adaptive spin before a sleep: the loop spins on RX "
-             "only while the gaps between batches have been between 10 µs and "
-             "this (one connection's turns), where a spin costs less than a "
-             "sleep and its wakeup; 0: never"),
+             "ceiling of the adaptive spin before a sleep: while at most two "
+             "connections received segments in the last millisecond (their "
+             "peers wait on our wakeup), the loop spins on RX for up to twice "
+             "the recent gaps between batches, within this; 0: never"),
     _Setting("max_conns", int, 16384, _int_rule(16, 1 << 20), "TCP connection table size"),
     _Setting("sndbuf", int, 1 << 20, _int_rule(4096, 1 << 28),
              "send buffer bytes per connection, at least (it grows to twice the "
