@@ -323,9 +323,16 @@ static void handle_frame(struct sl_engine *eng, uint32_t f, uint64_t off, uint32
 	p.frame = xsk_frame_data(x, f) + off;
 	p.len = len;
 	p.frame_idx = f;
-	if (net_parse(eng, &p))
-		return;
-	tcp_input(eng, &p);
+	switch (net_parse(eng, &p)) {
+	case 0:
+		tcp_input(eng, &p);
+		break;
+	case 1:
+		tcp_icmp_input(eng, &p);
+		break;
+	default:
+		break;	/* counted */
+	}
 }
 
 static void handle_desc(struct sl_engine *eng, const struct xdp_desc *d)

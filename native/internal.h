@@ -220,7 +220,15 @@ struct pkt {
 	uint32_t opts_len;
 	const uint8_t *payload;
 	uint32_t payload_len;
+	uint8_t proto;		/* IPPROTO_TCP_NUM, or IPPROTO_ICMP_NUM: then
+				 * sport, dport and seq are those of our
+				 * segment it quotes (parse_icmp) */
+	uint16_t icmp_mtu;	/* RFC 1191 next-hop MTU, host order */
+	uint32_t icmp_peer;	/* the quoted segment's destination */
 };
+
+#define IPPROTO_ICMP_NUM 1
+#define IPPROTO_TCP_NUM 6
 
 #define TH_FIN 0x01
 #define TH_SYN 0x02
@@ -231,6 +239,7 @@ struct pkt {
 #define TH_ECE 0x40
 #define TH_CWR 0x80
 
+/* 0: a TCP segment; 1: an ICMP error about ours; -1: dropped, counted */
 int net_parse(struct sl_engine *eng, struct pkt *p);
 uint32_t csum_partial(const void *buf, size_t len, uint32_t sum);
 uint16_t csum_fold(uint32_t sum);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * net.c - Ethernet/IPv4/TCP parsing and the Internet checksum.
+ * net.c - Ethernet/IPv4/TCP parsing, ICMP "fragmentation needed" for our
+ * own segments, and the Internet checksum.
  *
  * net_parse() validates one received frame from the outside in.  Every
  * length read from the wire is checked against what is really there before
@@ -15,6 +16,9 @@
 #define ETH_P_IPV4 0x0800
 #define IP_MF 0x2000
 #define IP_OFFMASK 0x1fff
+#define ICMP_HLEN 8
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
 
 /*
  * RFC 1071 sum of buf, added to sum.  Words are summed in memory order, so
@@ -99,6 +103,48 @@ static bool bad_source(uint32_t saddr_be)
 	       saddr_be == 0xffffffffu;
 }
 
+/*
+ * An ICMP message (RFC 792) about one of our segments: only "destination
+ * unreachable, fragmentation needed and DF set" (type 3 code 4, RFC 1191
+ * §4: the next-hop MTU in the low half of the second word), which path MTU
+ * discovery needs; the XDP program steers no other kind.  It quotes our
+ * IPv4 header and at least the first 8 bytes of our TCP header (ports and
+ * sequence number).  The quoted segment's fields go where a segment's own
+ * would, seen from our side: sport the peer's port, dport ours, seq ours,
+ * icmp_peer the peer's address.  Returns 1, or -1 (counted) to drop.
+ */
+static int parse_icmp(struct sl_engine *eng, struct pkt *p, const uint8_t *icmp,
+		      uint32_t len)
+{
+	const uint8_t *in;
+	uint32_t in_ihl, self;
+
+	/* RFC 792: the checksum covers the whole ICMP message */
+	if (len < ICMP_HLEN + 20 + 8 || csum_fold(csum_partial(icmp, len, 0)) != 0) {
+		eng->ctr.drop_bad_icmp++;
+		return -1;
+	}
+	if (icmp[0] != ICMP_DEST_UNREACH || icmp[1] != ICMP_FRAG_NEEDED) {
+		eng->ctr.drop_icmp_ignored++;
+		return -1;
+	}
+	in = icmp + ICMP_HLEN;
+	in_ihl = (uint32_t)(in[0] & 0x0f) * 4;
+	memcpy(&self, in + 12, 4);
+	if ((in[0] >> 4) != 4 || in_ihl < 20 || len < ICMP_HLEN + in_ihl + 8 ||
+	    in[9] != IPPROTO_TCP_NUM || self != eng->cfg.ipv4) {
+		eng->ctr.drop_bad_icmp++;
+		return -1;
+	}
+	memcpy(&p->icmp_peer, in + 16, 4);
+	p->icmp_mtu = get_be16(icmp + 6);
+	p->dport = get_be16(in + in_ihl);
+	p->sport = get_be16(in + in_ihl + 2);
+	p->seq = get_be32(in + in_ihl + 4);
+	p->proto = IPPROTO_ICMP_NUM;
+	return 1;
+}
+
 int net_parse(struct sl_engine *eng, struct pkt *p)
 {
 	const uint8_t *f = p->frame;
@@ -141,7 +187,7 @@ int net_parse(struct sl_engine *eng, struct pkt *p)
 		eng->ctr.drop_ip_fragment++;
 		return -1;
 	}
-	if (ip[9] != 6) {
+	if (ip[9] != IPPROTO_TCP_NUM && ip[9] != IPPROTO_ICMP_NUM) {
 		eng->ctr.drop_not_tcp++;
 		return -1;
 	}
@@ -156,6 +202,8 @@ int net_parse(struct sl_engine *eng, struct pkt *p)
 		return -1;
 	}
 	p->ttl = ip[8];
+	if (ip[9] == IPPROTO_ICMP_NUM)
+		return parse_icmp(eng, p, ip + ihl, tot - ihl);
 
 	tcp = ip + ihl;
 	tcp_len = tot - ihl;
@@ -183,6 +231,7 @@ int net_parse(struct sl_engine *eng, struct pkt *p)
 	p->opts_len = doff - 20;
 	p->payload = tcp + doff;
 	p->payload_len = tcp_len - doff;
+	p->proto = IPPROTO_TCP_NUM;
 	if ((p->flags & TH_SYN) && (p->flags & (TH_FIN | TH_RST))) {
 		eng->ctr.drop_bad_tcp_flags++;
 		return -1;

@@ -115,6 +115,13 @@ struct sl_counters {
 	uint64_t drop_bad_tcp_options;
 	uint64_t drop_bad_tcp_flags;
 	uint64_t drop_bad_desc;		/* RX descriptor outside UMEM */
+	uint64_t drop_bad_icmp;		/* short, bad checksum, not quoting our TCP */
+	uint64_t drop_icmp_ignored;	/* an ICMP type other than "fragmentation needed" */
+	uint64_t drop_icmp_no_conn;	/* quotes no connection that sends data */
+	uint64_t drop_icmp_out_of_window;	/* quotes a sequence number not in flight */
+	uint64_t icmp_frag_needed;	/* taken: "fragmentation needed" for a connection */
+	uint64_t pmtu_reductions;	/* a connection's MSS lowered for a smaller path MTU */
+	uint64_t pmtu_splits;		/* segments cut to a lowered MSS before they went */
 	uint64_t fill_ring_empty;	/* wanted to refill RX and had no frame */
 	uint64_t tx_ring_full;		/* a segment waited for a TX slot */
 	uint64_t tx_no_frame;		/* a segment waited for a free frame */

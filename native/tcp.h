@@ -452,6 +452,7 @@ uint32_t conn_rcv_window(const struct sl_engine *eng, const struct sl_conn *c);
 
 /* tcp_in.c */
 void tcp_input(struct sl_engine *eng, struct pkt *p);
+void tcp_icmp_input(struct sl_engine *eng, const struct pkt *p);
 
 /* tcp_out.c */
 uint32_t tcp_ts_now(const struct sl_engine *eng, const struct sl_conn *c);
@@ -496,6 +497,7 @@ void tcp_rack_recovery_done(struct sl_conn *c);
 void tcp_tlp_reduce(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c);
+bool tcp_pmtu_reduce(struct sl_engine *eng, struct sl_conn *c, uint32_t mtu);
 void tcp_prr_ack(struct sl_conn *c, uint32_t delivered, bool newly_lost, bool una_advanced);
 
 /* tcp_cc.c: congestion control */

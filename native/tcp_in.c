@@ -1075,3 +1075,30 @@ void tcp_input(struct sl_engine *eng, struct pkt *p)
 	active_note(eng, c);
 	tcp_segment_arrives(eng, c, p, &o);
 }
+
+/*
+ * ICMP "fragmentation needed" quoting one of our segments (net.c
+ * parse_icmp): path MTU discovery, RFC 1191 §6.1 (RFC 1122 §4.2.3.9).
+ * Taken only for a connection that sends data, and only when the quoted
+ * sequence number is one we sent and is not yet acknowledged (SND.UNA to
+ * SND.NXT, as Linux's tcp_v4_err): RFC 5927 §5.1, anybody can forge an
+ * ICMP message, not easily one that knows our sequence numbers.
+ */
+void tcp_icmp_input(struct sl_engine *eng, const struct pkt *p)
+{
+	struct sl_conn *c = conn_lookup(eng, p->icmp_peer, p->sport, p->dport);
+
+	if (!c || (c->state != TCP_ESTABLISHED && c->state != TCP_CLOSE_WAIT &&
+		   c->state != TCP_FIN_WAIT_1 && c->state != TCP_CLOSING &&
+		   c->state != TCP_LAST_ACK)) {
+		eng->ctr.drop_icmp_no_conn++;
+		return;
+	}
+	if (seq_lt(p->seq, c->snd_una) || seq_gt(p->seq, c->snd_max)) {
+		eng->ctr.drop_icmp_out_of_window++;
+		return;
+	}
+	eng->ctr.icmp_frag_needed++;
+	if (tcp_pmtu_reduce(eng, c, p->icmp_mtu))
+		tcp_output(eng, c);
+}

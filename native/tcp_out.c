@@ -885,7 +885,8 @@ void tcp_send_tlp(struct sl_engine *eng, struct sl_conn *c)
 	}
 	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next)
 		last = i;
-	if (last == SL_NONE || (segs[last].flags & SEG_SACKED))
+	/* one cut down by a smaller path MTU waits for its retransmission */
+	if (last == SL_NONE || (segs[last].flags & SEG_SACKED) || segs[last].len > c->mss)
 		return;
 	if (xmit_seg(eng, c, &segs[last], true) == 0) {
 		eng->ctr.retransmits++;
@@ -1094,6 +1095,36 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 	return 0;
 }
 
+/*
+ * A segment longer than the MSS, queued or sent before the path MTU shrank
+ * (tcp_pmtu_reduce), is cut to the MSS before it goes, as Linux's
+ * tcp_fragment on retransmission.  The rest keeps the segment's standing:
+ * sent and lost (to be retransmitted), or not sent yet.  0; -EBUSY while
+ * its frame is in the TX ring (a later flush cuts it); -ENOBUFS.
+ */
+static int fit_mss(struct sl_engine *eng, struct sl_conn *c, uint32_t i)
+{
+	struct tcp_seg *segs = eng->tcp->segs, *b;
+	uint8_t keep = segs[i].flags & (SEG_SENT | SEG_LOST);
+	int rc;
+
+	if (segs[i].len <= c->mss)
+		return 0;
+	rc = split_seg(eng, c, i, c->mss);
+	if (rc)
+		return rc == -EINVAL ? -EBUSY : rc;
+	b = &segs[segs[i].next];
+	b->flags |= keep;
+	b->xmits = segs[i].xmits;
+	b->xmit_us = segs[i].xmit_us;
+	if (keep & SEG_SENT)
+		c->packets_out++;
+	if (keep & SEG_LOST)
+		c->lost_out++;
+	eng->ctr.pmtu_splits++;
+	return 0;
+}
+
 /* RFC 896 / RFC 9293 §3.7.4: hold a small segment while data is unacked. */
 static bool nagle_holds(const struct sl_conn *c, const struct tcp_seg *s)
 {
@@ -1128,6 +1159,13 @@ static void retransmit_lost(struct sl_engine *eng, struct sl_conn *c)
 			conn_dirty(eng, c);	/* the next flush goes on */
 			break;
 		}
+		rc = fit_mss(eng, c, i);
+		if (rc) {
+			conn_dirty(eng, c);	/* cut at a later flush */
+			if (rc == -EBUSY)
+				continue;
+			break;
+		}
 		c->force_rexmit = false;
 		rc = xmit_seg(eng, c, s, false);
 		if (rc == -EBUSY) {
@@ -1151,8 +1189,14 @@ static bool send_new_one(struct sl_engine *eng, struct sl_conn *c)
 	while (c->sq_send != SL_NONE) {
 		uint32_t i = c->sq_send;
 		struct tcp_seg *s = &segs[i];
-		uint32_t end = seg_end(s), right = c->snd_una + c->snd_wnd;
+		uint32_t end, right = c->snd_una + c->snd_wnd;
+		int rc = fit_mss(eng, c, i);
 
+		if (rc) {
+			conn_dirty(eng, c);	/* cut at a later flush */
+			return false;
+		}
+		end = seg_end(s);
 		if (seq_gt(end, right)) {
 			/* a window narrower than the segment, nothing in flight */
 			if (c->packets_out == 0 && seq_lt(s->seq, right) &&

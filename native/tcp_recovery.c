@@ -466,3 +466,53 @@ void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c)
 	c->cwnd = tcp_in_flight(c) + 1;
 	c->cwnd_cnt = 0;
 }
+
+/* Linux's ip_rt_min_pmtu: an ICMP message cannot make segments smaller
+ * than 512 bytes of payload (RFC 1191 §3: a host must not reduce its
+ * estimate below 68; Linux keeps 552, against forged tiny MTUs) */
+#define TCP_MIN_PMTU 552
+
+/*
+ * The path MTU is mtu (RFC 1191 §6.1), from an ICMP message taken by
+ * tcp_icmp_input.  A smaller one lowers the connection's MSS; every
+ * segment in flight that is now too big is lost (the router dropped it)
+ * and is retransmitted cut to the new MSS (tcp_out.c fit_mss).  As
+ * Linux's tcp_simple_retransmit: the congestion window stays (the units
+ * changed, not the congestion), and no fast recovery starts for what was
+ * in flight.  Returns true when segments were marked lost.
+ */
+bool tcp_pmtu_reduce(struct sl_engine *eng, struct sl_conn *c, uint32_t mtu)
+{
+	struct tcp_seg *segs = eng->tcp->segs;
+	uint32_t mss, i, lost = 0, third;
+
+	if (mtu < TCP_MIN_PMTU)
+		mtu = TCP_MIN_PMTU;
+	mss = mtu - 40 - (c->ts_on ? 12 : 0);
+	if (mss >= c->mss)
+		return false;	/* not smaller than what we send */
+	c->mss = (uint16_t)mss;
+	eng->ctr.pmtu_reductions++;
+	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
+		struct tcp_seg *s = &segs[i];
+
+		if (s->len <= mss || (s->flags & SEG_SACKED))
+			continue;
+		if (!(s->flags & SEG_LOST) || (s->flags & SEG_RETRANS)) {
+			mark_lost(eng, c, i);
+			lost++;
+		}
+	}
+	if (!lost)
+		return false;
+	if (!c->in_recovery && !c->after_rto) {
+		/* Linux's tcp_current_ssthresh: at least 3/4 of the window */
+		third = (c->cwnd >> 1) + (c->cwnd >> 2);
+		if (c->ssthresh < third)
+			c->ssthresh = third;
+		c->after_rto = true;
+		c->recover = c->snd_max;
+		c->dupacks = 0;
+	}
+	return true;
+}

@@ -72,7 +72,13 @@ SMALL = dict(frame_count=512, ring_size=64, max_conns=256, frame_size=2048)
 NET_DROPS = ("drop_short", "drop_bad_mac", "drop_not_ipv4", "drop_bad_ip_header",
              "drop_bad_ip_checksum", "drop_ip_fragment", "drop_not_tcp",
              "drop_not_our_ip", "drop_bad_source", "drop_bad_tcp_header",
-             "drop_bad_tcp_checksum", "drop_bad_tcp_flags", "drop_bad_tcp_options")
+             "drop_bad_tcp_checksum", "drop_bad_tcp_flags", "drop_bad_tcp_options",
+             "drop_bad_icmp", "drop_icmp_ignored", "drop_icmp_no_conn",
+             "drop_icmp_out_of_window")
+# an ICMP frame is judged by net.c's parse_icmp and tcp_icmp_input: a random
+# one is dropped under one of these
+ICMP_DROPS = {"drop_bad_icmp", "drop_icmp_ignored", "drop_icmp_no_conn",
+              "drop_icmp_out_of_window"}
 
 
 def examples(n: int) -> settings:
@@ -280,13 +286,15 @@ def must_drop(f: bytes) -> set[str]:
         why.add("drop_bad_ip_checksum")
     if struct.unpack("!H", ip[6:8])[0] & 0x3FFF:       # MF or a fragment offset
         why.add("drop_ip_fragment")
-    if ip[9] != 6:
+    if ip[9] not in (1, 6):
         why.add("drop_not_tcp")
     if ip[16:20] != socket.inet_aton(LOCAL_IP):
         why.add("drop_not_our_ip")
     src = ip[12:16]
     if src[0] in (0, 127) or src[0] >= 224:
         why.add("drop_bad_source")
+    if ip[9] == 1:
+        return why | ICMP_DROPS
     tcp = ip[ihl:tot]
     if len(tcp) < 20 or not 20 <= (tcp[12] >> 4) * 4 <= len(tcp):
         why.add("drop_bad_tcp_header")

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
+import struct
 
 import pytest
 
 from specloop.engine import ffi, lib
 
-from tcpkit import (OPT_SACK_PERM, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
-                    Harness, Peer, opt_mss, opt_sack, opt_ts, opt_ws, tcp_frame)
+from tcpkit import (LOCAL_IP, LOCAL_MAC, OPT_SACK_PERM, PEER_IP, PEER_MAC,
+                    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, Harness, Peer,
+                    checksum, opt_mss, opt_sack, opt_ts, opt_ws, tcp_frame)
 
 ACCEPT, DATA, EOF, CLOSED, WRITABLE = (lib.SL_EV_ACCEPT, lib.SL_EV_DATA, lib.SL_EV_EOF,
                                        lib.SL_EV_CLOSED, lib.SL_EV_WRITABLE)
@@ -1810,3 +1813,133 @@ def test_sndbuf_follows_the_window_from_the_configured_floor_to_4_mib():
     assert lib.sl_conn_getopt(h.ptr, peer.conn, lib.SL_OPT_SNDBUF) == 4 << 20
     assert queued > 4 << 20
     h.close()
+
+
+# ---- path MTU discovery (RFC 1191; RFC 5927 §5.1) ------------------------------------
+
+ROUTER_IP = "10.99.0.254"
+
+
+def icmp_frag_needed(seq: int, mtu: int, *, sport: int = PORT, dport: int = 40000,
+                     quoted_src: str = LOCAL_IP, icmp_type: int = 3, code: int = 4,
+                     bad_checksum: bool = False, quote: int = 8) -> bytes:
+    """A router's "fragmentation needed" (RFC 792, RFC 1191 §4) about one of
+    our segments: the quoted IPv4 header and `quote` bytes of its TCP header."""
+    tcp = struct.pack("!HHII", sport, dport, seq & 0xFFFFFFFF, 0) + b"\x50\x10" + b"\0" * 6
+    inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 1448, 7, 0x4000, 63, 6, 0,
+                        socket.inet_aton(quoted_src), socket.inet_aton(PEER_IP))
+    inner = inner[:10] + struct.pack("!H", checksum(inner)) + inner[12:]
+    body = struct.pack("!BBHHH", icmp_type, code, 0, 0, mtu) + inner + tcp[:quote]
+    csum = checksum(body) ^ (0x1234 if bad_checksum else 0)
+    body = body[:2] + struct.pack("!H", csum) + body[4:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0xC0, 20 + len(body), 9, 0, 64, 1, 0,
+                     socket.inet_aton(ROUTER_IP), socket.inet_aton(LOCAL_IP))
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    return LOCAL_MAC + PEER_MAC + b"\x08\x00" + ip + body
+
+
+def test_pmtu_frag_needed_cuts_what_was_lost_and_what_follows(h, peer):
+    mss = h.info(peer.conn)["mss"]
+    data = pattern(mss * 4)
+    h.write(peer.conn, data)
+    sent = [s for s in h.flush() if s.payload]
+    assert [len(s.payload) for s in sent] == [mss] * 4
+    cwnd = h.info(peer.conn)["cwnd"]
+    # a router on the way takes 1280 bytes at most: it dropped every segment
+    h.inject(icmp_frag_needed(sent[1].seq, 1280))
+    out = h.flush()
+    new_mss = 1280 - 40 - 12
+    info = h.info(peer.conn)
+    assert info["mss"] == new_mss and info["cwnd"] == cwnd
+    c = h.counters()
+    assert (c["icmp_frag_needed"], c["pmtu_reductions"]) == (1, 1)
+    lens = [len(s.payload) for s in out if s.payload]
+    assert max(lens) <= new_mss and sum(lens) == len(data)
+    assert all(s.checksums_ok for s in out)
+    assert peer.absorb(out) == data
+    peer.send(peer.seg())
+    assert h.info(peer.conn)["packets_out"] == 0
+    # later writes are cut to the new MSS; no timer was needed
+    more = pattern(3 * new_mss)
+    h.write(peer.conn, more)
+    out = h.flush()
+    assert [len(s.payload) for s in out if s.payload] == [new_mss] * 3
+    assert peer.absorb(out) == more
+    assert h.counters()["rto_expired"] == 0
+
+
+def test_pmtu_super_frames_take_the_new_segment_size(gh, gpeer):
+    mss = gh.info(gpeer.conn)["mss"]
+    data = pattern(mss * 6)
+    gh.write(gpeer.conn, data)
+    sent = gh.flush()
+    assert len(gh.supers) == 1 and gh.supers[0].gso_size == mss
+    gh.inject(icmp_frag_needed(sent[2].seq, 1000))
+    out = gh.flush()
+    new_mss = 1000 - 52
+    # the lost run goes again cut to the new size, frame by frame, as the
+    # congestion window (10 segments, unchanged) lets it
+    got = b""
+    for _ in range(5):
+        assert all(len(s.payload) <= new_mss for s in out)
+        got += gpeer.absorb(out)
+        out = gpeer.send(gpeer.seg())
+        if got == data:
+            break
+    assert got == data and gh.info(gpeer.conn)["packets_out"] == 0
+    more = pattern(new_mss * 5)
+    gh.write(gpeer.conn, more)
+    out = gh.flush()
+    assert gh.supers[-1].gso_size == new_mss and gh.supers[-1].partial_checksum_ok()
+    assert gpeer.absorb(out) == more
+
+
+@pytest.mark.parametrize("kind", ["below_una", "beyond_nxt", "other_port", "bad_checksum",
+                                  "port_unreachable", "not_our_segment", "short_quote"])
+def test_pmtu_forged_or_foreign_icmp_changes_nothing(h, peer, kind):
+    mss = h.info(peer.conn)["mss"]
+    data = pattern(mss * 2)
+    h.write(peer.conn, data)
+    sent = [s for s in h.flush() if s.payload]
+    una, nxt = sent[0].seq, sent[-1].seq + mss
+    frame, counter = {
+        # RFC 5927 §5.1: the quoted sequence number must be in flight
+        "below_una": (icmp_frag_needed(una - 1, 576), "drop_icmp_out_of_window"),
+        "beyond_nxt": (icmp_frag_needed(nxt + 1, 576), "drop_icmp_out_of_window"),
+        "other_port": (icmp_frag_needed(una, 576, dport=40001), "drop_icmp_no_conn"),
+        "bad_checksum": (icmp_frag_needed(una, 576, bad_checksum=True), "drop_bad_icmp"),
+        "port_unreachable": (icmp_frag_needed(una, 576, code=3), "drop_icmp_ignored"),
+        "not_our_segment": (icmp_frag_needed(una, 576, quoted_src="10.99.0.7"),
+                            "drop_bad_icmp"),
+        "short_quote": (icmp_frag_needed(una, 576, quote=6), "drop_bad_icmp"),
+    }[kind]
+    before = h.counters()
+    h.inject(frame)
+    assert h.flush() == []
+    after = h.counters()
+    assert after[counter] == before[counter] + 1
+    assert after["icmp_frag_needed"] == before["icmp_frag_needed"]
+    assert h.info(peer.conn)["mss"] == mss
+    assert peer.absorb(sent) == data
+
+
+@pytest.mark.parametrize("mtu, want", [(0, 500), (68, 500), (551, 500), (552, 500),
+                                       (1400, 1348), (1500, None), (9000, None)])
+def test_pmtu_floor_and_larger_mtus(h, peer, mtu, want):
+    """Linux's floor (ip_rt_min_pmtu 552: 512 bytes of payload with
+    timestamps 500) against forged tiny MTUs; an MTU no smaller than what we
+    send changes nothing."""
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, pattern(mss))
+    sent = [s for s in h.flush() if s.payload]
+    h.inject(icmp_frag_needed(sent[0].seq, mtu))
+    out = h.flush()
+    assert h.counters()["icmp_frag_needed"] == 1
+    if want is None:
+        assert h.info(peer.conn)["mss"] == mss and out == []
+        assert h.counters()["pmtu_reductions"] == 0
+    else:
+        assert h.info(peer.conn)["mss"] == want
+        cut = [want] * (mss // want) + ([mss % want] if mss % want else [])
+        assert [len(s.payload) for s in out if s.payload] == cut
+        assert peer.absorb(out) == pattern(mss)

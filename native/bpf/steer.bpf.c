@@ -4,8 +4,10 @@
  *
  * TCP segments (IPv4, first fragment or unfragmented) whose destination port
  * is a key of the `ports` map go to the AF_XDP socket of their RX queue
- * through `xsks`; everything else (ARP, ICMP, other ports, IPv6 for now)
- * passes to the kernel untouched.  A steered port with no socket on its queue
+ * through `xsks`, and so do ICMP "fragmentation needed" messages (RFC 1191)
+ * that quote a segment sent from such a port: path MTU discovery for our
+ * connections, which the kernel has no socket for.  Everything else (ARP,
+ * other ICMP, other ports, IPv6 for now) passes to the kernel untouched.  A steered port with no socket on its queue
  * is dropped (the XDP_DROP fallback of bpf_redirect_map), so the kernel never
  * sees a SYN for a port specloop owns and never answers it with a RST.
  *
@@ -38,6 +40,46 @@ struct {
 	__type(value, __u8);
 } ports SEC(".maps");
 
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+
+/* An unfragmented ICMP "fragmentation needed" quoting a TCP segment whose
+ * source port is ours: to our socket; anything else to the kernel. */
+static __always_inline int frag_needed_for_us(struct xdp_md *ctx, struct iphdr *ip,
+					      void *data_end)
+{
+	struct iphdr *inner;
+	__u8 *icmp, *quoted;
+	__u16 sport;
+	__u32 ihl;
+
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return XDP_PASS;
+	ihl = ip->ihl * 4;
+	if (ihl < sizeof(*ip))
+		return XDP_PASS;
+	icmp = (void *)ip + ihl;
+	/* type, code, checksum, unused, next-hop MTU: 8 bytes */
+	if ((void *)(icmp + 8) > data_end)
+		return XDP_PASS;
+	if (icmp[0] != ICMP_DEST_UNREACH || icmp[1] != ICMP_FRAG_NEEDED)
+		return XDP_PASS;
+	inner = (void *)(icmp + 8);
+	if ((void *)(inner + 1) > data_end || inner->protocol != IPPROTO_TCP)
+		return XDP_PASS;
+	ihl = inner->ihl * 4;
+	if (ihl < sizeof(*inner) || ihl > 60)
+		return XDP_PASS;
+	quoted = (void *)inner + ihl;
+	/* RFC 792: at least 8 bytes of the quoted TCP header (ports, seq) */
+	if ((void *)(quoted + 8) > data_end)
+		return XDP_PASS;
+	__builtin_memcpy(&sport, quoted, sizeof(sport));
+	if (!bpf_map_lookup_elem(&ports, &sport))
+		return XDP_PASS;
+	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+}
+
 SEC("xdp")
 int specloop_steer(struct xdp_md *ctx)
 {
@@ -56,6 +98,10 @@ int specloop_steer(struct xdp_md *ctx)
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
 		goto out;
+	if (ip->protocol == IPPROTO_ICMP) {
+		action = frag_needed_for_us(ctx, ip, data_end);
+		goto out;
+	}
 	if (ip->protocol != IPPROTO_TCP)
 		goto out;
 	/* a non-first fragment carries no TCP header: leave it to the kernel */
