@@ -227,6 +227,8 @@ struct sl_conn {
 	uint32_t iss, snd_una, snd_nxt, snd_max, snd_wl1, snd_wl2;
 	uint32_t snd_wnd, max_snd_wnd;
 	uint16_t mss;		/* payload bytes per segment, options excluded */
+	uint16_t rcv_mss;	/* mss as the handshake set it, before any path MTU
+				 * reduction: a full segment from the peer */
 	uint8_t snd_wscale, rcv_wscale;
 
 	/* receive sequence space */

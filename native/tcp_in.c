@@ -239,7 +239,7 @@ static bool cookie_input(struct sl_engine *eng, struct tcp_listener *l, const st
 	c->rcv_adv = c->rcv_nxt + c->rcvbuf;
 	if (mss > eng->cfg.mtu - 40)
 		mss = (uint16_t)(eng->cfg.mtu - 40);
-	c->mss = mss;
+	c->mss = c->rcv_mss = mss;
 	c->snd_wnd = c->max_snd_wnd = p->wnd;
 	c->snd_wl1 = p->seq;
 	c->snd_wl2 = p->ack;
@@ -310,6 +310,7 @@ static void listen_input(struct sl_engine *eng, struct tcp_listener *l,
 	if (mss < 88)
 		mss = 88;
 	c->mss = (uint16_t)(mss - (c->ts_on ? 12 : 0));
+	c->rcv_mss = c->mss;
 	/* RFC 7323 §2.2: the window of a SYN is never scaled */
 	c->snd_wnd = c->max_snd_wnd = p->wnd;
 	c->snd_wl1 = p->seq;
@@ -791,14 +792,14 @@ static void ack_policy(struct sl_engine *eng, struct sl_conn *c)
 	/* RFC 5681 §4.2 / RFC 9293 §3.8.6.3: ACK at least every second full
 	 * segment (Linux: more than one MSS unacknowledged), at once while in
 	 * quick-ack mode or with a reassembly queue, else within delack_ms */
-	if (c->ooo || c->quickacks || c->rcv_nxt - c->last_ack_sent > c->mss) {
+	if (c->ooo || c->quickacks || c->rcv_nxt - c->last_ack_sent > c->rcv_mss) {
 		if (c->quickacks)
 			c->quickacks--;
 		c->ack_now = true;
 		/* two full segments unacknowledged: the ACK goes now, not
 		 * after the whole receive batch (one ACK for 64 segments
 		 * leaves a sender, when it is lost, only its RTO) */
-		if (c->rcv_nxt - c->last_ack_sent >= 2u * c->mss)
+		if (c->rcv_nxt - c->last_ack_sent >= 2u * c->rcv_mss)
 			tcp_send_ack(eng, c);
 	} else {
 		c->acks_pending++;

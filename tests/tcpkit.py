@@ -58,6 +58,27 @@ def tcp_frame(*, src: str = PEER_IP, dst: str = LOCAL_IP, sport: int, dport: int
     return dst_mac + src_mac + b"\x08\x00" + ip + tcp
 
 
+ROUTER_IP = "10.99.0.254"
+
+
+def icmp_frag_needed(seq: int, mtu: int, *, sport: int = 80, dport: int = 40000,
+                     quoted_src: str = LOCAL_IP, icmp_type: int = 3, code: int = 4,
+                     bad_checksum: bool = False, quote: int = 8) -> bytes:
+    """A router's "fragmentation needed" (RFC 792, RFC 1191 §4) about one of
+    our segments: the quoted IPv4 header and `quote` bytes of its TCP header."""
+    tcp = struct.pack("!HHII", sport, dport, seq & 0xFFFFFFFF, 0) + b"\x50\x10" + b"\0" * 6
+    inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 1448, 7, 0x4000, 63, 6, 0,
+                        socket.inet_aton(quoted_src), socket.inet_aton(PEER_IP))
+    inner = inner[:10] + struct.pack("!H", checksum(inner)) + inner[12:]
+    body = struct.pack("!BBHHH", icmp_type, code, 0, 0, mtu) + inner + tcp[:quote]
+    csum = checksum(body) ^ (0x1234 if bad_checksum else 0)
+    body = body[:2] + struct.pack("!H", csum) + body[4:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0xC0, 20 + len(body), 9, 0, 64, 1, 0,
+                     socket.inet_aton(ROUTER_IP), socket.inet_aton(LOCAL_IP))
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    return LOCAL_MAC + PEER_MAC + b"\x08\x00" + ip + body
+
+
 def opt_mss(v: int) -> bytes:
     return struct.pack("!BBH", 2, 4, v)
 

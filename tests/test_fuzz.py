@@ -56,7 +56,8 @@ from hypothesis import strategies as st
 from specloop.engine import ffi, lib
 
 from tcpkit import (LOCAL_IP, LOCAL_MAC, OPT_SACK_PERM, PEER_IP, PEER_MAC, Harness, Peer,
-                    Seg, Super, checksum, opt_mss, opt_sack, opt_ts, opt_ws, parse, tcp_frame)
+                    Seg, Super, checksum, icmp_frag_needed, opt_mss, opt_sack, opt_ts, opt_ws,
+                    parse, tcp_frame)
 
 ACCEPT, DATA, EOF = lib.SL_EV_ACCEPT, lib.SL_EV_DATA, lib.SL_EV_EOF
 F, S, R, P, A = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -872,6 +873,12 @@ def send_hostile_acks(h: Stack, p: Peer, base: int, acks: list[dict]) -> None:
         h.inject(tcp_frame(sport=p.sport, dport=PORT, seq=p.snd_nxt, ack=base + a["ack"],
                            flags="A", window=a["window"], options=opts))
         h.flush()
+        if a["icmp"]:
+            # a router's "fragmentation needed" (path MTU discovery),
+            # quoting a sequence number in flight or not
+            off, mtu = a["icmp"]
+            h.inject(icmp_frag_needed(base + off, mtu, sport=PORT, dport=p.sport))
+            h.flush()
         if a["advance"]:
             h.advance(a["advance"])
 
@@ -879,10 +886,12 @@ def send_hostile_acks(h: Stack, p: Peer, base: int, acks: list[dict]) -> None:
 @st.composite
 def hostile_ack(draw) -> dict:
     edge = st.integers(-70000, 90000)
+    icmp = st.tuples(edge, st.sampled_from([0, 68, 552, 576, 1000, 1280, 1400, 1500, 9000]))
     return dict(ack=draw(st.one_of(edge, st.sampled_from([-(1 << 31), 1 << 31, (1 << 31) - 1]))),
                 window=draw(st.sampled_from([0, 1, 100, 1000, 65535])),
                 sack=draw(st.lists(st.tuples(edge, edge), max_size=3)),  # + timestamps: 40
-                advance=draw(st.sampled_from([0, 0, 0, 0.01, 0.25, 1.0, 5.0])))
+                advance=draw(st.sampled_from([0, 0, 0, 0.01, 0.25, 1.0, 5.0])),
+                icmp=draw(st.one_of(st.none(), st.none(), icmp)))
 
 
 @examples(250)

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
-import struct
 
 import pytest
 
 from specloop.engine import ffi, lib
 
-from tcpkit import (LOCAL_IP, LOCAL_MAC, OPT_SACK_PERM, PEER_IP, PEER_MAC,
-                    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, Harness, Peer,
-                    checksum, opt_mss, opt_sack, opt_ts, opt_ws, tcp_frame)
+from tcpkit import (OPT_SACK_PERM, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
+                    Harness, Peer, icmp_frag_needed, opt_mss, opt_sack, opt_ts, opt_ws, tcp_frame)
 
 ACCEPT, DATA, EOF, CLOSED, WRITABLE = (lib.SL_EV_ACCEPT, lib.SL_EV_DATA, lib.SL_EV_EOF,
                                        lib.SL_EV_CLOSED, lib.SL_EV_WRITABLE)
@@ -1816,27 +1813,6 @@ def test_sndbuf_follows_the_window_from_the_configured_floor_to_4_mib():
 
 
 # ---- path MTU discovery (RFC 1191; RFC 5927 §5.1) ------------------------------------
-
-ROUTER_IP = "10.99.0.254"
-
-
-def icmp_frag_needed(seq: int, mtu: int, *, sport: int = PORT, dport: int = 40000,
-                     quoted_src: str = LOCAL_IP, icmp_type: int = 3, code: int = 4,
-                     bad_checksum: bool = False, quote: int = 8) -> bytes:
-    """A router's "fragmentation needed" (RFC 792, RFC 1191 §4) about one of
-    our segments: the quoted IPv4 header and `quote` bytes of its TCP header."""
-    tcp = struct.pack("!HHII", sport, dport, seq & 0xFFFFFFFF, 0) + b"\x50\x10" + b"\0" * 6
-    inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 1448, 7, 0x4000, 63, 6, 0,
-                        socket.inet_aton(quoted_src), socket.inet_aton(PEER_IP))
-    inner = inner[:10] + struct.pack("!H", checksum(inner)) + inner[12:]
-    body = struct.pack("!BBHHH", icmp_type, code, 0, 0, mtu) + inner + tcp[:quote]
-    csum = checksum(body) ^ (0x1234 if bad_checksum else 0)
-    body = body[:2] + struct.pack("!H", csum) + body[4:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0xC0, 20 + len(body), 9, 0, 64, 1, 0,
-                     socket.inet_aton(ROUTER_IP), socket.inet_aton(LOCAL_IP))
-    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-    return LOCAL_MAC + PEER_MAC + b"\x08\x00" + ip + body
-
 
 def test_pmtu_frag_needed_cuts_what_was_lost_and_what_follows(h, peer):
     mss = h.info(peer.conn)["mss"]

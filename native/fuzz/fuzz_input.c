@@ -706,6 +706,53 @@ static void op_ack(struct world *w, struct input *in)
 				  wnd ? wnd : 65535, o, olen, NULL, 0));
 }
 
+/*
+ * A router's ICMP "fragmentation needed" (RFC 1191) about what the engine
+ * sent a peer: the quoted sequence number near what the peer has (in
+ * flight or not), any MTU; sometimes another type or code, a quote cut
+ * short, or a wrong checksum.
+ */
+static void op_icmp(struct world *w, struct input *in)
+{
+	static const uint8_t router_ip[4] = { 10, 99, 0, 254 };
+	struct peer *p = &w->peer[u8(in) % NPEERS];
+	uint8_t how = u8(in), *f = w->frame, *ip = f + 14, *icmp = ip + 20, *q = icmp + 8;
+	uint16_t mtu = u16(in);
+	uint32_t seq = p->rcv_nxt + (uint32_t)((int16_t)u16(in) * 4);
+	size_t quote = (how & 0x40) ? u8(in) % 29 : 28, len = 8 + quote;
+
+	memset(f, 0, 14 + 20 + 8 + 28);
+	memcpy(f, our_mac, 6);
+	memcpy(f + 6, peer_mac, 6);
+	be16(f + 12, 0x0800);
+	/* the quote: our IPv4 header, the first 8 bytes of our TCP header */
+	q[0] = 0x45;
+	be16(q + 2, 1500);
+	be16(q + 6, 0x4000);
+	q[8] = 64;
+	q[9] = 6;
+	memcpy(q + 12, our_ip, 4);
+	memcpy(q + 16, peer_ip, 4);
+	be16(q + 10, fold(sum16(q, 20, 0)));
+	be16(q + 20, p->dport);
+	be16(q + 22, p->sport);
+	be32(q + 24, seq);
+	icmp[0] = (how & 1) ? (uint8_t)(how >> 4) : 3;
+	icmp[1] = (how & 2) ? (uint8_t)((how >> 2) & 15) : 4;
+	be16(icmp + 6, mtu);
+	be16(icmp + 2, fold(sum16(icmp, len, 0)));
+	if (how & 0x80)
+		icmp[2] ^= 0x5a;
+	ip[0] = 0x45;
+	be16(ip + 2, (uint32_t)(20 + len));
+	ip[8] = 64;
+	ip[9] = 1;
+	memcpy(ip + 12, router_ip, 4);
+	memcpy(ip + 16, our_ip, 4);
+	be16(ip + 10, fold(sum16(ip, 20, 0)));
+	inject(w, f, 14 + 20 + len);
+}
+
 static void op_clock(struct world *w, struct input *in)
 {
 	static const uint64_t steps_ms[8] = { 1, 10, 40, 250, 1000, 5000, 65000, 3600000 };
@@ -932,7 +979,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_counters(w);
 
 	for (ops = 0; in.n && ops < MAX_OPS; ops++) {
-		switch (u8(&in) % 12) {
+		switch (u8(&in) % 13) {
 		case 0: {
 			const uint8_t *raw;
 			size_t len = bytes(&in, u16(&in) % 1600, &raw);
@@ -950,6 +997,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 8: op_ack(w, &in); break;
 		case 9: op_static(w, &in); break;
 		case 10: op_listen(w, &in); break;
+		case 11: op_icmp(w, &in); break;
 		default: op_flood(w, &in); break;
 		}
 	}
@@ -964,7 +1012,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (verbose)
 		fprintf(stderr, "fuzz_input: %d ops; opened %llu, fast requests %llu, handovers "
 			"%llu, handbacks %llu, cookies %llu/%llu, retransmits %llu, rst sent %llu, "
-			"tx %llu (super-frames %llu), dropped %llu\n", ops,
+			"tx %llu (super-frames %llu), dropped %llu, MSS lowered %llu\n", ops,
 			(unsigned long long)w->ctr.conns_opened,
 			(unsigned long long)w->ctr.fast_requests,
 			(unsigned long long)w->ctr.fast_handovers,
@@ -979,7 +1027,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					     w->ctr.drop_bad_ip_checksum + w->ctr.drop_ip_fragment +
 					     w->ctr.drop_bad_tcp_header +
 					     w->ctr.drop_bad_tcp_checksum +
-					     w->ctr.drop_bad_tcp_options));
+					     w->ctr.drop_bad_tcp_options),
+			(unsigned long long)w->ctr.pmtu_reductions);
 	sl_engine_close(w->eng);
 	free(w);
 	return 0;
