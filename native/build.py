@@ -36,6 +36,7 @@ SOURCES = [
     "tcp_conn.c",
     "tcp_in.c",
     "tcp_out.c",
+    "tcp_pmtu.c",
     "tcp_recovery.c",
     "tcp_timer.c",
     "tx_gso.c",

@@ -122,6 +122,7 @@ struct sl_counters {
 	uint64_t icmp_frag_needed;	/* taken: "fragmentation needed" for a connection */
 	uint64_t pmtu_reductions;	/* a connection's MSS lowered for a smaller path MTU */
 	uint64_t pmtu_splits;		/* segments cut to a lowered MSS before they went */
+	uint64_t pmtu_cached;		/* connections that began with a known path MTU */
 	uint64_t fill_ring_empty;	/* wanted to refill RX and had no frame */
 	uint64_t tx_ring_full;		/* a segment waited for a TX slot */
 	uint64_t tx_no_frame;		/* a segment waited for a free frame */

@@ -376,6 +376,8 @@ struct tcp_listener {
 #define SL_MAX_LISTENERS 64
 
 /* engine.c sees the TCP state through this */
+#define TCP_PMTU_SLOTS 256	/* destinations whose path MTU is kept */
+
 struct tcp_state_all {
 	struct sl_conn *conns;
 	uint32_t max_conns;
@@ -406,6 +408,12 @@ struct tcp_state_all {
 	uint64_t rx_held;		/* bytes in all rxq and reassembly queues */
 	void **deferred;		/* buffers events point into */
 	uint32_t ndeferred, deferred_cap;
+	/* path MTUs learnt from ICMP, by destination (tcp_pmtu.c) */
+	struct tcp_pmtu {
+		uint32_t peer_ip;	/* network order; 0: empty */
+		uint16_t mtu;
+		uint64_t expires_us;
+	} pmtu[TCP_PMTU_SLOTS];
 };
 
 /* siphash.c */
@@ -454,7 +462,6 @@ uint32_t conn_rcv_window(const struct sl_engine *eng, const struct sl_conn *c);
 
 /* tcp_in.c */
 void tcp_input(struct sl_engine *eng, struct pkt *p);
-void tcp_icmp_input(struct sl_engine *eng, const struct pkt *p);
 
 /* tcp_out.c */
 uint32_t tcp_ts_now(const struct sl_engine *eng, const struct sl_conn *c);
@@ -499,7 +506,11 @@ void tcp_rack_recovery_done(struct sl_conn *c);
 void tcp_tlp_reduce(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c);
-bool tcp_pmtu_reduce(struct sl_engine *eng, struct sl_conn *c, uint32_t mtu);
+void tcp_mark_lost(struct sl_engine *eng, struct sl_conn *c, uint32_t i);
+
+/* tcp_pmtu.c: path MTU discovery */
+void tcp_icmp_input(struct sl_engine *eng, const struct pkt *p);
+uint16_t tcp_pmtu_mss(struct sl_engine *eng, uint32_t peer_ip, uint16_t mss, bool ts_on);
 void tcp_prr_ack(struct sl_conn *c, uint32_t delivered, bool newly_lost, bool una_advanced);
 
 /* tcp_cc.c: congestion control */

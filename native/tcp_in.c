@@ -239,7 +239,8 @@ static bool cookie_input(struct sl_engine *eng, struct tcp_listener *l, const st
 	c->rcv_adv = c->rcv_nxt + c->rcvbuf;
 	if (mss > eng->cfg.mtu - 40)
 		mss = (uint16_t)(eng->cfg.mtu - 40);
-	c->mss = c->rcv_mss = mss;
+	c->rcv_mss = mss;
+	c->mss = tcp_pmtu_mss(eng, c->peer_ip, mss, c->ts_on);
 	c->snd_wnd = c->max_snd_wnd = p->wnd;
 	c->snd_wl1 = p->seq;
 	c->snd_wl2 = p->ack;
@@ -309,8 +310,9 @@ static void listen_input(struct sl_engine *eng, struct tcp_listener *l,
 		mss = (uint16_t)(eng->cfg.mtu - 40);
 	if (mss < 88)
 		mss = 88;
-	c->mss = (uint16_t)(mss - (c->ts_on ? 12 : 0));
-	c->rcv_mss = c->mss;
+	c->rcv_mss = (uint16_t)(mss - (c->ts_on ? 12 : 0));
+	/* RFC 1191 §5: a path MTU learnt for this peer holds from the start */
+	c->mss = tcp_pmtu_mss(eng, c->peer_ip, c->rcv_mss, c->ts_on);
 	/* RFC 7323 §2.2: the window of a SYN is never scaled */
 	c->snd_wnd = c->max_snd_wnd = p->wnd;
 	c->snd_wl1 = p->seq;
@@ -1075,31 +1077,4 @@ void tcp_input(struct sl_engine *eng, struct pkt *p)
 	}
 	active_note(eng, c);
 	tcp_segment_arrives(eng, c, p, &o);
-}
-
-/*
- * ICMP "fragmentation needed" quoting one of our segments (net.c
- * parse_icmp): path MTU discovery, RFC 1191 §6.1 (RFC 1122 §4.2.3.9).
- * Taken only for a connection that sends data, and only when the quoted
- * sequence number is one we sent and is not yet acknowledged (SND.UNA to
- * SND.NXT, as Linux's tcp_v4_err): RFC 5927 §5.1, anybody can forge an
- * ICMP message, not easily one that knows our sequence numbers.
- */
-void tcp_icmp_input(struct sl_engine *eng, const struct pkt *p)
-{
-	struct sl_conn *c = conn_lookup(eng, p->icmp_peer, p->sport, p->dport);
-
-	if (!c || (c->state != TCP_ESTABLISHED && c->state != TCP_CLOSE_WAIT &&
-		   c->state != TCP_FIN_WAIT_1 && c->state != TCP_CLOSING &&
-		   c->state != TCP_LAST_ACK)) {
-		eng->ctr.drop_icmp_no_conn++;
-		return;
-	}
-	if (seq_lt(p->seq, c->snd_una) || seq_gt(p->seq, c->snd_max)) {
-		eng->ctr.drop_icmp_out_of_window++;
-		return;
-	}
-	eng->ctr.icmp_frag_needed++;
-	if (tcp_pmtu_reduce(eng, c, p->icmp_mtu))
-		tcp_output(eng, c);
 }

@@ -126,7 +126,7 @@ uint64_t tcp_sack_mark(struct sl_engine *eng, struct sl_conn *c, uint32_t start,
 
 /* Segment i is lost: to be retransmitted; a retransmission of it that was
  * in flight is lost too.  It leaves the in-flight list until resent. */
-static void mark_lost(struct sl_engine *eng, struct sl_conn *c, uint32_t i)
+void tcp_mark_lost(struct sl_engine *eng, struct sl_conn *c, uint32_t i)
 {
 	struct tcp_seg *s = &eng->tcp->segs[i];
 
@@ -162,7 +162,7 @@ void tcp_mark_lost_sack(struct sl_engine *eng, struct sl_conn *c)
 		if (above < TCP_DUPTHRESH)
 			break;
 		if (!(s->flags & SEG_LOST))
-			mark_lost(eng, c, i);
+			tcp_mark_lost(eng, c, i);
 	}
 }
 
@@ -177,7 +177,7 @@ void tcp_mark_head_lost(struct sl_engine *eng, struct sl_conn *c)
 		if (segs[i].flags & SEG_SACKED)
 			continue;
 		if (!(segs[i].flags & SEG_LOST))	/* not again if resent */
-			mark_lost(eng, c, i);
+			tcp_mark_lost(eng, c, i);
 		return;
 	}
 }
@@ -257,7 +257,7 @@ bool tcp_rack_detect_loss(struct sl_engine *eng, struct sl_conn *c)
 		if (!sent_after(c->rack_xmit_us, c->rack_end_seq, s->xmit_us, seg_end(s)))
 			break;
 		if (age >= due) {
-			mark_lost(eng, c, i);
+			tcp_mark_lost(eng, c, i);
 			marked = true;
 		} else if (due - age > wait) {
 			wait = due - age;
@@ -465,54 +465,4 @@ void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c)
 	mark_lost_on_rto(eng, c);
 	c->cwnd = tcp_in_flight(c) + 1;
 	c->cwnd_cnt = 0;
-}
-
-/* Linux's ip_rt_min_pmtu: an ICMP message cannot make segments smaller
- * than 512 bytes of payload (RFC 1191 §3: a host must not reduce its
- * estimate below 68; Linux keeps 552, against forged tiny MTUs) */
-#define TCP_MIN_PMTU 552
-
-/*
- * The path MTU is mtu (RFC 1191 §6.1), from an ICMP message taken by
- * tcp_icmp_input.  A smaller one lowers the connection's MSS; every
- * segment in flight that is now too big is lost (the router dropped it)
- * and is retransmitted cut to the new MSS (tcp_out.c fit_mss).  As
- * Linux's tcp_simple_retransmit: the congestion window stays (the units
- * changed, not the congestion), and no fast recovery starts for what was
- * in flight.  Returns true when segments were marked lost.
- */
-bool tcp_pmtu_reduce(struct sl_engine *eng, struct sl_conn *c, uint32_t mtu)
-{
-	struct tcp_seg *segs = eng->tcp->segs;
-	uint32_t mss, i, lost = 0, third;
-
-	if (mtu < TCP_MIN_PMTU)
-		mtu = TCP_MIN_PMTU;
-	mss = mtu - 40 - (c->ts_on ? 12 : 0);
-	if (mss >= c->mss)
-		return false;	/* not smaller than what we send */
-	c->mss = (uint16_t)mss;
-	eng->ctr.pmtu_reductions++;
-	for (i = c->sq_head; i != SL_NONE && i != c->sq_send; i = segs[i].next) {
-		struct tcp_seg *s = &segs[i];
-
-		if (s->len <= mss || (s->flags & SEG_SACKED))
-			continue;
-		if (!(s->flags & SEG_LOST) || (s->flags & SEG_RETRANS)) {
-			mark_lost(eng, c, i);
-			lost++;
-		}
-	}
-	if (!lost)
-		return false;
-	if (!c->in_recovery && !c->after_rto) {
-		/* Linux's tcp_current_ssthresh: at least 3/4 of the window */
-		third = (c->cwnd >> 1) + (c->cwnd >> 2);
-		if (c->ssthresh < third)
-			c->ssthresh = third;
-		c->after_rto = true;
-		c->recover = c->snd_max;
-		c->dupacks = 0;
-	}
-	return true;
 }

@@ -1919,3 +1919,23 @@ def test_pmtu_floor_and_larger_mtus(h, peer, mtu, want):
         cut = [want] * (mss // want) + ([mss % want] if mss % want else [])
         assert [len(s.payload) for s in out if s.payload] == cut
         assert peer.absorb(out) == pattern(mss)
+
+
+def test_pmtu_is_kept_for_the_destination_for_ten_minutes(h, peer):
+    """RFC 1191 §5: the next connection to the same peer starts with the
+    path MTU learnt (Linux keeps it for ip_rt_mtu_expires, 10 minutes)."""
+    mss = h.info(peer.conn)["mss"]
+    h.write(peer.conn, pattern(mss))
+    sent = [s for s in h.flush() if s.payload]
+    h.inject(icmp_frag_needed(sent[0].seq, 1000))
+    peer.absorb(h.flush())
+    peer.send(peer.seg())
+    second = Peer(h, PORT, sport=40001)
+    second.connect()
+    assert h.info(second.conn)["mss"] == 1000 - 52
+    assert h.counters()["pmtu_cached"] == 1
+    h.advance(601)
+    third = Peer(h, PORT, sport=40002)
+    third.connect()
+    assert h.info(third.conn)["mss"] == mss
+    assert h.counters()["pmtu_cached"] == 1
