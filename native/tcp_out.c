@@ -1033,7 +1033,8 @@ sent:
 }
 
 /* Cuts segment i at `keep` payload bytes, the rest into a new segment
- * (a peer window smaller than a segment and nothing in flight). */
+ * (a peer window smaller than a segment and nothing in flight; a smaller
+ * path MTU, fit_mss). */
 static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint32_t keep)
 {
 	struct sl_xsk *x = &eng->xsk;
@@ -1097,7 +1098,7 @@ static int split_seg(struct sl_engine *eng, struct sl_conn *c, uint32_t i, uint3
 
 /*
  * A segment longer than the MSS, queued or sent before the path MTU shrank
- * (tcp_pmtu_reduce), is cut to the MSS before it goes, as Linux's
+ * (tcp_pmtu.c), is cut to the MSS before it goes, as Linux's
  * tcp_fragment on retransmission.  The rest keeps the segment's standing:
  * sent and lost (to be retransmitted), or not sent yet.  0; -EBUSY while
  * its frame is in the TX ring (a later flush cuts it); -ENOBUFS.

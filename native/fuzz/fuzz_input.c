@@ -324,8 +324,8 @@ static void check_counters(struct world *w)
 		fail("frames by owner do not add up to frames_total");
 	if (c.rx_held != c.rxq_bytes + c.ooo_bytes)
 		fail("rx_held is not the sum of what the connections hold");
-	/* the drop_* fields, from drop_short to drop_bad_tcp_flags, and the
-	 * later ones, never go down */
+	/* the drop_* fields, from drop_short to drop_bad_tcp_flags, the later
+	 * ones, and the ICMP ones, never go down */
 	for (i = offsetof(struct sl_counters, drop_short) / 8;
 	     i <= offsetof(struct sl_counters, drop_bad_tcp_flags) / 8; i++)
 		if (now[i] < was[i])
@@ -334,6 +334,12 @@ static void check_counters(struct world *w)
 	     i <= offsetof(struct sl_counters, drop_bad_sack) / 8; i++)
 		if (now[i] < was[i])
 			fail("a drop counter went down");
+	for (i = offsetof(struct sl_counters, drop_bad_icmp) / 8;
+	     i <= offsetof(struct sl_counters, pmtu_cached) / 8; i++)
+		if (now[i] < was[i])
+			fail("an ICMP or path MTU counter went down");
+	if (c.pmtu_reductions > c.icmp_frag_needed)
+		fail("an MSS lowered without an ICMP message taken");
 	w->ctr = c;
 }
 
