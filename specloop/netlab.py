@@ -252,18 +252,20 @@ def loss(percent: int) -> Iterator[None]:
     if not isinstance(percent, int) or not 0 <= percent <= 100:
         raise ValueError(f"netlab.loss: percent={percent!r}: must be an integer from 0 to 100")
     table = "sltest"
+    # nft's numgen compares within 0-99: every packet is plain "drop"
+    draw = "" if percent == 100 else f"numgen random mod 100 < {percent} "
     rules = [
         f"add table inet {table}",
         f"add chain inet {table} out {{ type filter hook output priority 0 ; }}",
-        f"add rule inet {table} out ip daddr {SERVER_IP} numgen random mod 100 < {percent} counter drop",
+        f"add rule inet {table} out ip daddr {SERVER_IP} {draw}counter drop",
         f"add chain inet {table} in {{ type filter hook input priority 0 ; }}",
-        f"add rule inet {table} in ip saddr {SERVER_IP} numgen random mod 100 < {percent} counter drop",
+        f"add rule inet {table} in ip saddr {SERVER_IP} {draw}counter drop",
     ]
     delete = in_ns(CLIENT_NS, "nft", "delete", "table", "inet", table)
     subprocess.run(delete, capture_output=True)
-    for r in rules:
-        subprocess.run(in_ns(CLIENT_NS, "nft", *r.split()), check=True, capture_output=True)
     try:
+        for r in rules:
+            subprocess.run(in_ns(CLIENT_NS, "nft", *r.split()), check=True, capture_output=True)
         yield
     finally:
         subprocess.run(delete, capture_output=True)

@@ -57,6 +57,24 @@ def test_namespaces_reach_each_other(lab):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.parametrize("percent, answered", [(0, True), (100, False)])
+def test_loss_extremes(lab, percent, answered):
+    """netlab.loss at its ends: nothing lost, everything lost; its table
+    is gone afterwards either way."""
+    with netlab.loss(percent):
+        r = run_client("ping", "-c", "1", "-W", "1", lab.server_ip)
+    assert (r.returncode == 0) == answered, r.stdout
+    tables = run_client("nft", "list", "tables").stdout
+    assert "sltest" not in tables
+
+
+@pytest.mark.parametrize("percent", [-1, 101, 5.0])
+def test_loss_bad_percent(percent):
+    with pytest.raises(ValueError, match="percent"):
+        with netlab.loss(percent):
+            pass
+
+
 def test_down_removes_everything_and_up_rebuilds(lab):
     netlab.down()
     netlab.down()  # idempotent
