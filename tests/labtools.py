@@ -1,12 +1,16 @@
-"""Running kernel clients inside the lab's client namespace."""
+"""Running kernel clients inside the lab's client namespace, and the
+aiohttp server that several lab tests serve them from."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import pathlib
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator, Callable
 
 from specloop import netlab
 from specloop.netlab import loss as nft_loss  # noqa: F401  (the lab's own)
@@ -91,3 +95,28 @@ def kernel_conns_in_server_ns(port: int) -> list[str]:
     out = subprocess.run(netlab.in_ns(netlab.SERVER_NS, "ss", "-Htn", f"sport = :{port}"),
                          capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if line.strip()]
+
+
+@contextlib.asynccontextmanager
+async def serving_files_and_bytes(files: pathlib.Path, port: int, body: Callable[[int], bytes],
+                                  **static: object) -> AsyncIterator[None]:
+    """aiohttp on the lab's server address: the static fast path on /static
+    (files under ``files``, ``static`` for ``specloop.aiohttp.add_static``)
+    and Python-written bodies on /bytes?n=N (``body(N)``)."""
+    from aiohttp import web
+
+    import specloop.aiohttp
+
+    async def nbytes(request: web.Request) -> web.Response:
+        return web.Response(body=body(int(request.query["n"])))
+
+    app = web.Application()
+    app.router.add_get("/bytes", nbytes)
+    specloop.aiohttp.add_static(app, "/static", files, **static)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, netlab.SERVER_IP, port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()

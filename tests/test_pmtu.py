@@ -14,18 +14,17 @@ Without path MTU discovery the transfer stalls for good.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
 
 import pytest
-from aiohttp import web
 
 import specloop
-import specloop.aiohttp
 from specloop import netlab
+
+from labtools import serving_files_and_bytes
 
 pytestmark = pytest.mark.lab
 
@@ -75,24 +74,6 @@ def pattern(n: int) -> bytes:
     return (block * (n // len(block) + 1))[:n]
 
 
-@contextlib.asynccontextmanager
-async def serving(files):
-    """aiohttp: the static fast path on /static, Python bodies on /bytes."""
-    async def nbytes(request: web.Request) -> web.Response:
-        return web.Response(body=pattern(int(request.query["n"])))
-
-    app = web.Application()
-    app.router.add_get("/bytes", nbytes)
-    specloop.aiohttp.add_static(app, "/static", files)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, netlab.SERVER_IP, PORT).start()
-    try:
-        yield
-    finally:
-        await runner.cleanup()
-
-
 async def fetch_digests(*urls: str) -> list[str]:
     """sha256 of each body, fetched by curl in slpmtu, a connection each."""
     script = " ; ".join(f"curl -sS --max-time 60 '{u}' | sha256sum" for u in urls)
@@ -125,7 +106,7 @@ def test_router_icmp_lowers_the_mss_and_every_byte_arrives(narrow_hop, in_server
             hashlib.sha256(pattern(SIZE + 777)).hexdigest()]
 
     async def main() -> list[str]:
-        async with serving(files):
+        async with serving_files_and_bytes(files, PORT, pattern):
             return await fetch_digests(*urls)
 
     try:

@@ -23,13 +23,11 @@ import sys
 import textwrap
 
 import pytest
-from aiohttp import web
 
 import specloop
-import specloop.aiohttp
 from specloop import netlab
 
-from labtools import arun_client, client_argv, nft_loss
+from labtools import arun_client, client_argv, nft_loss, serving_files_and_bytes
 
 pytestmark = pytest.mark.lab
 
@@ -57,24 +55,11 @@ def files(tmp_path_factory):
     return d
 
 
-@contextlib.asynccontextmanager
-async def serving(files):
+def serving(files):
     """aiohttp with the static fast path on /static (files up to 8 MiB;
     larger ones are FileResponse's sendfile) and Python-written bodies on
     /bytes?n=N."""
-    async def nbytes(request: web.Request) -> web.Response:
-        return web.Response(body=pattern(int(request.query["n"])))
-
-    app = web.Application()
-    app.router.add_get("/bytes", nbytes)
-    specloop.aiohttp.add_static(app, "/static", files, max_file_size=8 << 20)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, netlab.SERVER_IP, PORT).start()
-    try:
-        yield
-    finally:
-        await runner.cleanup()
+    return serving_files_and_bytes(files, PORT, pattern, max_file_size=8 << 20)
 
 
 async def curl_digests(*urls: str, timeout: float = 120) -> list[str]:

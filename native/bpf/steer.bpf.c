@@ -43,34 +43,35 @@ struct {
 #define ICMP_DEST_UNREACH 3
 #define ICMP_FRAG_NEEDED 4
 
-/* An unfragmented ICMP "fragmentation needed" quoting a TCP segment whose
- * source port is ours: to our socket; anything else to the kernel. */
+/* The header after ip's, when len bytes of it are there; NULL for a
+ * non-first fragment (it carries no such header) or a bad IHL. */
+static __always_inline void *l4_header(struct iphdr *ip, void *data_end, __u32 len)
+{
+	__u32 ihl = ip->ihl * 4;
+	void *l4 = (void *)ip + ihl;
+
+	if ((ip->frag_off & bpf_htons(0x1fff)) || ihl < sizeof(*ip) || l4 + len > data_end)
+		return NULL;
+	return l4;
+}
+
+/* ICMP "fragmentation needed" quoting a TCP segment whose source port is
+ * ours: to our socket; anything else to the kernel. */
 static __always_inline int frag_needed_for_us(struct xdp_md *ctx, struct iphdr *ip,
 					      void *data_end)
 {
-	struct iphdr *inner;
-	__u8 *icmp, *quoted;
-	__u16 sport;
-	__u32 ihl;
-
-	if (ip->frag_off & bpf_htons(0x3fff))
-		return XDP_PASS;
-	ihl = ip->ihl * 4;
-	if (ihl < sizeof(*ip))
-		return XDP_PASS;
-	icmp = (void *)ip + ihl;
 	/* type, code, checksum, unused, next-hop MTU: 8 bytes */
-	if ((void *)(icmp + 8) > data_end)
-		return XDP_PASS;
-	if (icmp[0] != ICMP_DEST_UNREACH || icmp[1] != ICMP_FRAG_NEEDED)
+	__u8 *icmp = l4_header(ip, data_end, 8), *quoted;
+	struct iphdr *inner;
+	__u16 sport;
+
+	if (!icmp || icmp[0] != ICMP_DEST_UNREACH || icmp[1] != ICMP_FRAG_NEEDED)
 		return XDP_PASS;
 	inner = (void *)(icmp + 8);
-	if ((void *)(inner + 1) > data_end || inner->protocol != IPPROTO_TCP)
+	if ((void *)(inner + 1) > data_end || inner->protocol != IPPROTO_TCP ||
+	    inner->ihl * 4 < sizeof(*inner))
 		return XDP_PASS;
-	ihl = inner->ihl * 4;
-	if (ihl < sizeof(*inner) || ihl > 60)
-		return XDP_PASS;
-	quoted = (void *)inner + ihl;
+	quoted = (void *)inner + inner->ihl * 4;
 	/* RFC 792: at least 8 bytes of the quoted TCP header (ports, seq) */
 	if ((void *)(quoted + 8) > data_end)
 		return XDP_PASS;
@@ -89,7 +90,6 @@ int specloop_steer(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
 	struct tcphdr *tcp;
-	__u32 ihl;
 
 	if ((void *)(eth + 1) > data_end)
 		goto out;
@@ -104,16 +104,8 @@ int specloop_steer(struct xdp_md *ctx)
 	}
 	if (ip->protocol != IPPROTO_TCP)
 		goto out;
-	/* a non-first fragment carries no TCP header: leave it to the kernel */
-	if (ip->frag_off & bpf_htons(0x1fff))
-		goto out;
-	ihl = ip->ihl * 4;
-	if (ihl < sizeof(*ip))
-		goto out;
-	tcp = (void *)ip + ihl;
-	if ((void *)(tcp + 1) > data_end)
-		goto out;
-	if (!bpf_map_lookup_elem(&ports, &tcp->dest))
+	tcp = l4_header(ip, data_end, sizeof(*tcp));
+	if (!tcp || !bpf_map_lookup_elem(&ports, &tcp->dest))
 		goto out;
 	action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
 out:
