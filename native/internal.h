@@ -220,9 +220,8 @@ struct pkt {
 	uint32_t opts_len;
 	const uint8_t *payload;
 	uint32_t payload_len;
-	uint8_t proto;		/* IPPROTO_TCP_NUM, or IPPROTO_ICMP_NUM: then
-				 * sport, dport and seq are those of our
-				 * segment it quotes (parse_icmp) */
+	/* an ICMP error about our segment (net_parse returned 1): sport,
+	 * dport and seq are those of the segment it quotes (parse_icmp) */
 	uint16_t icmp_mtu;	/* RFC 1191 next-hop MTU, host order */
 	uint32_t icmp_peer;	/* the quoted segment's destination */
 };

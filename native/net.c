@@ -141,7 +141,6 @@ static int parse_icmp(struct sl_engine *eng, struct pkt *p, const uint8_t *icmp,
 	p->dport = get_be16(in + in_ihl);
 	p->sport = get_be16(in + in_ihl + 2);
 	p->seq = get_be32(in + in_ihl + 4);
-	p->proto = IPPROTO_ICMP_NUM;
 	return 1;
 }
 
@@ -231,7 +230,6 @@ int net_parse(struct sl_engine *eng, struct pkt *p)
 	p->opts_len = doff - 20;
 	p->payload = tcp + doff;
 	p->payload_len = tcp_len - doff;
-	p->proto = IPPROTO_TCP_NUM;
 	if ((p->flags & TH_SYN) && (p->flags & (TH_FIN | TH_RST))) {
 		eng->ctr.drop_bad_tcp_flags++;
 		return -1;

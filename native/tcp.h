@@ -2,11 +2,12 @@
 /*
  * tcp.h - the TCP control block, send segments, listeners, and the
  * helpers shared by tcp_conn.c, tcp_in.c, tcp_out.c, tcp_recovery.c,
- * tcp_cc.c and tcp_timer.c.
+ * tcp_pmtu.c, tcp_cc.c and tcp_timer.c.
  *
  * Call chains:
  *   RX:    sl_engine_poll → tcp_input (tcp_in.c) → tcp_segment_arrives
  *          → tcp_ack → loss detection and recovery (tcp_recovery.c)
+ *   ICMP:  sl_engine_poll → tcp_icmp_input (tcp_pmtu.c): path MTU
  *   TX:    sl_engine_flush → tcp_output_dirty → tcp_output (tcp_out.c)
  *   Timer: sl_engine_poll → tcp_timers_run (tcp_timer.c)
  *   API:   sl_conn_* / sl_listen_* (tcp_conn.c)
@@ -375,9 +376,9 @@ struct tcp_listener {
 
 #define SL_MAX_LISTENERS 64
 
-/* engine.c sees the TCP state through this */
 #define TCP_PMTU_SLOTS 256	/* destinations whose path MTU is kept */
 
+/* engine.c sees the TCP state through this */
 struct tcp_state_all {
 	struct sl_conn *conns;
 	uint32_t max_conns;
@@ -507,11 +508,11 @@ void tcp_tlp_reduce(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_recovery(struct sl_engine *eng, struct sl_conn *c);
 void tcp_enter_loss(struct sl_engine *eng, struct sl_conn *c);
 void tcp_mark_lost(struct sl_engine *eng, struct sl_conn *c, uint32_t i);
+void tcp_prr_ack(struct sl_conn *c, uint32_t delivered, bool newly_lost, bool una_advanced);
 
 /* tcp_pmtu.c: path MTU discovery */
 void tcp_icmp_input(struct sl_engine *eng, const struct pkt *p);
 uint16_t tcp_pmtu_mss(struct sl_engine *eng, uint32_t peer_ip, uint16_t mss, bool ts_on);
-void tcp_prr_ack(struct sl_conn *c, uint32_t delivered, bool newly_lost, bool una_advanced);
 
 /* tcp_cc.c: congestion control */
 void tcp_cc_ack(const struct sl_engine *eng, struct sl_conn *c, uint32_t acked);
