@@ -547,6 +547,14 @@ static inline uint32_t conn_index(const struct sl_engine *eng, const struct sl_c
 	return (uint32_t)(c - eng->tcp->conns);
 }
 
+/* States in which a connection sends data (and retransmits it). */
+static inline bool tcp_state_sends_data(int state)
+{
+	return state == TCP_ESTABLISHED || state == TCP_CLOSE_WAIT ||
+	       state == TCP_FIN_WAIT_1 || state == TCP_CLOSING ||
+	       state == TCP_LAST_ACK;
+}
+
 /* Starts the next millisecond of the active-connection count when this one
  * is over (a millisecond with no segment at all counts 0). */
 static inline void active_roll(struct sl_engine *eng)

@@ -1133,13 +1133,6 @@ static bool nagle_holds(const struct sl_conn *c, const struct tcp_seg *s)
 	       s->next == SL_NONE && c->packets_out > 0;
 }
 
-static bool state_sends_data(int state)
-{
-	return state == TCP_ESTABLISHED || state == TCP_CLOSE_WAIT ||
-	       state == TCP_FIN_WAIT_1 || state == TCP_CLOSING ||
-	       state == TCP_LAST_ACK;
-}
-
 /* Retransmits segments marked lost while the congestion window allows. */
 static void retransmit_lost(struct sl_engine *eng, struct sl_conn *c)
 {
@@ -1496,7 +1489,7 @@ static void output_new(struct sl_engine *eng, struct sl_conn *c)
  */
 void tcp_output_before_recovery(struct sl_engine *eng, struct sl_conn *c)
 {
-	if (c->id && !c->file_err && state_sends_data(c->state)) {
+	if (c->id && !c->file_err && tcp_state_sends_data(c->state)) {
 		output_new(eng, c);
 		conn_dirty(eng, c);	/* the flush arms timers, sees a file error */
 	}
@@ -1510,7 +1503,7 @@ void tcp_output(struct sl_engine *eng, struct sl_conn *c)
 		return;
 	if (c->file_err)
 		goto out_file_err;
-	if (state_sends_data(c->state)) {
+	if (tcp_state_sends_data(c->state)) {
 		if (c->fin_queued && !c->fin_in_queue && !app_pending(c))
 			make_fin(eng, c);
 		if (c->lost_out > c->retrans_out)

@@ -121,9 +121,7 @@ void tcp_icmp_input(struct sl_engine *eng, const struct pkt *p)
 {
 	struct sl_conn *c = conn_lookup(eng, p->icmp_peer, p->sport, p->dport);
 
-	if (!c || (c->state != TCP_ESTABLISHED && c->state != TCP_CLOSE_WAIT &&
-		   c->state != TCP_FIN_WAIT_1 && c->state != TCP_CLOSING &&
-		   c->state != TCP_LAST_ACK)) {
+	if (!c || !tcp_state_sends_data(c->state)) {
 		eng->ctr.drop_icmp_no_conn++;
 		return;
 	}
